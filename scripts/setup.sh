@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository root and installs the locked dependencies and the project.
+# Needs only Python 3.11+ and pip. Re-running is cheap: pip skips what is already installed.
+# Usage: scripts/setup.sh [dev]   ("dev" adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+lock=requirements.lock
+[ "${1:-}" = "dev" ] && lock=requirements-dev.lock
+stamp=".venv/.installed-$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r "$lock"
+    .venv/bin/python -m pip install --quiet --no-deps -e .
+    touch "$stamp"
+fi

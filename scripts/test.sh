@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to the whole test suite, lint and type checks included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev
+.venv/bin/ruff check app tests bench
+.venv/bin/ruff format --check app tests bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"
