@@ -14,6 +14,6 @@ stamp=".venv/.installed-$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -r "$lock"
-    .venv/bin/python -m pip install --quiet --no-deps -e .
+    .venv/bin/python -m pip install --quiet --no-deps --config-settings editable_mode=compat -e .
     touch "$stamp"
 fi

@@ -1,0 +1,28 @@
+"""One score and one decision from the methods' calibrated scores.
+
+Every method's score is already on the shared scale (0.5 = as rare as the target false-alarm rate
+among normal events, see ``detectors.calibration``), so combining needs no per-method rescaling:
+
+    combined = max over methods of (weight * score)      is_anomaly = combined >= threshold
+
+The maximum lets one method that is sure flag an event on its own (an error burst need not also be
+slow); a weight below 1 makes a method need stronger evidence, and 0 leaves it out. Because each
+method alone flags about ``q`` of normal events, the combination flags at most about
+``methods * q``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def combine(
+    scores: dict[str, FloatArray], weights: dict[str, float], threshold: float, n_events: int
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    combined = np.zeros(n_events)
+    for name, method_scores in scores.items():
+        combined = np.maximum(combined, weights.get(name, 1.0) * method_scores)
+    return combined, combined >= threshold

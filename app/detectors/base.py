@@ -1,0 +1,92 @@
+"""The contract every detector keeps, in the spirit of scikit-learn and PyOD.
+
+* ``__init__`` stores parameters only; ``get_params`` returns them.
+* A *batch* detector learns only in ``fit`` (which returns ``self`` and sets attributes ending in
+  ``_``); ``rarity`` never changes it. An *online* detector learns from the stream and says so
+  with ``kind = "online"``; its state lives in the engine's stores, not in the detector.
+* ``rarity`` answers, for each event, the probability that a normal event looks at least this
+  unusual to the method. Lower is more anomalous; the engine turns it into the shared score.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from app.baselines import BaselineView
+from app.events import EventBatch
+from app.windows import WindowView
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class NotFittedError(RuntimeError):
+    """A batch detector was asked to score before it was fitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringContext:
+    """What the engine knows about a batch when the detectors run."""
+
+    batch: EventBatch
+    features: FloatArray
+    baseline: BaselineView
+    window: WindowView
+
+
+@dataclass(frozen=True, slots=True)
+class MethodOutput:
+    rarity: FloatArray
+    metrics: dict[str, FloatArray] = field(default_factory=dict)  # NaN reads as "not known"
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    method: ClassVar[str]
+    kind: ClassVar[Literal["batch", "online"]]
+    requires: ClassVar[tuple[str, ...]]
+    unavailable_reason: ClassVar[str | None] = None
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.unavailable_reason is None
+
+    @abstractmethod
+    def get_params(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def rarity(self, context: ScoringContext) -> MethodOutput: ...
+
+
+class BatchDetector(Detector):
+    kind: ClassVar[Literal["batch", "online"]] = "batch"
+
+    @abstractmethod
+    def fit(self, features: FloatArray) -> Self: ...
+
+    @property
+    @abstractmethod
+    def is_fitted(self) -> bool: ...
+
+    @abstractmethod
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]: ...
+
+    @classmethod
+    @abstractmethod
+    def from_arrays(cls, params: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Self: ...
+
+
+class UnavailableDetector(Detector):
+    """A method we mean to offer that is not built yet: listed, never scored."""
+
+    kind: ClassVar[Literal["batch", "online"]] = "batch"
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+    def rarity(self, context: ScoringContext) -> MethodOutput:
+        raise NotImplementedError(f"{self.name} is not available: {self.unavailable_reason}")

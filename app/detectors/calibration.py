@@ -1,0 +1,95 @@
+"""Turning a method's evidence into the one score scale every response uses.
+
+Every method ends with a *rarity*: the probability that a normal event looks at least this unusual
+to that method (a tail probability, ``S``). The score is that rarity on a log scale relative to the
+target false-alarm rate ``q``::
+
+    score = clip(0.5 * log(S) / log(q), 0, 1)
+
+so ``S = 1`` (perfectly ordinary) scores 0, ``S = q`` scores 0.5 (the decision threshold), and
+``S = q**2`` or rarer scores 1. With the default ``q = 0.001``, 0.5 means "one normal event in a
+thousand looks like this", 0.75 one in ~31,600, 0.9 one in ~250,000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+# Rarities below this are indistinguishable for our purposes and keep log() finite.
+MIN_RARITY = 1e-300
+# Share of the reference scores above which the tail is modelled rather than counted.
+TAIL_FRACTION = 0.05
+GRID_POINTS = 257
+
+
+def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> FloatArray:
+    """Map tail probabilities to [0, 1]; 0.5 at the target false-alarm rate."""
+    clipped = np.clip(np.asarray(rarity, dtype=np.float64), MIN_RARITY, 1.0)
+    score = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
+    result: FloatArray = np.clip(score, 0.0, 1.0)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class TailCalibrator:
+    """Empirical survival function of a detector's raw scores on normal data, with a fitted tail.
+
+    The body is a quantile grid (exact up to grid resolution); beyond the ``1 - TAIL_FRACTION``
+    quantile, excesses are modelled as exponential (a generalised Pareto tail with shape 0, the
+    standard peaks-over-threshold choice), so rarities far beyond anything seen in training stay
+    ordered and finite instead of all collapsing to "never seen".
+    """
+
+    quantiles: FloatArray  # raw score at each probability of ``levels``
+    levels: FloatArray
+    tail_start: float
+    tail_scale: float
+
+    @classmethod
+    def fit(cls, raw_scores: npt.ArrayLike) -> TailCalibrator:
+        scores = np.asarray(raw_scores, dtype=np.float64)
+        if scores.ndim != 1 or scores.size < 2 or not np.all(np.isfinite(scores)):
+            raise ValueError("calibration needs at least two finite reference scores")
+        levels = np.linspace(0.0, 1.0, GRID_POINTS)
+        quantiles = np.quantile(scores, levels)
+        tail_start = float(np.quantile(scores, 1.0 - TAIL_FRACTION))
+        excess = scores[scores > tail_start] - tail_start
+        spread = float(np.std(scores))
+        # A degenerate tail (all reference scores equal) gets a small scale from the spread,
+        # or an absolute floor, so that anything above it is still judged rare.
+        tail_scale = float(excess.mean()) if excess.size else 0.0
+        tail_scale = max(tail_scale, 0.01 * spread, 1e-9)
+        return cls(quantiles, levels, tail_start, tail_scale)
+
+    def rarity(self, raw_scores: npt.ArrayLike) -> FloatArray:
+        """P(a normal score >= raw score)."""
+        scores = np.asarray(raw_scores, dtype=np.float64)
+        body = 1.0 - np.interp(scores, self.quantiles, self.levels)
+        body = np.maximum(body, TAIL_FRACTION)
+        tail = TAIL_FRACTION * np.exp(-(scores - self.tail_start) / self.tail_scale)
+        result: FloatArray = np.where(scores > self.tail_start, tail, body)
+        return result
+
+    def to_arrays(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        return {
+            f"{prefix}quantiles": self.quantiles,
+            f"{prefix}levels": self.levels,
+            f"{prefix}tail": np.array([self.tail_start, self.tail_scale], dtype=np.float64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, npt.NDArray[Any]], prefix: str) -> TailCalibrator:
+        quantiles = np.asarray(arrays[f"{prefix}quantiles"], dtype=np.float64)
+        levels = np.asarray(arrays[f"{prefix}levels"], dtype=np.float64)
+        tail_start, tail_scale = (float(v) for v in arrays[f"{prefix}tail"])
+        if quantiles.shape != levels.shape or quantiles.ndim != 1 or quantiles.size < 2:
+            raise ValueError("calibrator arrays disagree in shape")
+        if not (np.all(np.isfinite(quantiles)) and np.isfinite(tail_start) and tail_scale > 0):
+            raise ValueError("calibrator holds non-finite values")
+        return cls(quantiles, levels, tail_start, tail_scale)

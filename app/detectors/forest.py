@@ -1,0 +1,160 @@
+"""A fitted scikit-learn Isolation Forest flattened into plain arrays, and a vectorised evaluator.
+
+Why: scikit-learn's per-call overhead (input validation, joblib dispatch, one ``apply`` per tree)
+costs milliseconds for one event, and a pickled estimator can run code when loaded. The flat
+arrays are both the fast scoring path and the on-disk format (``numpy.load(allow_pickle=False)``).
+
+The evaluator reproduces ``IsolationForest.score_samples`` exactly: inputs are rounded to float32
+before comparison with the float64 thresholds (scikit-learn's trees do the same), and per-tree
+path lengths are added tree by tree in fitting order, as scikit-learn accumulates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_ARRAY_FIELDS = ("feature", "threshold", "left", "right", "leaf_value", "roots")
+
+
+@dataclass(frozen=True, slots=True)
+class FlatForest:
+    """All trees of a forest in one set of node arrays; ``roots[t]`` is tree t's first node.
+
+    Leaves point to themselves with an infinite threshold, so every sample can take exactly
+    ``max_depth`` steps without a branch on "is this a leaf".
+    """
+
+    feature: IntArray
+    threshold: FloatArray
+    left: IntArray
+    right: IntArray
+    leaf_value: FloatArray  # path length to the leaf plus c(n) for the samples left in it
+    roots: IntArray
+    max_depth: int
+    n_features: int
+    denominator: float  # n_trees * c(max_samples), scikit-learn's normaliser
+    offset: float  # scikit-learn's offset_: score_samples below it is an outlier
+
+    @classmethod
+    def from_sklearn(cls, model: Any) -> FlatForest:
+        """Flatten a fitted ``sklearn.ensemble.IsolationForest``."""
+        from sklearn.ensemble._iforest import _average_path_length
+
+        n_features = int(model.n_features_in_)
+        subsample_features = model._max_features != n_features
+        features_parts, thresholds, lefts, rights, values, roots = [], [], [], [], [], []
+        offset = 0
+        max_depth = 0
+        for tree_index, (estimator, tree_features) in enumerate(
+            zip(model.estimators_, model.estimators_features_, strict=True)
+        ):
+            tree = estimator.tree_
+            n_nodes = int(tree.node_count)
+            is_leaf = tree.children_left == -1
+            local_feature = np.where(is_leaf, 0, tree.feature).astype(np.int64)
+            if subsample_features:
+                local_feature = np.asarray(tree_features, dtype=np.int64)[local_feature]
+            node_ids = np.arange(n_nodes, dtype=np.int64) + offset
+            # Same expression, same order as scikit-learn, so every leaf value is bit-identical.
+            leaf_value = (
+                model._decision_path_lengths[tree_index]
+                + model._average_path_length_per_tree[tree_index]
+                - 1.0
+            )
+            features_parts.append(local_feature)
+            thresholds.append(np.where(is_leaf, np.inf, tree.threshold))
+            lefts.append(np.where(is_leaf, node_ids, tree.children_left + offset))
+            rights.append(np.where(is_leaf, node_ids, tree.children_right + offset))
+            values.append(np.asarray(leaf_value, dtype=np.float64))
+            roots.append(offset)
+            max_depth = max(max_depth, int(tree.max_depth))
+            offset += n_nodes
+        denominator = float(len(model.estimators_) * _average_path_length([model._max_samples])[0])
+        return cls(
+            feature=np.concatenate(features_parts),
+            threshold=np.concatenate(thresholds).astype(np.float64),
+            left=np.concatenate(lefts),
+            right=np.concatenate(rights),
+            leaf_value=np.concatenate(values),
+            roots=np.asarray(roots, dtype=np.int64),
+            max_depth=max_depth,
+            n_features=n_features,
+            denominator=denominator,
+            offset=float(model.offset_),
+        )
+
+    def score_samples(self, features: npt.ArrayLike) -> FloatArray:
+        """``IsolationForest.score_samples``: the opposite of the paper's score, lower is odder."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected shape (n, {self.n_features}), got {x.shape}")
+        n_samples = x.shape[0]
+        if n_samples == 0:
+            return np.empty(0, dtype=np.float64)
+        # scikit-learn's trees compare float32 inputs with float64 thresholds.
+        flat = x.astype(np.float32).astype(np.float64).ravel()
+        row_offsets = (np.arange(n_samples, dtype=np.int64) * self.n_features)[None, :]
+        nodes = np.repeat(self.roots[:, None], n_samples, axis=1)
+        for _ in range(self.max_depth):
+            goes_left = flat[row_offsets + self.feature[nodes]] <= self.threshold[nodes]
+            nodes = np.where(goes_left, self.left[nodes], self.right[nodes])
+        # cumsum adds tree by tree in order, as scikit-learn's ``depths +=`` loop does.
+        depths = np.cumsum(self.leaf_value[nodes], axis=0)[-1]
+        if self.denominator == 0.0:
+            return np.full(n_samples, -1.0)
+        scores: FloatArray = -(2.0 ** (-np.divide(depths, self.denominator)))
+        return scores
+
+    def predict_outlier(self, features: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """scikit-learn's ``predict(X) == -1``."""
+        return np.asarray(self.score_samples(features) - self.offset < 0)
+
+    def to_arrays(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        arrays: dict[str, npt.NDArray[Any]] = {
+            f"{prefix}{name}": getattr(self, name) for name in _ARRAY_FIELDS
+        }
+        arrays[f"{prefix}scalars"] = np.array(
+            [self.max_depth, self.n_features, self.denominator, self.offset], dtype=np.float64
+        )
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, npt.NDArray[Any]], prefix: str) -> FlatForest:
+        max_depth, n_features, denominator, offset = arrays[f"{prefix}scalars"].tolist()
+        forest = cls(
+            feature=np.asarray(arrays[f"{prefix}feature"], dtype=np.int64),
+            threshold=np.asarray(arrays[f"{prefix}threshold"], dtype=np.float64),
+            left=np.asarray(arrays[f"{prefix}left"], dtype=np.int64),
+            right=np.asarray(arrays[f"{prefix}right"], dtype=np.int64),
+            leaf_value=np.asarray(arrays[f"{prefix}leaf_value"], dtype=np.float64),
+            roots=np.asarray(arrays[f"{prefix}roots"], dtype=np.int64),
+            max_depth=int(max_depth),
+            n_features=int(n_features),
+            denominator=float(denominator),
+            offset=float(offset),
+        )
+        forest.validate()
+        return forest
+
+    def validate(self) -> None:
+        """Refuse arrays that would index out of bounds: a loaded file is not trusted blindly."""
+        n_nodes = self.feature.shape[0]
+        same_length = {
+            a.shape for a in (self.threshold, self.left, self.right, self.leaf_value)
+        } == {(n_nodes,)}
+        if not same_length or n_nodes == 0:
+            raise ValueError("forest arrays disagree in length")
+        for name, index in (("left", self.left), ("right", self.right), ("roots", self.roots)):
+            if index.size and (index.min() < 0 or index.max() >= n_nodes):
+                raise ValueError(f"forest {name} index out of range")
+        if self.feature.min() < 0 or self.feature.max() >= self.n_features:
+            raise ValueError("forest feature index out of range")
+        if not 0 <= self.max_depth <= 64:
+            raise ValueError("forest depth out of range")

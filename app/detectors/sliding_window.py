@@ -1,0 +1,77 @@
+"""Sliding-window detector: error bursts and latency jumps against the service's recent past."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import bdtrc, ndtr
+
+from app.detectors.base import Detector, MethodOutput, ScoringContext
+
+
+class SlidingWindowDetector(Detector):
+    """Four tests per event, each an exact tail probability under the service's normal:
+
+    * error burst in the window (error events only): P(at least k errors among the window's n
+      events) under the service's long-run error rate, a binomial tail;
+    * error burst among the service's last 16 events, the same test on a short horizon, which
+      sees a burst within a few events even in a busy service;
+    * latency jump: P(Z >= z) for the event's log-latency z-score against the window;
+    * latency shift: P(Z >= s) for the recent mean of the service's baseline z-scores, which
+      catches a sustained slowdown whose single events are each only moderately slow.
+
+    The event's rarity is the smallest of the four times four (Bonferroni), so running several
+    tests does not multiply the false-alarm rate.
+    """
+
+    name: ClassVar[str] = "sliding_window"
+    method: ClassVar[str] = "Sliding window"
+    kind: ClassVar[Any] = "online"
+    requires: ClassVar[tuple[str, ...]] = ("timestamp", "level", "latency_ms")
+
+    def __init__(self, window_minutes: float = 5.0, buckets: int = 60, min_events: int = 10):
+        self.window_minutes = window_minutes
+        self.buckets = buckets
+        self.min_events = min_events
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "window_minutes": self.window_minutes,
+            "buckets": self.buckets,
+            "min_events": self.min_events,
+        }
+
+    def rarity(self, context: ScoringContext) -> MethodOutput:
+        window = context.window
+        expected = window.expected_error_rate
+        is_error = context.batch.is_error
+        total = window.total.astype(np.float64)
+        errors = window.errors.astype(np.float64)
+        window_burst = np.where(
+            is_error & window.in_window & (errors > 0),
+            bdtrc(np.maximum(errors - 1.0, 0.0), total, expected),
+            1.0,
+        )
+        recent_errors = window.recent_errors.astype(np.float64)
+        recent_burst = np.where(
+            is_error & (recent_errors > 0),
+            bdtrc(np.maximum(recent_errors - 1.0, 0.0), window.recent_total, expected),
+            1.0,
+        )
+        z = window.latency_zscore
+        latency_jump = np.where(np.isnan(z), 1.0, ndtr(-np.nan_to_num(z)))
+        shift = context.baseline.latency_shift
+        latency_shift = np.where(np.isnan(shift), 1.0, ndtr(-np.nan_to_num(shift)))
+        smallest = np.minimum.reduce([window_burst, recent_burst, latency_jump, latency_shift])
+        return MethodOutput(
+            rarity=np.minimum(1.0, 4.0 * smallest),
+            metrics={
+                "error_rate": np.divide(errors, total, out=np.zeros_like(total), where=total > 0),
+                "latency_zscore": z,
+                "total_logs": total,
+                "expected_error_rate": expected,
+                "recent_errors": recent_errors,
+                "latency_shift": shift,
+            },
+        )

@@ -1,0 +1,201 @@
+"""The scoring pipeline every front end shares (REST, the Python API, the command line).
+
+events -> columns -> per-service baselines and windows (read, then learned, in event order)
+       -> feature matrix -> every enabled detector on the whole batch -> calibrated scores
+       -> combined score, decision and explanation per event
+
+Concurrency: ``score`` is synchronous and never awaits, and the service calls it on the event loop,
+so two requests never interleave inside it and the online state needs no lock. A model swap is one
+reference assignment made on the same loop; each call reads the model once and keeps it to the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.baselines import BaselineStore, BaselineView
+from app.combiner import combine
+from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.calibration import rarity_to_score
+from app.detectors.registry import DETECTOR_TYPES
+from app.detectors.sliding_window import SlidingWindowDetector
+from app.events import EventBatch
+from app.explain import explain
+from app.features import feature_matrix
+from app.model import Model
+from app.schemas.events import LogEvent
+from app.schemas.models import DetectorInfo
+from app.schemas.stats import WindowStats
+from app.settings import Settings
+from app.windows import WindowStore, WindowView
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+ScoreDict = dict[str, Any]
+
+
+def _column(values: FloatArray) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
+
+
+class ScoringEngine:
+    def __init__(self, settings: Settings, model: Model) -> None:
+        self.settings = settings
+        halflife = settings.baseline_halflife_minutes * 60.0
+        self.baselines = BaselineStore(
+            settings.baseline_warmup_events, halflife, settings.max_services
+        )
+        self.windows = WindowStore(
+            settings.window_seconds,
+            settings.window_buckets,
+            settings.window_min_events,
+            halflife,
+            settings.max_services,
+        )
+        self.sliding_window = SlidingWindowDetector(
+            settings.window_minutes, settings.window_buckets, settings.window_min_events
+        )
+        self.weights = settings.method_weights()
+        self._model = model
+        self.baselines.seed(model.baselines)
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    def swap(self, model: Model) -> None:
+        """Serve ``model`` from the next call on; calls under way finish with the old one."""
+        self._model = model
+        self.baselines.seed(model.baselines)
+
+    def _detectors(self, model: Model) -> list[Detector]:
+        return [model.isolation_forest, self.sliding_window]
+
+    def score(
+        self, events: Sequence[LogEvent], received_at: float | None = None
+    ) -> list[ScoreDict]:
+        """Score events in order; the result is the same as scoring them one call at a time."""
+        if not events:
+            return []
+        model = self._model
+        batch = EventBatch.from_events(events, received_at)
+        baseline = self.baselines.observe(batch)
+        window = self.windows.observe(batch)
+        context = ScoringContext(
+            batch, feature_matrix(baseline.latency_z, batch.level_scores), baseline, window
+        )
+        outputs: dict[str, MethodOutput] = {}
+        failures: dict[str, str] = {}
+        for detector in self._detectors(model):
+            try:
+                outputs[detector.name] = detector.rarity(context)
+            except Exception as exc:
+                # One broken method must not fail the request: it is reported as degraded.
+                log.exception("detector %s failed; scoring without it", detector.name)
+                failures[detector.name] = f"{type(exc).__name__}: {exc}"
+        return self._render(model, batch, baseline, window, outputs, failures)
+
+    def _render(
+        self,
+        model: Model,
+        batch: EventBatch,
+        baseline: BaselineView,
+        window: WindowView,
+        outputs: dict[str, MethodOutput],
+        failures: dict[str, str],
+    ) -> list[ScoreDict]:
+        q = self.settings.target_false_alarm_rate
+        threshold = self.settings.anomaly_threshold
+        scores = {name: rarity_to_score(out.rarity, q) for name, out in outputs.items()}
+        combined, flagged = combine(scores, self.weights, threshold, len(batch))
+        method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
+        columns = {
+            name: (
+                scores[name].tolist(),
+                {metric: _column(values) for metric, values in out.metrics.items()},
+            )
+            for name, out in outputs.items()
+        }
+        explanations = explain(batch, baseline, window, scores, combined, flagged, self.settings)
+        seen = baseline.events_seen.tolist()
+        ready = baseline.ready.tolist()
+        combined_list = combined.tolist()
+        flagged_list = flagged.tolist()
+        results: list[ScoreDict] = []
+        for i in range(len(batch)):
+            methods: dict[str, Any] = {}
+            for name, (method_scores, metrics) in columns.items():
+                methods[name] = {
+                    "anomaly_score": method_scores[i],
+                    "is_anomaly": method_scores[i] >= threshold,
+                    "method": method_names[name],
+                    "metrics": {metric: values[i] for metric, values in metrics.items()},
+                }
+            for name, reason in failures.items():
+                methods[name] = {
+                    "anomaly_score": 0.0,
+                    "is_anomaly": False,
+                    "method": method_names[name],
+                    "metrics": None,
+                    "degraded": reason,
+                }
+            results.append(
+                {
+                    "is_anomaly": flagged_list[i],
+                    "anomaly_score": combined_list[i],
+                    "methods": methods,
+                    "model_version": model.version,
+                    "explanation": explanations[i],
+                    "service": batch.services[i],
+                    "service_events_seen": seen[i],
+                    "baseline_ready": ready[i],
+                }
+            )
+        return results
+
+    def stats(self, service: str) -> WindowStats | None:
+        snapshot = self.windows.snapshot(service)
+        if snapshot is None:
+            return None
+        return WindowStats(
+            service=service,
+            window_minutes=self.settings.window_minutes,
+            window_end=(
+                datetime.fromtimestamp(snapshot.window_end, UTC)
+                if snapshot.window_end is not None
+                else None
+            ),
+            total_logs=snapshot.total,
+            error_count=snapshot.errors,
+            error_rate=snapshot.errors / snapshot.total if snapshot.total else 0.0,
+            avg_latency=snapshot.avg_latency,
+            max_latency=snapshot.max_latency,
+            min_latency=snapshot.min_latency,
+        )
+
+    def detector_infos(self) -> list[DetectorInfo]:
+        active = {d.name: d for d in self._detectors(self._model)}
+        infos = []
+        for name, cls in DETECTOR_TYPES.items():
+            instance = active.get(name)
+            infos.append(
+                DetectorInfo(
+                    name=name,
+                    method=cls.method,
+                    kind=cls.kind,
+                    available=cls.available() and instance is not None,
+                    reason=cls.unavailable_reason,
+                    weight=self.weights.get(name, 0.0),
+                    parameters=instance.get_params() if instance is not None else {},
+                    requires=list(cls.requires),
+                )
+            )
+        return infos

@@ -1,0 +1,123 @@
+"""The service's errors and how every error becomes an RFC 9457 problem+json response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.schemas.problem import FieldError, Problem
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class InsightHubError(Exception):
+    status: int = 500
+    title: str = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ModelNotReady(InsightHubError):
+    status = 503
+    title = "Model not ready"
+
+
+class UnknownService(InsightHubError):
+    status = 404
+    title = "Unknown service"
+
+
+class UnknownJob(InsightHubError):
+    status = 404
+    title = "Unknown training job"
+
+
+class UnknownModelVersion(InsightHubError):
+    status = 404
+    title = "Unknown model version"
+
+
+class UnusableModelVersion(InsightHubError):
+    status = 409
+    title = "Model version cannot be loaded"
+
+
+class TrainingRejected(InsightHubError):
+    status = 422
+    title = "Training data rejected"
+
+
+def problem_responses(*errors: type[InsightHubError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries so generated SDKs know each route's typed errors."""
+    responses: dict[int | str, dict[str, Any]] = {
+        422: {"model": Problem, "description": "A field is invalid; `errors` names each one."}
+    }
+    for error in errors:
+        responses[error.status] = {"model": Problem, "description": error.title}
+    return responses
+
+
+def _problem(
+    status: int, title: str, detail: str, errors: list[FieldError] | None = None
+) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail, errors=errors)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def field_errors(raw_errors: Sequence[Any]) -> list[FieldError]:
+    """Pydantic errors without the offending input: it may be huge, secret or a NaN that JSON
+    cannot carry (which would turn a 422 into a 500)."""
+    result = []
+    for error in raw_errors:
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        shown = loc[1:] if loc and loc[0] == "body" else loc
+        result.append(
+            FieldError(
+                loc=loc,
+                field=".".join(str(part) for part in shown) or "body",
+                msg=str(error.get("msg", "invalid value")),
+                type=str(error.get("type", "value_error")),
+            )
+        )
+    return result
+
+
+def summarise(errors: list[FieldError]) -> str:
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{first.field}: {first.msg}{more}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InsightHubError)
+    async def _insighthub_error(request: Request, exc: InsightHubError) -> JSONResponse:
+        return _problem(exc.status, exc.title, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(exc.errors())
+        return _problem(422, "Invalid request", summarise(errors), errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        response = _problem(exc.status_code, title, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem(500, "Internal error", "an unexpected error occurred; it has been logged")

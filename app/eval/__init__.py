@@ -1,0 +1,1 @@
+"""Evaluation tools: replay labelled data through the engine and report how it did."""

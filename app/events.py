@@ -1,0 +1,63 @@
+"""Events as columns: the shape the scoring path works on (a single event is a batch of one)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.schemas.events import LEVEL_SCORES, Level, LogEvent
+
+FloatArray = npt.NDArray[np.float64]
+
+ERROR_LEVEL_SCORE = LEVEL_SCORES[Level.ERROR]
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """N validated events, column by column, in arrival order."""
+
+    services: list[str]
+    levels: list[Level]
+    level_scores: FloatArray
+    latency_ms: FloatArray  # NaN where the event has no latency
+    timestamps: FloatArray  # event time, seconds since the epoch
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    @property
+    def is_error(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.level_scores >= ERROR_LEVEL_SCORE)
+
+    @classmethod
+    def from_events(
+        cls, events: Sequence[LogEvent], received_at: float | None = None
+    ) -> EventBatch:
+        now = time.time() if received_at is None else received_at
+        return cls(
+            services=[event.service for event in events],
+            levels=[event.level for event in events],
+            level_scores=np.fromiter(
+                (LEVEL_SCORES[event.level] for event in events), np.float64, len(events)
+            ),
+            latency_ms=np.fromiter(
+                (np.nan if e.latency_ms is None else e.latency_ms for e in events),
+                np.float64,
+                len(events),
+            ),
+            timestamps=np.fromiter(
+                (now if e.timestamp is None else e.timestamp.timestamp() for e in events),
+                np.float64,
+                len(events),
+            ),
+        )
+
+
+def parse_events(payloads: Sequence[Mapping[str, Any] | LogEvent]) -> list[LogEvent]:
+    """Validate plain mappings (Python API, CLI) exactly as the HTTP API does."""
+    return [p if isinstance(p, LogEvent) else LogEvent.model_validate(p) for p in payloads]

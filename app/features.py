@@ -1,0 +1,23 @@
+"""The feature matrix batch detectors see: every column relative to the event's own service."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+FEATURE_NAMES = ("latency_z", "level_score", "latency_missing")
+
+
+def feature_matrix(latency_z: FloatArray, level_scores: FloatArray) -> FloatArray:
+    """Columns of ``FEATURE_NAMES``.
+
+    ``latency_z`` is the robust z-score of log latency against the service's baseline, NaN where
+    the event has no latency or the service's baseline is still warming up; such events count as
+    typical in latency (0) and say so in ``latency_missing``, so the forest never sees a NaN.
+    """
+    missing = np.isnan(latency_z)
+    return np.column_stack(
+        (np.where(missing, 0.0, latency_z), level_scores, missing.astype(np.float64))
+    )

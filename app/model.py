@@ -1,0 +1,201 @@
+"""A trained model: the fitted batch detectors plus the per-service baselines they were fitted on.
+
+``fit_model`` is a plain function of arrays so it can run in a worker process; it returns arrays
+and a JSON-able description, never live objects, and that is also exactly what goes on disk.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from app.baselines import MIN_LOG_SCALE, SeedBaseline
+from app.detectors.isolation_forest import IsolationForestDetector
+from app.features import FEATURE_NAMES, feature_matrix
+from app.schemas.events import LEVEL_SCORES, Level
+
+FloatArray = npt.NDArray[np.float64]
+ArrayMap = dict[str, npt.NDArray[Any]]
+
+FORMAT = "insighthub-npz-1"
+BOOTSTRAP_EVENTS = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingData:
+    """Training events as columns. ``service_codes`` index ``service_names``; raw rows (which
+    carry no service) are one anonymous service whose baseline is not kept."""
+
+    latency_ms: FloatArray
+    level_scores: FloatArray
+    service_codes: npt.NDArray[np.int64]
+    service_names: list[str]
+    source: str
+    keep_baselines: bool = True
+
+    def __len__(self) -> int:
+        return int(self.latency_ms.shape[0])
+
+    @classmethod
+    def from_raw_rows(cls, rows: list[list[float]]) -> TrainingData:
+        array = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+        return cls(
+            latency_ms=array[:, 0].copy(),
+            level_scores=array[:, 1].copy(),
+            service_codes=np.zeros(array.shape[0], dtype=np.int64),
+            service_names=["(raw rows)"],
+            source="raw_rows",
+            keep_baselines=False,
+        )
+
+    @classmethod
+    def from_columns(
+        cls, services: list[str], levels: list[Level], latency_ms: FloatArray, source: str
+    ) -> TrainingData:
+        names, codes = np.unique(np.asarray(services, dtype=object), return_inverse=True)
+        return cls(
+            latency_ms=np.asarray(latency_ms, dtype=np.float64),
+            level_scores=np.fromiter((LEVEL_SCORES[lv] for lv in levels), np.float64, len(levels)),
+            service_codes=codes.astype(np.int64),
+            service_names=[str(name) for name in names],
+            source=source,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    arrays: ArrayMap
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """What the engine scores with. Immutable: a new training makes a new Model."""
+
+    version: str
+    isolation_forest: IsolationForestDetector
+    baselines: list[SeedBaseline]
+    manifest: dict[str, Any]
+
+
+def library_versions() -> dict[str, str]:
+    import sklearn
+
+    from app import __version__
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "insighthub": __version__,
+    }
+
+
+def service_baselines(data: TrainingData, warmup: int) -> pd.DataFrame:
+    """Median and MAD-scale of log latency, and event counts, per training service."""
+    frame = pd.DataFrame({"service": data.service_codes, "log_latency": np.log1p(data.latency_ms)})
+    grouped = frame.groupby("service")["log_latency"]
+    location = grouped.median()
+    deviation = (frame["log_latency"] - frame["service"].map(location)).abs()
+    scale = deviation.groupby(frame["service"]).median() * 1.4826
+    table = pd.DataFrame(
+        {
+            "location": location,
+            "scale": scale.clip(lower=MIN_LOG_SCALE),
+            "latencies": grouped.count(),
+            "events": frame.groupby("service").size(),
+        }
+    )
+    # A service with too few latencies has no baseline yet, exactly as when scoring live.
+    table.loc[table["latencies"] < warmup, ["location", "scale"]] = np.nan
+    return table
+
+
+def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> FitResult:
+    """Fit every batch detector on ``data``. Runs in a worker process; pure function of inputs."""
+    if len(data) < 2:
+        raise ValueError("training needs at least two events")
+    table = service_baselines(data, warmup)
+    location = table["location"].reindex(range(len(data.service_names))).to_numpy()
+    scale = table["scale"].reindex(range(len(data.service_names))).to_numpy()
+    log_latency = np.log1p(data.latency_ms)
+    latency_z = np.clip(
+        (log_latency - location[data.service_codes]) / scale[data.service_codes], -50.0, 50.0
+    )
+    features = feature_matrix(latency_z, data.level_scores)
+    detector = IsolationForestDetector(**parameters).fit(features)
+    arrays = detector.to_arrays()
+    has_baseline = table["location"].notna().to_numpy()
+    kept = has_baseline if data.keep_baselines else np.zeros_like(has_baseline)
+    names = np.asarray(data.service_names, dtype=str)[table.index.to_numpy()]
+    arrays["baseline_services"] = names[kept].astype(np.str_)
+    arrays["baseline_location"] = table["location"].to_numpy()[kept]
+    arrays["baseline_scale"] = table["scale"].to_numpy()[kept]
+    arrays["baseline_events"] = table["events"].to_numpy().astype(np.int64)[kept]
+    description = {
+        "format": FORMAT,
+        "source": data.source,
+        "rows": len(data),
+        "services": int(kept.sum()),
+        "parameters": detector.get_params(),
+        "feature_names": list(FEATURE_NAMES),
+        "library_versions": library_versions(),
+    }
+    return FitResult(arrays, description)
+
+
+def bootstrap_training_data(seed: int = 42) -> TrainingData:
+    """Plausible normal traffic of a few synthetic services, for the model a fresh install starts
+    with. Features are relative to each service's own baseline, so the forest learns the *shape*
+    of normal (how far latency strays from a service's median, how often errors occur), not any
+    particular service's latency; live baselines take over as real traffic arrives."""
+    rng = np.random.default_rng(seed)
+    n_services = 8
+    medians = np.geomspace(2.0, 2000.0, n_services)
+    spreads = rng.uniform(0.2, 0.6, n_services)
+    codes = rng.integers(0, n_services, BOOTSTRAP_EVENTS)
+    # Student-t (5 dof) deviations: real latency tails are heavier than a normal's.
+    latency = medians[codes] * np.exp(spreads[codes] * rng.standard_t(5, BOOTSTRAP_EVENTS))
+    latency[rng.random(BOOTSTRAP_EVENTS) < 0.05] = np.nan
+    level_scores = rng.choice([0.0, 1.0, 2.0], BOOTSTRAP_EVENTS, p=[0.96, 0.03, 0.01])
+    return TrainingData(
+        latency_ms=latency,
+        level_scores=level_scores,
+        service_codes=codes.astype(np.int64),
+        service_names=[f"bootstrap-{i}" for i in range(n_services)],
+        source="bootstrap",
+        keep_baselines=False,
+    )
+
+
+def model_from_arrays(version: str, arrays: ArrayMap, manifest: dict[str, Any]) -> Model:
+    """Rebuild a Model from stored arrays; raises ValueError on anything inconsistent."""
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"unknown model format {manifest.get('format')!r}")
+    if list(manifest.get("feature_names", [])) != list(FEATURE_NAMES):
+        raise ValueError("model was trained on different features")
+    detector = IsolationForestDetector.from_arrays(dict(manifest["parameters"]), arrays)
+    services = arrays["baseline_services"]
+    columns = [arrays[k] for k in ("baseline_location", "baseline_scale", "baseline_events")]
+    if any(column.shape != services.shape for column in columns):
+        raise ValueError("baseline arrays disagree in length")
+    baselines = [
+        SeedBaseline(str(service), float(loc), float(scale), int(events))
+        for service, loc, scale, events in zip(services.tolist(), *columns, strict=True)
+    ]
+    return Model(version, detector, baselines, manifest)
+
+
+__all__ = [
+    "FitResult",
+    "Model",
+    "TrainingData",
+    "bootstrap_training_data",
+    "fit_model",
+    "model_from_arrays",
+]

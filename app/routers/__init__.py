@@ -1,0 +1,1 @@
+"""HTTP only: parse, call the engine or the trainer, render. No model maths here."""

@@ -1,0 +1,63 @@
+"""GET /models, POST /models/{version}/activate and GET /detectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.errors import UnknownModelVersion, UnusableModelVersion, problem_responses
+from app.model_store import VERSION_PATTERN, ModelStoreError
+from app.schemas.models import DetectorList, ModelInfo, ModelList
+from app.state import EngineDep, StateDep
+
+router = APIRouter(tags=["models"])
+
+
+def _info(manifest: dict[str, Any], active: str | None) -> ModelInfo:
+    return ModelInfo(
+        version=manifest["version"],
+        created_at=manifest["created_at"],
+        source=manifest.get("source", "unknown"),
+        rows=manifest.get("rows", 0),
+        services=manifest.get("services", 0),
+        parameters=manifest.get("parameters", {}),
+        library_versions=manifest.get("library_versions", {}),
+        checksum=manifest.get("checksum", ""),
+        active=manifest["version"] == active,
+    )
+
+
+@router.get("/models")
+async def list_models(state: StateDep) -> ModelList:
+    """Stored model versions, oldest first, and which one is serving."""
+    active = state.engine.model.version
+    infos = []
+    for version in state.store.versions():
+        try:
+            infos.append(_info(state.store.manifest(version), active))
+        except ModelStoreError:
+            continue  # damaged versions are not offered; the store logs why when loading
+    return ModelList(active=active, versions=infos)
+
+
+@router.post(
+    "/models/{version}/activate",
+    responses=problem_responses(UnknownModelVersion, UnusableModelVersion),
+)
+async def activate_model(version: str, state: StateDep) -> ModelInfo:
+    """Serve a stored version from now on; activating an older one is the rollback."""
+    if not VERSION_PATTERN.match(version) or version not in state.store.versions():
+        raise UnknownModelVersion(f"no model version {version!r}")
+    try:
+        model = state.store.load(version)
+    except ModelStoreError as exc:
+        raise UnusableModelVersion(str(exc)) from exc
+    await state.trainer.activate(model)
+    return _info(model.manifest, version)
+
+
+@router.get("/detectors")
+async def list_detectors(engine: EngineDep) -> DetectorList:
+    """Every registered detector: its parameters, weight, and whether it contributes to scores."""
+    return DetectorList(detectors=engine.detector_infos())

@@ -1,0 +1,32 @@
+"""POST /score and POST /score/batch."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from app.errors import problem_responses
+from app.schemas.events import LogEvent
+from app.schemas.scoring import ScoreBatchRequest, ScoreBatchResponse, ScoreResult
+from app.state import EngineDep
+
+router = APIRouter(tags=["scoring"])
+
+
+def _json(content: object) -> Response:
+    # The engine builds plain dicts in the response schema's shape; orjson writes them directly
+    # instead of validating each one again through the response model.
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+@router.post("/score", response_model=ScoreResult, responses=problem_responses())
+async def score_log(event: LogEvent, engine: EngineDep) -> Response:
+    """Score one log event: combined verdict, per-method breakdown and an explanation."""
+    return _json(engine.score([event])[0])
+
+
+@router.post("/score/batch", response_model=ScoreBatchResponse, responses=problem_responses())
+async def score_batch(request: ScoreBatchRequest, engine: EngineDep) -> Response:
+    """Score up to 10,000 events in order, exactly as if they had been sent one by one."""
+    return _json({"results": engine.score(request.logs)})

@@ -1,0 +1,52 @@
+"""POST /train and GET /train/{job_id}."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, status
+
+from app.bootstrap import forest_parameters
+from app.errors import TrainingRejected, UnknownJob, problem_responses
+from app.model import TrainingData
+from app.schemas.training import TrainAccepted, TrainingJob, TrainRequest
+from app.state import StateDep
+
+router = APIRouter(tags=["training"])
+
+
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(TrainingRejected),
+)
+async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepted:
+    """Retrain in the background on raw rows or log events; scoring goes on meanwhile."""
+    settings = state.settings
+    if request.data is not None:
+        data = TrainingData.from_raw_rows(request.data)
+    else:
+        logs = request.logs or []
+        data = TrainingData.from_columns(
+            [e.service for e in logs],
+            [e.level for e in logs],
+            np.array([np.nan if e.latency_ms is None else e.latency_ms for e in logs]),
+            source="logs",
+        )
+    if not settings.train_min_rows <= len(data) <= settings.train_max_rows:
+        field = "data" if request.data is not None else "logs"
+        raise TrainingRejected(
+            f"{field}: {len(data)} rows given; between {settings.train_min_rows} and "
+            f"{settings.train_max_rows} are needed"
+        )
+    parameters = forest_parameters(settings) | request.parameters.model_dump(exclude_none=True)
+    job = state.trainer.submit(data, parameters, activate=request.activate)
+    return TrainAccepted(job_id=job.job_id, status=job.status)
+
+
+@router.get("/train/{job_id}", responses=problem_responses(UnknownJob))
+async def training_job(job_id: str, state: StateDep) -> TrainingJob:
+    """Status of a training job and, once it succeeded, the model version it produced."""
+    job = state.trainer.get(job_id)
+    if job is None:
+        raise UnknownJob(f"no training job {job_id!r}")
+    return job

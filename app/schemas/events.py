@@ -1,0 +1,131 @@
+"""The log event: the one input every front end (REST, CLI, Python) accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_MESSAGE_CHARS = 8192
+MAX_LATENCY_MS = 86_400_000.0  # one day: anything longer is a unit error, not a latency
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY_CHARS = 128
+MAX_ATTRIBUTE_VALUE_CHARS = 1024
+# Event times outside this range are typos or unit errors (milliseconds sent as seconds).
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
+
+ServiceName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$"),
+]
+
+
+class Level(StrEnum):
+    """Canonical log levels. Aliases (WARNING, FATAL) and any letter case are accepted on input."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+LEVEL_ALIASES: dict[str, Level] = {
+    "DEBUG": Level.DEBUG,
+    "INFO": Level.INFO,
+    "WARN": Level.WARN,
+    "WARNING": Level.WARN,
+    "ERROR": Level.ERROR,
+    "CRITICAL": Level.CRITICAL,
+    "FATAL": Level.CRITICAL,
+}
+
+# The original design's level_score feature: INFO 0, WARN 1, ERROR 2, DEBUG 0; CRITICAL ranks above.
+LEVEL_SCORES: dict[Level, int] = {
+    Level.DEBUG: 0,
+    Level.INFO: 0,
+    Level.WARN: 1,
+    Level.ERROR: 2,
+    Level.CRITICAL: 3,
+}
+
+AttributeValue = (
+    Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_CHARS)]
+    | bool
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+)
+
+
+class LogEvent(BaseModel):
+    """One log line of one service."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "service": "checkout-api",
+                    "level": "ERROR",
+                    "message": "upstream timeout after 2500 ms",
+                    "latency_ms": 2500.0,
+                    "timestamp": "2026-11-24T10:15:00Z",
+                    "attributes": {"region": "eu-west-1", "status": 504},
+                }
+            ]
+        },
+    )
+
+    service: ServiceName = Field(description="Service that wrote the line: letters, digits, ._-")
+    level: Level = Field(description="DEBUG, INFO, WARN/WARNING, ERROR, CRITICAL/FATAL; any case.")
+    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    latency_ms: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=MAX_LATENCY_MS,
+        allow_inf_nan=False,
+        description="Request latency in milliseconds, when the line has one.",
+    )
+    timestamp: datetime | None = Field(
+        default=None,
+        description="Event time (RFC 3339). Receive time when absent; no zone means UTC.",
+    )
+    attributes: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY_CHARS)],
+        AttributeValue,
+    ] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _normalise_level(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            canonical = LEVEL_ALIASES.get(value.strip().upper())
+            if canonical is None:
+                raise ValueError(
+                    "level must be one of DEBUG, INFO, WARN, WARNING, ERROR, CRITICAL, FATAL"
+                )
+            return canonical
+        return value
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp_is_text(cls, value: Any) -> Any:
+        # Bare numbers are ambiguous (seconds? milliseconds?), so only RFC 3339 text is taken.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("timestamp must be an RFC 3339 string such as 2026-11-24T10:15:00Z")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if not MIN_TIMESTAMP <= value < MAX_TIMESTAMP:
+            raise ValueError("timestamp must lie between 1970 and 2200")
+        return value

@@ -1,0 +1,84 @@
+"""Bodies of /train and /train/{job_id}."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas.events import MAX_LATENCY_MS, LogEvent
+
+MAX_TRAIN_ROWS = 2_000_000
+
+RawRow = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)]],
+    Field(min_length=2, max_length=2, description="[latency_ms, level_score]"),
+]
+
+
+class IsolationForestParams(BaseModel):
+    """Overrides of the Isolation Forest's settings for one training job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contamination: float | None = Field(default=None, gt=0.0, le=0.5)
+    n_estimators: int | None = Field(default=None, ge=1, le=2000)
+    max_samples: int | None = Field(default=None, ge=2, le=100_000)
+    random_state: int | None = None
+
+
+class TrainRequest(BaseModel):
+    """Training data: raw ``[latency_ms, level_score]`` rows or log events, not both."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"data": [[120.0, 0], [95.5, 0], [2400.0, 2]]},
+                {"logs": [{"service": "api", "level": "INFO", "latency_ms": 80}]},
+            ]
+        },
+    )
+
+    data: list[RawRow] | None = Field(default=None, max_length=MAX_TRAIN_ROWS)
+    logs: list[LogEvent] | None = Field(default=None, max_length=MAX_TRAIN_ROWS)
+    parameters: IsolationForestParams = Field(default_factory=IsolationForestParams)
+    activate: bool = Field(default=True, description="Make the new version active when done.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> TrainRequest:
+        if (self.data is None) == (self.logs is None):
+            raise ValueError("give exactly one of 'data' (raw rows) or 'logs' (events)")
+        if self.data is not None:
+            for index, (latency, level_score) in enumerate(self.data):
+                if not 0.0 <= latency <= MAX_LATENCY_MS:
+                    raise ValueError(
+                        f"data[{index}][0] (latency_ms) must lie in [0, {MAX_LATENCY_MS:.0f}]"
+                    )
+                if level_score not in (0.0, 1.0, 2.0, 3.0):
+                    raise ValueError(f"data[{index}][1] (level_score) must be 0, 1, 2 or 3")
+        return self
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class TrainAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+
+
+class TrainingJob(BaseModel):
+    job_id: str
+    status: JobStatus
+    model_version: str | None = None
+    error: str | None = None
+    rows: int
+    created_at: datetime
+    finished_at: datetime | None = None

@@ -1,0 +1,89 @@
+"""Service settings, read from ``INSIGHTHUB_*`` environment variables and validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service. Each field is ``INSIGHTHUB_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="INSIGHTHUB_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production", "test"] = "development"
+    artifacts_dir: Path = Field(default=Path("artifacts"), description="Where model versions live.")
+    keep_versions: int = Field(
+        default=10, ge=1, le=1000, description="Model versions kept on disk."
+    )
+
+    # Isolation Forest
+    if_contamination: float = Field(default=0.02, gt=0.0, le=0.5)
+    if_n_estimators: int = Field(default=100, ge=1, le=2000)
+    if_max_samples: int = Field(default=256, ge=2, le=100_000)
+    if_random_state: int = 42
+
+    # Sliding window over event time
+    window_minutes: float = Field(default=5.0, gt=0.0, le=24 * 60)
+    window_buckets: int = Field(default=60, ge=1, le=3600, description="Buckets per window.")
+    window_min_events: int = Field(
+        default=10, ge=2, description="Events a window needs before its latency z-score counts."
+    )
+
+    # Per-service baseline
+    baseline_warmup_events: int = Field(
+        default=20, ge=3, le=10_000, description="Events before a service's latency is judged."
+    )
+    baseline_halflife_minutes: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=7 * 24 * 60,
+        description="Event-time half-life of each service's latency and error-rate baseline.",
+    )
+    max_services: int = Field(default=100_000, ge=1, description="Services tracked at most.")
+
+    # Combination
+    target_false_alarm_rate: float = Field(
+        default=0.001,
+        gt=0.0,
+        lt=0.5,
+        description="Rate of normal events a method may flag; its score is 0.5 at this rarity.",
+    )
+    anomaly_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    weight_isolation_forest: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_sliding_window: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    # Training
+    train_workers: int = Field(default=1, ge=1, le=16, description="Processes that fit models.")
+    train_max_rows: int = Field(default=2_000_000, ge=100)
+    train_min_rows: int = Field(default=50, ge=10)
+    max_batch_events: int = Field(default=10_000, ge=1)
+    max_message_chars: int = Field(default=8192, ge=16)
+
+    @field_validator("artifacts_dir")
+    @classmethod
+    def _artifacts_dir_is_writable(cls, value: Path) -> Path:
+        value.mkdir(parents=True, exist_ok=True)
+        if not os.access(value, os.W_OK):
+            raise ValueError(f"artifacts directory {value} is not writable")
+        return value
+
+    @model_validator(mode="after")
+    def _training_bounds_are_consistent(self) -> Settings:
+        if self.train_min_rows > self.train_max_rows:
+            raise ValueError("train_min_rows must not exceed train_max_rows")
+        return self
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_minutes * 60.0
+
+    def method_weights(self) -> dict[str, float]:
+        return {
+            "isolation_forest": self.weight_isolation_forest,
+            "sliding_window": self.weight_sliding_window,
+        }

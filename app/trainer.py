@@ -1,0 +1,136 @@
+"""Background training: fit in another process, store a version, swap it in.
+
+Fitting is CPU-bound and would hold the GIL in a thread, so it runs in a process pool (started
+with "spawn": forking a process that already runs an event loop and threads is unsafe). The event
+loop only awaits the result; saving (file I/O and fsync) runs in a thread. A job that fails leaves
+the active model exactly as it was: a version is stored only when whole and loadable, and the
+engine sees a new model only after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app.engine import ScoringEngine
+from app.model import Model, TrainingData, fit_model
+from app.model_store import ModelStore
+from app.schemas.training import JobStatus, TrainingJob
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_REMEMBERED_JOBS = 1000
+
+
+@dataclass(slots=True)
+class _Job:
+    job_id: str
+    rows: int
+    status: JobStatus = JobStatus.queued
+    model_version: str | None = None
+    error: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+
+    def view(self) -> TrainingJob:
+        return TrainingJob(
+            job_id=self.job_id,
+            status=self.status,
+            model_version=self.model_version,
+            error=self.error,
+            rows=self.rows,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+        )
+
+
+class Trainer:
+    def __init__(self, settings: Settings, store: ModelStore, engine: ScoringEngine) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self._pool: ProcessPoolExecutor | None = None
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Saves and activations change artifacts/ and the engine: one at a time.
+        self._publish_lock = asyncio.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.settings.train_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        return self._pool
+
+    def submit(self, data: TrainingData, parameters: dict[str, Any], activate: bool) -> TrainingJob:
+        job = _Job(job_id=uuid.uuid4().hex, rows=len(data))
+        self._jobs[job.job_id] = job
+        while len(self._jobs) > MAX_REMEMBERED_JOBS:
+            self._jobs.popitem(last=False)
+        task = asyncio.get_running_loop().create_task(self._run(job, data, parameters, activate))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job.view()
+
+    def get(self, job_id: str) -> TrainingJob | None:
+        job = self._jobs.get(job_id)
+        return job.view() if job else None
+
+    async def _run(
+        self, job: _Job, data: TrainingData, parameters: dict[str, Any], activate: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            job.status = JobStatus.running
+            result = await loop.run_in_executor(
+                self._executor(), fit_model, data, parameters, self.settings.baseline_warmup_events
+            )
+            async with self._publish_lock:
+                model = await asyncio.to_thread(self.store.save, result)
+                if activate:
+                    await self.activate(model, locked=True)
+            job.model_version = model.version
+            job.status = JobStatus.succeeded
+        except asyncio.CancelledError:
+            job.status = JobStatus.failed
+            job.error = "cancelled: the service shut down"
+            raise
+        except BrokenProcessPool:
+            log.exception("training worker died; restarting the pool")
+            self._pool = None
+            job.status = JobStatus.failed
+            job.error = "the training process died (out of memory?)"
+        except Exception as exc:
+            log.exception("training job %s failed", job.job_id)
+            job.status = JobStatus.failed
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished_at = datetime.now(UTC)
+
+    async def activate(self, model: Model, *, locked: bool = False) -> None:
+        """Make ``model`` the active version on disk, then in the engine."""
+        if not locked:
+            async with self._publish_lock:
+                await self.activate(model, locked=True)
+            return
+        await asyncio.to_thread(self.store.activate, model.version)
+        self.engine.swap(model)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
