@@ -1,0 +1,65 @@
+"""Shared fixtures: settings on a temporary artifacts folder, and an HTTP client over the ASGI app
+with its lifespan running (as uvicorn would run it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.factory import create_app
+from app.settings import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"artifacts_dir": tmp_path / "artifacts", "env": "test"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, which CI always has; a user's own clone may not, and then these skip.
+    With INSIGHTHUB_TEST_REQUIRE_SHARED_DATA=1 (set by .ci/run) a missing folder fails instead."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("INSIGHTHUB_TEST_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"shared benchmark data missing at {SHARED_DATA}")
+        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+class RunningApp:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+
+async def start_app(settings: Settings) -> AsyncIterator[RunningApp]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield RunningApp(app, client)
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[RunningApp]:
+    async for running_app in start_app(settings):
+        yield running_app
+
+
+@pytest.fixture
+async def client(running: RunningApp) -> httpx.AsyncClient:
+    return running.client
