@@ -13,7 +13,7 @@ import asyncio
 import logging
 import multiprocessing
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -63,6 +63,7 @@ class Trainer:
         self._tasks: set[asyncio.Task[None]] = set()
         # Saves and activations change artifacts/ and the engine: one at a time.
         self._publish_lock = asyncio.Lock()
+        self.job_outcomes: Counter[str] = Counter()  # exported by /metrics
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -116,6 +117,7 @@ class Trainer:
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             job.finished_at = datetime.now(UTC)
+            self.job_outcomes[job.status.value] += 1
 
     async def activate(self, model: Model, *, locked: bool = False) -> None:
         """Make ``model`` the active version on disk, then in the engine."""

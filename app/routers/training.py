@@ -6,9 +6,10 @@ import numpy as np
 from fastapi import APIRouter, status
 
 from app.bootstrap import forest_parameters
-from app.errors import TrainingRejected, UnknownJob, problem_responses
+from app.errors import UNAUTHORIZED_RESPONSE, TrainingRejected, UnknownJob, problem_responses
 from app.model import TrainingData
 from app.schemas.training import TrainAccepted, TrainingJob, TrainRequest
+from app.security import RequireApiKey
 from app.state import StateDep
 
 router = APIRouter(tags=["training"])
@@ -17,7 +18,8 @@ router = APIRouter(tags=["training"])
 @router.post(
     "/train",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(TrainingRejected),
+    responses={**problem_responses(TrainingRejected), **UNAUTHORIZED_RESPONSE},
+    dependencies=[RequireApiKey],
 )
 async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepted:
     """Retrain in the background on raw rows or log events; scoring goes on meanwhile."""
