@@ -160,6 +160,21 @@ def summarise(errors: list[FieldError]) -> str:
     return f"{first.field}: {first.msg}{more}"
 
 
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not parse a JSON body it reports as a bare 400, if we know.
+
+    json.loads raises RecursionError on very deep nesting and ValueError on integers of more
+    than 4300 digits; both are bad input like any other JSON error, so they get the same 422.
+    """
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__cause__, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc.__cause__, ValueError):
+        return f"JSON could not be parsed: {exc.__cause__}"
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InsightHubError)
     async def _insighthub_error(request: Request, exc: InsightHubError) -> JSONResponse:
@@ -174,6 +189,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unparsable = _unparsable_body(exc)
+        if unparsable is not None:
+            error = FieldError(loc=["body"], field="body", msg=unparsable, type="json_invalid")
+            return _problem(422, "Invalid request", f"body: {unparsable}", [error])
         title = {
             404: "Not found",
             405: "Method not allowed",

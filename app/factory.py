@@ -94,7 +94,7 @@ def install_guards(app: FastAPI, settings: Settings) -> None:
     app.include_router(metrics_router, responses=PROBE_RESPONSES)
     app.add_middleware(
         GuardMiddleware,
-        routes=app.router.routes,
+        openapi=lambda: app.openapi(),
         settings=settings,
         keys=app.state.key_checker,
         metrics=metrics,

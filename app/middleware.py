@@ -15,22 +15,25 @@ refused here without waiting for a byte.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_MEDIA_TYPE, Overloaded, PayloadTooLarge, problem_body
 from app.metrics import Metrics
-from app.security import UNAUTHORIZED_DETAIL, KeyChecker, Unauthorized, require_api_key
+from app.security import UNAUTHORIZED_DETAIL, KeyChecker, Unauthorized
 from app.settings import Settings
 
 UNMATCHED = "(unmatched)"
 # Probes and scrapes must answer even when the service is saturated: that is when they matter.
 UNLIMITED_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _POLICY_CACHE_SIZE = 4096
 
 
@@ -50,45 +53,51 @@ class RoutePolicy:
     limited: bool  # counts against max_concurrent_requests
 
 
-def _requires_key(route: BaseRoute) -> bool:
-    dependencies = getattr(route, "dependencies", ())
-    return any(getattr(d, "dependency", None) is require_api_key for d in dependencies)
-
-
 class RouteIndex:
-    """Which policy applies to a request: found the way the router will find its route."""
+    """Which policy applies to a request, read from the app's OpenAPI document.
 
-    def __init__(self, routes: Sequence[BaseRoute], settings: Settings) -> None:
+    The published contract is what is enforced: an operation that declares a security
+    requirement (from the ``require_api_key`` dependency) needs the key here too, so the docs
+    and the guard cannot disagree. Path templates are matched the way Starlette matches them.
+    """
+
+    def __init__(self, openapi: dict[str, Any], settings: Settings) -> None:
         body_limits = {
             "/score": settings.max_body_bytes_score,
             "/score/batch": settings.max_body_bytes_batch,
             "/train": settings.max_body_bytes_train,
         }
-        self._entries = [
-            (
-                route,
-                RoutePolicy(
-                    route=route.path,
-                    needs_key=_requires_key(route),
-                    max_body_bytes=body_limits.get(route.path, settings.max_body_bytes),
-                    limited=route.path not in UNLIMITED_ROUTES,
-                ),
-            )
-            for route in routes
-            if isinstance(route, Route)
-        ]
+        self._entries: list[tuple[str, re.Pattern[str], RoutePolicy]] = []
+        for path, operations in openapi.get("paths", {}).items():
+            regex, _, _ = compile_path(path)
+            for method, operation in operations.items():
+                if method.upper() not in HTTP_METHODS:
+                    continue
+                policy = RoutePolicy(
+                    route=path,
+                    needs_key=bool(operation.get("security")),
+                    max_body_bytes=body_limits.get(path, settings.max_body_bytes),
+                    limited=path not in UNLIMITED_ROUTES,
+                )
+                self._entries.append((method.upper(), regex, policy))
+                if method.upper() == "GET":  # Starlette answers HEAD on every GET route
+                    self._entries.append(("HEAD", regex, policy))
         self._unmatched = RoutePolicy(UNMATCHED, False, settings.max_body_bytes, True)
         self._cache: dict[tuple[str, str], RoutePolicy] = {}
 
     def policy(self, scope: Scope) -> RoutePolicy:
-        key = (scope["method"], scope["path"])
+        method: str = scope["method"]
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        key = (method, path)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         found = self._unmatched
-        for route, policy in self._entries:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
+        for entry_method, regex, policy in self._entries:
+            if entry_method == method and regex.match(path):
                 found = policy
                 break
         if len(self._cache) < _POLICY_CACHE_SIZE:
@@ -121,13 +130,15 @@ class GuardMiddleware:
         self,
         app: ASGIApp,
         *,
-        routes: Sequence[BaseRoute],
+        openapi: Callable[[], dict[str, Any]],
         settings: Settings,
         keys: KeyChecker,
         metrics: Metrics,
     ) -> None:
         self.app = app
-        self.index = RouteIndex(routes, settings)
+        self.settings = settings
+        self._openapi = openapi
+        self._index: RouteIndex | None = None
         self.keys = keys
         self.metrics = metrics
         self.max_in_flight = settings.max_concurrent_requests
@@ -141,7 +152,10 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        policy = self.index.policy(scope)
+        if self._index is None:
+            # Built on the first request, when every route is included.
+            self._index = RouteIndex(self._openapi(), self.settings)
+        policy = self._index.policy(scope)
         status = 500  # what the server answers if the app raises before starting a response
 
         async def send_and_watch(message: Message) -> None:
