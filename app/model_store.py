@@ -67,7 +67,10 @@ class ModelStore:
     def _clean_leftovers(self) -> None:
         """Temporary folders of saves that a crash interrupted are never valid: remove them."""
         for leftover in self.root.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:  # an ACTIVE pointer whose replace never happened
+                leftover.unlink(missing_ok=True)
 
     # -- reading -------------------------------------------------------------------------------
 
