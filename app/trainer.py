@@ -29,6 +29,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_JOBS = 1000
+WORKER_EXIT_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -134,5 +135,20 @@ class Trainer:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            # A fit cannot be interrupted inside scikit-learn, and the interpreter's exit would
+            # wait for it; its result is unwanted now, so its process is stopped instead. The
+            # worker writes nothing to disk (saving happens here, atomically), so nothing is
+            # left half-written.
+            workers = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                worker.terminate()
+            await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
+
+
+def _join_all(workers: list[Any], timeout: float) -> None:
+    for worker in workers:
+        worker.join(timeout)
+        if worker.is_alive():
+            worker.kill()
