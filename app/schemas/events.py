@@ -88,6 +88,7 @@ class LogEvent(BaseModel):
         ge=0.0,
         le=MAX_LATENCY_MS,
         allow_inf_nan=False,
+        strict=True,  # a number: not true/false, not "12" (lax mode would take both)
         description="Request latency in milliseconds, when the line has one.",
     )
     timestamp: datetime | None = Field(

@@ -13,7 +13,7 @@ from app.schemas.events import MAX_LATENCY_MS, LogEvent
 MAX_TRAIN_ROWS = 2_000_000
 
 RawRow = Annotated[
-    list[Annotated[float, Field(allow_inf_nan=False)]],
+    list[Annotated[float, Field(allow_inf_nan=False, strict=True)]],
     Field(min_length=2, max_length=2, description="[latency_ms, level_score]"),
 ]
 
@@ -23,10 +23,11 @@ class IsolationForestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    contamination: float | None = Field(default=None, gt=0.0, le=0.5)
-    n_estimators: int | None = Field(default=None, ge=1, le=2000)
-    max_samples: int | None = Field(default=None, ge=2, le=100_000)
-    random_state: int | None = None
+    # strict: numbers only, no true/false or numeric strings (lax mode would take them)
+    contamination: float | None = Field(default=None, gt=0.0, le=0.5, strict=True)
+    n_estimators: int | None = Field(default=None, ge=1, le=2000, strict=True)
+    max_samples: int | None = Field(default=None, ge=2, le=100_000, strict=True)
+    random_state: int | None = Field(default=None, strict=True)
 
 
 class TrainRequest(BaseModel):
@@ -45,7 +46,9 @@ class TrainRequest(BaseModel):
     data: list[RawRow] | None = Field(default=None, max_length=MAX_TRAIN_ROWS)
     logs: list[LogEvent] | None = Field(default=None, max_length=MAX_TRAIN_ROWS)
     parameters: IsolationForestParams = Field(default_factory=IsolationForestParams)
-    activate: bool = Field(default=True, description="Make the new version active when done.")
+    activate: bool = Field(
+        default=True, strict=True, description="Make the new version active when done."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TrainRequest:
