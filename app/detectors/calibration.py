@@ -30,6 +30,8 @@ GRID_POINTS = 257
 
 def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> FloatArray:
     """Map tail probabilities to [0, 1]; 0.5 at the target false-alarm rate."""
+    # NaN means the method could not judge: no evidence (score 0), never a NaN in a response.
+    rarity = np.nan_to_num(np.asarray(rarity, dtype=np.float64), nan=1.0)
     clipped = np.clip(np.asarray(rarity, dtype=np.float64), MIN_RARITY, 1.0)
     score = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
     result: FloatArray = np.clip(score, 0.0, 1.0)
@@ -72,7 +74,10 @@ class TailCalibrator:
         scores = np.asarray(raw_scores, dtype=np.float64)
         body = 1.0 - np.interp(scores, self.quantiles, self.levels)
         body = np.maximum(body, TAIL_FRACTION)
-        tail = TAIL_FRACTION * np.exp(-(scores - self.tail_start) / self.tail_scale)
+        # Clamped at 0: np.where evaluates both branches, and far below the tail the unclamped
+        # exponent overflows (a RuntimeWarning, an error under -W error) for a value not used.
+        excess = np.maximum(scores - self.tail_start, 0.0)
+        tail = TAIL_FRACTION * np.exp(-excess / self.tail_scale)
         result: FloatArray = np.where(scores > self.tail_start, tail, body)
         return result
 
