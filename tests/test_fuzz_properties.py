@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -25,6 +26,7 @@ from app.windows import WindowStore
 from tests.conftest import make_settings
 from tests.hardening_support import small_fit
 
+FloatArray = npt.NDArray[np.float64]
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 SERVICES = st.sampled_from(["api", "db", "auth", "cache", "queue", "edge"])
@@ -50,7 +52,7 @@ EVENTS = st.builds(
 )
 
 
-def _assert_unit_interval(values: np.ndarray) -> None:  # type: ignore[type-arg]
+def _assert_unit_interval(values: FloatArray) -> None:
     assert np.all(np.isfinite(values)), values
     assert np.all((values >= 0.0) & (values <= 1.0)), values
 
@@ -65,8 +67,8 @@ def _assert_unit_interval(values: np.ndarray) -> None:  # type: ignore[type-arg]
     data=st.data(),
 )
 def test_features_are_finite_and_flag_missing_latency(
-    latency_z: np.ndarray, data: st.DataObject
-) -> None:  # type: ignore[type-arg]
+    latency_z: FloatArray, data: st.DataObject
+) -> None:
     levels = data.draw(
         arrays(np.float64, latency_z.shape, elements=st.sampled_from([0.0, 1.0, 2.0, 3.0]))
     )
@@ -84,7 +86,7 @@ def test_features_are_finite_and_flag_missing_latency(
     rarity=arrays(np.float64, st.integers(0, 40), elements=ANY_FLOAT),
     q=st.floats(min_value=1e-12, max_value=0.49),
 )
-def test_rarity_to_score_is_finite_in_unit_interval(rarity: np.ndarray, q: float) -> None:  # type: ignore[type-arg]
+def test_rarity_to_score_is_finite_in_unit_interval(rarity: FloatArray, q: float) -> None:
     _assert_unit_interval(rarity_to_score(rarity, q))
 
 
@@ -129,7 +131,7 @@ def test_combination_stays_in_unit_interval(n: int, data: st.DataObject, thresho
 )
 def test_calibrated_rarities_and_scores_are_sane(
     reference: list[float],
-    raw: np.ndarray,  # type: ignore[type-arg]
+    raw: FloatArray,
     q: float,
 ) -> None:
     calibrator = TailCalibrator.fit(reference)
