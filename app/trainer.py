@@ -141,10 +141,12 @@ class Trainer:
             # worker writes nothing to disk (saving happens here, atomically), so nothing is
             # left half-written.
             workers = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
             for worker in workers:
                 worker.terminate()
             await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
+            # With its workers gone the pool's manager thread ends at once; waiting for it lets
+            # the pool close its queues, instead of leaving semaphores for the resource tracker.
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 def _join_all(workers: list[Any], timeout: float) -> None:

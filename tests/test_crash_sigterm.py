@@ -217,4 +217,5 @@ def test_sigterm_drains_requests_and_cancels_training(tmp_path: Path) -> None:
     assert after.versions() == versions_before
     assert after.active_version() == active_before
     assert "Traceback" not in stderr, stderr
+    assert "leaked" not in stderr, stderr  # the pool was shut down, not abandoned
     assert "Application shutdown complete" in stderr, stderr  # the lifespan's close ran
