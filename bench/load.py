@@ -275,19 +275,23 @@ def summary(report: Report) -> str:
             f"{max(rps):.0f} | {min(p99):.1f} / {statistics.median(p99):.1f} / {max(p99):.1f} "
             f"| {max(c.max_ms for c in chunks):.0f} | {errors} |"
         )
-    samples = report.rss_mib
-    if len(samples) >= 4:
-        after_warmup = [s for s in samples if s[0] >= samples[-1][0] * 0.1]
-        quarter = max(1, len(after_warmup) // 4)
-        first = statistics.median(s[1] for s in after_warmup[:quarter])
-        last = statistics.median(s[1] for s in after_warmup[-quarter:])
-        peak = max(s[1] for s in samples)
-        worker = max(s[2] for s in samples)
-        lines.append("")
+    lines.append("")
+    lines.append(
+        "| phase | server RSS, first minute (median MiB) | last minute | peak | worker peak |"
+    )
+    lines.append("| --- | --- | --- | --- | --- |")
+    for name in dict.fromkeys(c.phase for c in report.chunks):
+        chunks = [c for c in report.chunks if c.phase == name]
+        start = chunks[0].started_s
+        end = chunks[-1].started_s + report.chunk_seconds
+        samples = [s for s in report.rss_mib if start <= s[0] < end]
+        if not samples:
+            continue
+        first = [s[1] for s in samples if s[0] < start + 60]
+        last = [s[1] for s in samples if s[0] >= end - 60]
         lines.append(
-            f"Server RSS after warm-up: first quarter median {first:.1f} MiB, last quarter "
-            f"median {last:.1f} MiB (change {last - first:+.1f} MiB), peak {peak:.1f} MiB; "
-            f"training worker peak {worker:.1f} MiB."
+            f"| {name} | {statistics.median(first):.1f} | {statistics.median(last):.1f} | "
+            f"{max(s[1] for s in samples):.1f} | {max(s[2] for s in samples):.1f} |"
         )
     lines.append(f"Training jobs while loaded: {report.training_jobs or 'none'}.")
     return "\n".join(lines)
@@ -301,7 +305,13 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=50_000)
     parser.add_argument("--train-trees", type=int, default=200)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--summarize", type=Path, help="only print the summary of a --json-out")
     args = parser.parse_args()
+    if args.summarize:
+        saved = json.loads(args.summarize.read_text())
+        saved["chunks"] = [Chunk(**chunk) for chunk in saved["chunks"]]
+        print(summary(Report(**saved)))
+        return
     wrk = ensure_wrk()
     report = Report(args.connections, args.threads, CHUNK_SECONDS, os.cpu_count() or 0)
     with tempfile.TemporaryDirectory(prefix="insighthub-load-") as workdir:

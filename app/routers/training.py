@@ -18,7 +18,20 @@ router = APIRouter(tags=["training"])
 @router.post(
     "/train",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**problem_responses(TrainingRejected), **UNAUTHORIZED_RESPONSE},
+    responses={
+        202: {
+            "description": "Accepted: the job runs in the background.",
+            # Lets clients and stateful fuzzers follow a new job to its status.
+            "links": {
+                "GetTrainingJob": {
+                    "operationId": "training-training_job",
+                    "parameters": {"job_id": "$response.body#/job_id"},
+                }
+            },
+        },
+        **problem_responses(TrainingRejected),
+        **UNAUTHORIZED_RESPONSE,
+    },
     dependencies=[RequireApiKey],
 )
 async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepted:
