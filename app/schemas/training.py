@@ -13,7 +13,7 @@ from app.schemas.events import MAX_LATENCY_MS, LogEvent
 MAX_TRAIN_ROWS = 2_000_000
 
 RawRow = Annotated[
-    list[Annotated[float, Field(allow_inf_nan=False)]],
+    list[Annotated[float, Field(allow_inf_nan=False, strict=True)]],
     Field(min_length=2, max_length=2, description="[latency_ms, level_score]"),
 ]
 

@@ -45,7 +45,8 @@ def rows(n: int, seed: int = 0) -> list[list[float]]:
     rng = np.random.default_rng(seed)
     latency = np.round(rng.lognormal(4.5, 0.4, n), 3)
     level = rng.choice([0.0, 1.0, 2.0], n, p=[0.96, 0.03, 0.01])
-    return np.column_stack([latency, level]).tolist()
+    table: list[list[float]] = np.column_stack([latency, level]).tolist()
+    return table
 
 
 def events(n: int, services: int = 3, seed: int = 0) -> list[dict[str, Any]]:
@@ -74,7 +75,8 @@ async def test_train_on_raw_rows(service: RunningApp) -> None:
     assert job["rows"] == 500
     assert job["finished_at"] is not None
     version = job["model_version"]
-    assert version and version != before
+    assert version
+    assert version != before
     models = (await client.get("/models")).json()
     assert models["active"] == version
     info = next(v for v in models["versions"] if v["version"] == version)
@@ -131,6 +133,8 @@ BAD_TRAIN_BODIES: list[tuple[str, Any, str | None]] = [
     ("short row", {"data": [*ENOUGH, [1.0]]}, "data.60"),
     ("long row", {"data": [[1.0, 0.0, 3.0], *ENOUGH]}, "data.0"),
     ("text in row", {"data": [["fast", 0.0], *ENOUGH]}, "data.0.0"),
+    ("bools in row", {"data": [[True, False], *ENOUGH]}, "data.0.0"),
+    ("numeric text in row", {"data": [*ENOUGH, ["12", 0.0]]}, "data.60.0"),
     ("row not a list", {"data": [*ENOUGH, 5]}, "data.60"),
     ("data not a list", {"data": "1,0"}, "data"),
     ("negative latency", {"data": [*ENOUGH, [-1.0, 0.0]]}, "data[60][0]"),
