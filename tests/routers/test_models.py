@@ -121,7 +121,9 @@ async def test_rollback_to_an_older_version(settings: Settings) -> None:
     "version",
     ["v9999-20261124T101500Z", "latest", "..%2F..%2FACTIVE", "v0001", "x" * 300],
 )
-async def test_activating_an_unknown_version_is_404(client: httpx.AsyncClient, version: str) -> None:
+async def test_activating_an_unknown_version_is_404(
+    client: httpx.AsyncClient, version: str
+) -> None:
     before = (await client.get("/models")).json()["active"]
     response = await client.post(f"/models/{version}/activate")
     assert_problem(response, 404)

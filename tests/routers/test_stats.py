@@ -75,7 +75,11 @@ async def test_window_minutes_setting_is_honoured(tmp_path_factory: pytest.TempP
 
     settings = make_settings(tmp_path_factory.mktemp("w"), window_minutes=1.0, window_buckets=12)
     async for running in start_app(settings):
-        logs = [event("q", "INFO", 10.0, 0), event("q", "INFO", 20.0, 59), event("q", "INFO", 30.0, 90)]
+        logs = [
+            event("q", "INFO", 10.0, 0),
+            event("q", "INFO", 20.0, 59),
+            event("q", "INFO", 30.0, 90),
+        ]
         await running.client.post("/score/batch", json={"logs": logs})
         stats = (await running.client.get("/stats/q")).json()
         assert stats["window_minutes"] == 1.0
