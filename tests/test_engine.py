@@ -117,3 +117,17 @@ def test_swap_serves_the_new_model_from_the_next_call(
     assert engine.score([event])[0]["model_version"] == model.version
     engine.swap(other)
     assert engine.score([event])[0]["model_version"] == "v9999-20261124T000000Z"
+
+
+def test_subnormal_latencies_do_not_break_the_latency_ratio(
+    model_and_settings: tuple[Model, Settings],
+) -> None:
+    # Found by hypothesis: a baseline median of ~2e-309 ms made latency / median overflow.
+    model, settings = model_and_settings
+    engine = ScoringEngine(settings, model)
+    tiny = [LogEvent(service="a", level=Level.INFO, latency_ms=2.2e-309) for _ in range(25)]
+    results = engine.score([*tiny, LogEvent(service="a", level=Level.INFO, latency_ms=1.0)])
+    last = results[-1]
+    assert all(m.get("degraded") is None for m in last["methods"].values())
+    assert last["methods"]["isolation_forest"]["metrics"]["latency_ratio"] is None
+    assert "inf" not in last["explanation"]
