@@ -6,6 +6,7 @@ the active version it starts from instead of assuming an order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from hashlib import sha256
@@ -261,6 +262,7 @@ async def test_scoring_goes_on_while_100k_events_train(service: RunningApp) -> N
         # The new model is swapped in before the job says succeeded, so this answer was old.
         assert scored.json()["model_version"] == before
         answered_while_training += 1
+        await asyncio.sleep(0.01)  # a steady trickle, not a busy loop competing with the fit
     assert answered_while_training >= 1
     assert statuses_seen <= {JobStatus.queued.value, JobStatus.running.value}
     job = await wait_for_job(client, job_id)
