@@ -113,6 +113,17 @@ def test_integer_latencies_in_a_csv(
     assert json.loads(capsys.readouterr().out)["rows"] == 80
 
 
+def test_numeric_looking_service_names_in_a_csv(
+    tmp_path: Path, artifacts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["service,level,latency_ms,message"] + [f"123,INFO,{5 + i % 3},{i}" for i in range(60)]
+    path = tmp_path / "numeric.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["--artifacts", str(artifacts), "train", str(path)]) == 0, capsys.readouterr().err
+    version = json.loads(capsys.readouterr().out)["model_version"]
+    assert manifest(artifacts, version)["services"] == 1
+
+
 def test_json_lines_of_events_and_of_rows(
     tmp_path: Path, artifacts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
