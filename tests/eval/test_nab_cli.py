@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 
 from app.eval.__main__ import main
-from app.eval.nab import to_latency
+from app.eval.nab import load_corpus, series_events, sliding_zscore, to_latency
+from app.eval.replay import replayer
 
 ROWS = 300
 
@@ -89,3 +91,25 @@ def test_cli_on_two_shared_series(shared_data: Path, tmp_path: Path) -> None:
     assert len(pd.read_csv(written)) == len(
         pd.read_csv(data / "artificialWithAnomaly" / "art_daily_jumpsup.csv")
     )
+
+
+def test_sliding_zscore_reference_uses_only_past_values() -> None:
+    values = np.array([1.0, 1.0, 1.0, 3.0, 1.0, 2.0])
+    scores = sliding_zscore(values, window=3)
+    assert scores[:3].tolist() == [0.0, 0.0, 0.0]  # no spread yet, and nothing deviates
+    assert scores[3] == 1.0  # deviates from a spread-free past
+    # Row 5 against rows 2..4 = (1, 3, 1): mean 5/3, population std sqrt(8/9); z = 1/3 / that.
+    z = (2.0 - 5.0 / 3.0) / math.sqrt(8.0 / 9.0)
+    assert scores[5] == pytest.approx(math.erf(z / math.sqrt(2.0)))
+    assert sliding_zscore(values[:4], window=3).tolist() == scores[:4].tolist()
+
+
+def test_replay_scores_each_row_from_the_past_only(tmp_path: Path) -> None:
+    """The scores of a prefix replayed alone equal the same rows' scores in the full replay."""
+    data, labels = tiny_corpus(tmp_path)
+    (series,) = load_corpus(data, labels, ["shift"])
+    events = series_events(series, 100.0, 900.0)
+    with replayer() as engine:
+        full = engine.replay(events).scores
+        prefix = engine.replay(events[:215]).scores
+    assert prefix.tolist() == full[:215].tolist()
