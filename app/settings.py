@@ -61,8 +61,6 @@ class Settings(BaseSettings):
     train_workers: int = Field(default=1, ge=1, le=16, description="Processes that fit models.")
     train_max_rows: int = Field(default=2_000_000, ge=100)
     train_min_rows: int = Field(default=50, ge=10)
-    max_batch_events: int = Field(default=10_000, ge=1)
-    max_message_chars: int = Field(default=8192, ge=16)
 
     @field_validator("artifacts_dir")
     @classmethod
