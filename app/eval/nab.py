@@ -55,6 +55,7 @@ DETECTOR = "insighthub"
 DEFAULT_FLOOR_MS = 100.0
 DEFAULT_SPAN_MS = 900.0
 SLIDING_WINDOW_ROWS = 6400
+SATURATED = 0.999
 REFERENCES = ("null", "perfect", "random", "sliding_zscore")
 
 
@@ -248,6 +249,9 @@ def run(
     per_series = []
     for series, scores, flags in zip(corpus, engine_scores, engine_flags, strict=True):
         outcome = score_series(series.layout, scores, standard, PROFILES)
+        layout = series.layout
+        # Scores pinned at the top of the scale cannot be told apart by any threshold.
+        top = (scores >= SATURATED) & layout.scorable
         per_series.append(
             {
                 "series": series.key,
@@ -257,6 +261,8 @@ def run(
                 "false_positives": outcome.false_positives,
                 "raw_standard": outcome.raw["standard"],
                 "own_decision_flags": int(flags.sum()),
+                "saturated_in_windows": int((top & (layout.window >= 0)).sum()),
+                "saturated_outside": int((top & (layout.window < 0)).sum()),
             }
         )
     summary = {
@@ -308,10 +314,11 @@ def render(summary: dict[str, Any]) -> str:
         "",
         table(["detector", *profiles, "standard threshold"], rows),
         "",
-        f"{DETECTOR} per series at the standard threshold "
-        "(windows detected / windows, false-positive rows, raw standard score):",
+        f"{DETECTOR} per series at the standard threshold (windows detected / windows, "
+        "false-positive rows, raw standard score), rows flagged by the engine's own decision, "
+        f"and scorable rows scoring >= {SATURATED} inside / outside windows:",
         table(
-            ["series", "detected", "FP rows", "raw", "own flags"],
+            ["series", "detected", "FP rows", "raw", "own flags", "top in", "top out"],
             [
                 [
                     s["series"],
@@ -319,6 +326,8 @@ def render(summary: dict[str, Any]) -> str:
                     str(s["false_positives"]),
                     f"{s['raw_standard']:.2f}",
                     str(s["own_decision_flags"]),
+                    str(s["saturated_in_windows"]),
+                    str(s["saturated_outside"]),
                 ]
                 for s in summary["per_series_at_standard_threshold"]
             ],
