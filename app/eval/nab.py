@@ -252,6 +252,7 @@ def run(
         layout = series.layout
         # Scores pinned at the top of the scale cannot be told apart by any threshold.
         top = (scores >= SATURATED) & layout.scorable
+        own_outcome = score_series(layout, flags, 0.5, PROFILES)
         per_series.append(
             {
                 "series": series.key,
@@ -261,6 +262,8 @@ def run(
                 "false_positives": outcome.false_positives,
                 "raw_standard": outcome.raw["standard"],
                 "own_decision_flags": int(flags.sum()),
+                "own_decision_detected": own_outcome.detected_windows,
+                "own_decision_false_positives": own_outcome.false_positives,
                 "saturated_in_windows": int((top & (layout.window >= 0)).sum()),
                 "saturated_outside": int((top & (layout.window < 0)).sum()),
             }
@@ -315,17 +318,27 @@ def render(summary: dict[str, Any]) -> str:
         table(["detector", *profiles, "standard threshold"], rows),
         "",
         f"{DETECTOR} per series at the standard threshold (windows detected / windows, "
-        "false-positive rows, raw standard score), rows flagged by the engine's own decision, "
-        f"and scorable rows scoring >= {SATURATED} inside / outside windows:",
+        "false-positive rows, raw standard score), the same under the engine's own is_anomaly "
+        f"decision, and scorable rows scoring >= {SATURATED} inside / outside windows:",
         table(
-            ["series", "detected", "FP rows", "raw", "own flags", "top in", "top out"],
+            [
+                "series",
+                "detected",
+                "FP rows",
+                "raw",
+                "own: detected",
+                "own: FP rows",
+                "top in",
+                "top out",
+            ],
             [
                 [
                     s["series"],
                     f"{s['detected']}/{s['windows']}",
                     str(s["false_positives"]),
                     f"{s['raw_standard']:.2f}",
-                    str(s["own_decision_flags"]),
+                    f"{s['own_decision_detected']}/{s['windows']}",
+                    str(s["own_decision_false_positives"]),
                     str(s["saturated_in_windows"]),
                     str(s["saturated_outside"]),
                 ]
