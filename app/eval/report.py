@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -22,13 +23,28 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
+def settings_env() -> list[str]:
+    """The engine settings given in the environment: part of the command that reproduces a run."""
+    from app.settings import Settings
+
+    # The replay always uses a temporary artifacts folder, so that setting plays no part.
+    fields = {f"INSIGHTHUB_{name.upper()}" for name in Settings.model_fields} - {
+        "INSIGHTHUB_ARTIFACTS_DIR"
+    }
+    return [
+        f"{name}={shlex.quote(value)}"
+        for name, value in sorted(os.environ.items())
+        if name.upper() in fields
+    ]
+
+
 def run_info(argv: list[str]) -> dict[str, Any]:
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(status) if status is not None else None,
-        "command": "python -m app.eval " + shlex.join(argv),
+        "command": " ".join([*settings_env(), "python -m app.eval", shlex.join(argv)]),
         "python": sys.version.split()[0],
     }
 

@@ -98,3 +98,12 @@ def test_cli_on_the_shared_sample(shared_data: Path, tmp_path: Path) -> None:
     assert fatal["f1"] == pytest.approx(2 * 109 / (2 * 109 + 148))
     engine = summary["insighthub"]
     assert engine["tp"] + engine["fn"] == 109
+
+
+def test_reproducing_command_carries_engine_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.eval.report import run_info
+
+    monkeypatch.setenv("INSIGHTHUB_WINDOW_MINUTES", "30")
+    monkeypatch.setenv("INSIGHTHUB_SHARED_DATA", "/elsewhere")  # not an engine setting
+    info = run_info(["bgl", "my file.csv"])
+    assert info["command"] == "INSIGHTHUB_WINDOW_MINUTES=30 python -m app.eval bgl 'my file.csv'"
