@@ -65,23 +65,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         try:
-            corpus_check = nab.load_corpus(args.data_dir, labels, args.only)
+            corpus = nab.load_corpus(args.data_dir, labels, args.only)
         except nab.NabDataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        del corpus_check
         with replayer() as engine:
-            nab.run(
-                args.data_dir,
-                args.out,
-                labels,
-                engine,
-                info,
-                floor_ms=floor,
-                span_ms=span,
-                only=args.only,
-                seed=args.seed,
-            )
+            try:
+                nab.run(
+                    corpus, args.data_dir, args.out, labels, engine, info, floor, span, args.seed
+                )
+            except OSError as exc:
+                print(f"error: cannot write results to {args.out}: {exc}", file=sys.stderr)
+                return 2
         return 0
     if args.command == "bgl":
         from app.eval import bgl

@@ -216,18 +216,16 @@ def _fmt_threshold(value: float) -> str:
 
 
 def run(
+    corpus: list[NabSeries],
     data_dir: Path,
     out: Path,
     labels_path: Path,
     replayer: Replayer,
     info: dict[str, Any],
-    *,
     floor_ms: float = DEFAULT_FLOOR_MS,
     span_ms: float = DEFAULT_SPAN_MS,
-    only: list[str] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    corpus = load_corpus(data_dir, labels_path, only)
     engine_scores: list[FloatArray] = []
     engine_flags: list[FloatArray] = []
     for series in corpus:
