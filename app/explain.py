@@ -58,8 +58,10 @@ def explain(
                     f"{_ms(median[i])}"
                 )
             elif ratio <= 1 / NOTABLE_RATIO:
+                # A 0 ms latency is valid input: it has no finite ratio to print.
+                below = f"{1 / ratio:.1f}x below" if ratio > 0 else "far below"
                 findings.append(
-                    f"latency {_ms(latency[i])} is {1 / ratio:.1f}x below this service's median "
+                    f"latency {_ms(latency[i])} is {below} this service's median "
                     f"of {_ms(median[i])}"
                 )
         if is_error[i] and window_score[i] >= NOTABLE_SCORE and totals[i] > 0:

@@ -16,7 +16,12 @@ from fastapi import FastAPI
 from app.factory import create_app
 from app.settings import Settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# A worktree outside the main checkout can point at the data with INSIGHTHUB_SHARED_DATA.
+SHARED_DATA = Path(
+    os.environ.get(
+        "INSIGHTHUB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
