@@ -27,7 +27,9 @@ class IsolationForestParams(BaseModel):
     contamination: float | None = Field(default=None, gt=0.0, le=0.5, strict=True)
     n_estimators: int | None = Field(default=None, ge=1, le=2000, strict=True)
     max_samples: int | None = Field(default=None, ge=2, le=100_000, strict=True)
-    random_state: int | None = Field(default=None, strict=True)
+    # scikit-learn seeds numpy's RandomState, which takes 0 <= seed < 2**32 only; anything else
+    # would pass here and fail later inside the training worker.
+    random_state: int | None = Field(default=None, ge=0, le=2**32 - 1, strict=True)
 
 
 class TrainRequest(BaseModel):
