@@ -91,6 +91,13 @@ BAD_SCORE_BODIES = [
         422,
         "attributes",
     ),
+    (
+        "attribute too long but numeric",
+        b'{"service":"a","level":"INFO","attributes":{"k":"' + b"0" * 2000 + b'"}}',
+        JSON,
+        422,
+        "attributes",
+    ),
     ("deep nesting", b"[" * 30_000 + b"]" * 30_000, JSON, 422, ("nested too deep", "recursion")),
     (
         "deep nesting in a field",
