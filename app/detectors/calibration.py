@@ -38,9 +38,9 @@ BEND_HEADROOM = 1.0 - BEND_AT
 
 def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> FloatArray:
     """Map tail probabilities to [0, 1]; 0.5 at the target false-alarm rate."""
-    # NaN means the method could not judge: no evidence (score 0), never a NaN in a response.
-    rarity = np.nan_to_num(np.asarray(rarity, dtype=np.float64), nan=1.0)
-    clipped = np.clip(rarity, MIN_RARITY, 1.0)
+    # fmin first: a NaN rarity (the method could not judge) becomes 1, no evidence, score 0;
+    # np.clip would pass the NaN on into the response.
+    clipped = np.fmax(np.fmin(np.asarray(rarity, dtype=np.float64), 1.0), MIN_RARITY)
     linear = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
     beyond = np.maximum(linear - BEND_AT, 0.0)
     bent = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
