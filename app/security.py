@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -43,7 +44,13 @@ api_key_scheme = APIKeyHeader(
 class Unauthorized(InsightHubError):
     status = 401
     title = "Unauthorized"
-    headers = {"WWW-Authenticate": 'Bearer realm="insighthub"'}  # noqa: RUF012
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="insighthub"'}
+
+
+UNAUTHORIZED_DETAIL = (
+    "this endpoint needs the service's API key: send 'Authorization: Bearer <key>' or "
+    f"'{API_KEY_HEADER}: <key>'"
+)
 
 
 def _digest(value: str | bytes) -> bytes:
@@ -99,10 +106,5 @@ async def require_api_key(
         return
     raise Unauthorized(UNAUTHORIZED_DETAIL)
 
-
-UNAUTHORIZED_DETAIL = (
-    "this endpoint needs the service's API key: send 'Authorization: Bearer <key>' or "
-    f"'{API_KEY_HEADER}: <key>'"
-)
 
 RequireApiKey = Depends(require_api_key)
