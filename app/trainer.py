@@ -64,6 +64,7 @@ class Trainer:
         self._tasks: set[asyncio.Task[None]] = set()
         # Saves and activations change artifacts/ and the engine: one at a time.
         self._publish_lock = asyncio.Lock()
+        self._closing = False
         self.job_outcomes: Counter[str] = Counter()  # exported by /metrics
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -108,10 +109,13 @@ class Trainer:
             job.error = "cancelled: the service shut down"
             raise
         except BrokenProcessPool:
-            log.exception("training worker died; restarting the pool")
-            self._pool = None
             job.status = JobStatus.failed
-            job.error = "the training process died (out of memory?)"
+            if self._closing:
+                job.error = "cancelled: the service shut down"
+            else:
+                log.exception("training worker died; restarting the pool")
+                self._pool = None
+                job.error = "the training process died (out of memory?)"
         except Exception as exc:
             log.exception("training job %s failed", job.job_id)
             job.status = JobStatus.failed
@@ -130,23 +134,29 @@ class Trainer:
         self.engine.swap(model)
 
     async def close(self) -> None:
+        """Cancel every job: stop the fits' processes, then the tasks; nothing is half-written
+        (workers write nothing; saves are atomic)."""
+        self._closing = True
+        pool, self._pool = self._pool, None
+        workers = list((getattr(pool, "_processes", None) or {}).values()) if pool else []
+        if pool is not None and workers:
+            # A fit cannot be interrupted inside scikit-learn, and the interpreter's exit would
+            # wait for it: its process is stopped instead. The pool's manager thread then fails
+            # every queued and running fit with BrokenProcessPool. This comes before cancelling
+            # the tasks: a cancelled queued future makes Python 3.11's manager thread raise
+            # InvalidStateError when it marks the pool broken.
+            for worker in workers:
+                worker.terminate()
+            await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
+            # Waiting for the manager thread also closes the pool's queues (no semaphores
+            # left for the resource tracker).
+            await asyncio.to_thread(pool.shutdown, wait=True)
+        elif pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            # A fit cannot be interrupted inside scikit-learn, and the interpreter's exit would
-            # wait for it; its result is unwanted now, so its process is stopped instead. The
-            # worker writes nothing to disk (saving happens here, atomically), so nothing is
-            # left half-written.
-            workers = list((getattr(pool, "_processes", None) or {}).values())
-            for worker in workers:
-                worker.terminate()
-            await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
-            # With its workers gone the pool's manager thread ends at once; waiting for it lets
-            # the pool close its queues, instead of leaving semaphores for the resource tracker.
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 def _join_all(workers: list[Any], timeout: float) -> None:

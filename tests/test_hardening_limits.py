@@ -181,3 +181,24 @@ async def test_service_state_is_bounded_and_evictions_are_counted(
     metrics = (await client.get("/metrics")).text
     assert 'insighthub_service_evictions_total{store="windows"} 2.0' in metrics
     assert 'insighthub_services_tracked{store="windows"} 3.0' in metrics
+
+
+async def test_shutdown_cancels_running_and_queued_training_jobs(tmp_path: Path) -> None:
+    """Several jobs queued behind one worker: closing cancels all of them cleanly (no thread
+    exception from the process pool, which pytest would turn into an error) and stores nothing."""
+    settings = seeded_settings(tmp_path)
+    rows = [[float(10 + i % 50), 0.0] for i in range(200)]
+    async for running_app in start_app(settings):
+        state = running_app.app.state.insighthub
+        trainer, store = state.trainer, state.store
+        versions = store.versions()
+        job_ids = []
+        for _ in range(4):
+            response = await running_app.client.post("/train", json={"data": rows})
+            assert response.status_code == 202
+            job_ids.append(response.json()["job_id"])
+    jobs = [trainer.get(job_id) for job_id in job_ids]
+    assert all(job is not None and job.status == "failed" for job in jobs), jobs
+    assert all(job.error == "cancelled: the service shut down" for job in jobs if job), jobs
+    assert store.versions() == versions
+    assert list(settings.artifacts_dir.glob(".tmp-*")) == []
