@@ -59,6 +59,8 @@ class RouteIndex:
     The published contract is what is enforced: an operation that declares a security
     requirement (from the ``require_api_key`` dependency) needs the key here too, so the docs
     and the guard cannot disagree. Path templates are matched the way Starlette matches them.
+    A route left out of the schema is not known here; its ``require_api_key`` dependency still
+    refuses it, only after the body has been read.
     """
 
     def __init__(self, openapi: dict[str, Any], settings: Settings) -> None:
