@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.baselines import BaselineStore, BaselineView
+from app.batching import ScoreCoalescer
 from app.combiner import combine
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import rarity_to_score
@@ -66,6 +67,8 @@ class ScoringEngine:
         self.weights = settings.method_weights()
         self._model = model
         self.baselines.seed(model.baselines)
+        # Single-event requests arriving together are scored in one call (see app/batching.py).
+        self.coalescer = ScoreCoalescer(self.score)
 
     @property
     def model(self) -> Model:

@@ -30,9 +30,12 @@ GRID_POINTS = 257
 
 def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> FloatArray:
     """Map tail probabilities to [0, 1]; 0.5 at the target false-alarm rate."""
-    clipped = np.clip(np.asarray(rarity, dtype=np.float64), MIN_RARITY, 1.0)
+    # minimum/maximum rather than np.clip: the same values at a fraction of np.clip's call cost on
+    # the one-element arrays of a single event, and an ordinary event scores 0.0 rather than the
+    # -0.0 (= 0.5 * log(1) / log(q)) that np.clip passed through.
+    clipped = np.minimum(np.maximum(np.asarray(rarity, dtype=np.float64), MIN_RARITY), 1.0)
     score = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
-    result: FloatArray = np.clip(score, 0.0, 1.0)
+    result: FloatArray = np.minimum(np.maximum(score, 0.0), 1.0)
     return result
 
 

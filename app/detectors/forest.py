@@ -18,7 +18,7 @@ and the fallback, and both are tested against scikit-learn (see docs/benchmarks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -37,35 +37,33 @@ def _path_lengths_loop(
     x: FloatArray,
     feature: IntArray,
     threshold: FloatArray,
-    left: IntArray,
-    right: IntArray,
+    children: IntArray,
     leaf_value: FloatArray,
     roots: IntArray,
     max_depth: int,
 ) -> FloatArray:
-    """Summed leaf values per sample, trees added in order (the compiled evaluator's source).
+    """Summed leaf values per sample (the compiled evaluator's source).
 
-    The walk stops at a leaf (a node that is its own child) or after ``max_depth`` steps, so a
+    Tree by tree, so one tree's nodes stay in cache while every sample walks it; each sample's
+    sum still receives the trees in fitting order, as scikit-learn adds them. The step is an index
+    computation (``children[2 * node + goes_right]``) rather than a branch, which the CPU cannot
+    predict on real data, and always ``max_depth`` steps long (leaves point to themselves), so a
     corrupt file with a cycle cannot make it loop forever.
     """
     n_samples = x.shape[0]
     depths = np.zeros(n_samples)
-    for i in range(n_samples):
-        total = 0.0
-        for t in range(roots.shape[0]):
-            node = roots[t]
+    for t in range(roots.shape[0]):
+        root = roots[t]
+        for i in range(n_samples):
+            node = root
             for _ in range(max_depth):
-                following = left[node] if x[i, feature[node]] <= threshold[node] else right[node]
-                if following == node:
-                    break
-                node = following
-            total += leaf_value[node]
-        depths[i] = total
+                node = children[2 * node + (0 if x[i, feature[node]] <= threshold[node] else 1)]
+            depths[i] += leaf_value[node]
     return depths
 
 
 PathLengths = Callable[
-    [FloatArray, IntArray, FloatArray, IntArray, IntArray, FloatArray, IntArray, int], FloatArray
+    [FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, int], FloatArray
 ]
 
 
@@ -76,8 +74,8 @@ def _compile() -> PathLengths | None:
         return None
     # Eager compilation with one signature: the cost (~0.5 s, or a cache load) is paid at import,
     # not by the first request. No fastmath: the sum must be added in order, as scikit-learn does.
-    signature = "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], int64[::1], "
-    signature += "float64[::1], int64[::1], int64)"
+    signature = "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], "
+    signature += "int64[::1], int64)"
     compiled = numba.njit(signature, cache=True, nogil=True)(_path_lengths_loop)
     return cast(PathLengths, compiled)
 
@@ -106,6 +104,13 @@ class FlatForest:
     n_features: int
     denominator: float  # n_trees * c(max_samples), scikit-learn's normaliser
     offset: float  # scikit-learn's offset_: score_samples below it is an outlier
+    # left and right interleaved (children[2n] = left[n], children[2n + 1] = right[n]): derived,
+    # not stored, for the compiled evaluator's branch-free step.
+    children: IntArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        children = np.column_stack((self.left, self.right)).astype(np.int64).ravel()
+        object.__setattr__(self, "children", children)
 
     @classmethod
     def from_sklearn(cls, model: Any) -> FlatForest:
@@ -179,8 +184,7 @@ class FlatForest:
                 rounded,
                 self.feature,
                 self.threshold,
-                self.left,
-                self.right,
+                self.children,
                 self.leaf_value,
                 self.roots,
                 self.max_depth,

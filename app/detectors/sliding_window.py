@@ -50,7 +50,8 @@ class SlidingWindowDetector(Detector):
         errors = window.errors.astype(np.float64)
         window_burst = np.where(
             is_error & window.in_window & (errors > 0),
-            bdtrc(np.maximum(errors - 1.0, 0.0), total, expected),
+            # n as integers: a float n makes scipy warn (DeprecationWarning) on every call.
+            bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
             1.0,
         )
         recent_errors = window.recent_errors.astype(np.float64)
@@ -60,10 +61,13 @@ class SlidingWindowDetector(Detector):
             1.0,
         )
         z = window.latency_zscore
-        latency_jump = np.where(np.isnan(z), 1.0, ndtr(-np.nan_to_num(z)))
+        # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
+        latency_jump = np.where(np.isnan(z), 1.0, ndtr(-z))
         shift = context.baseline.latency_shift
-        latency_shift = np.where(np.isnan(shift), 1.0, ndtr(-np.nan_to_num(shift)))
-        smallest = np.minimum.reduce([window_burst, recent_burst, latency_jump, latency_shift])
+        latency_shift = np.where(np.isnan(shift), 1.0, ndtr(-shift))
+        smallest = np.minimum(
+            np.minimum(window_burst, recent_burst), np.minimum(latency_jump, latency_shift)
+        )
         return MethodOutput(
             rarity=np.minimum(1.0, 4.0 * smallest),
             metrics={

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -44,11 +44,12 @@ class JSONBodyRoute(APIRoute):
     Bodies that are empty or not declared as JSON take FastAPI's own path, errors included.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if self.body_field is None:
+        annotation = self.body_field.field_info.annotation if self.body_field else None
+        if annotation is None:
             return handler
-        adapter: TypeAdapter[Any] = TypeAdapter(self.body_field.field_info.annotation)
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
 
         async def validate_then_handle(request: Request) -> Response:
             content_type = request.headers.get("content-type", "")
@@ -82,7 +83,7 @@ def _json(content: object) -> Response:
 @router.post("/score", response_model=ScoreResult, responses=problem_responses())
 async def score_log(event: LogEvent, engine: EngineDep) -> Response:
     """Score one log event: combined verdict, per-method breakdown and an explanation."""
-    return _json(engine.score([event])[0])
+    return _json(await engine.coalescer.score(event))
 
 
 @router.post("/score/batch", response_model=ScoreBatchResponse, responses=problem_responses())
