@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sklearn.ensemble import IsolationForest
 
 from app.detectors.forest import COMPILED_AVAILABLE, NUMPY_CHUNK_SAMPLES, Evaluator, FlatForest
+from app.detectors.isolation_forest import IsolationForestDetector
 
 FloatArray = npt.NDArray[np.float64]
 EVALUATORS: tuple[Evaluator, ...] = ("compiled", "numpy")
@@ -158,3 +159,24 @@ def test_empty_and_misshaped_input(evaluator: Evaluator) -> None:
     assert forest.score_samples(np.empty((0, 2)), evaluator=evaluator).shape == (0,)
     with pytest.raises(ValueError, match="expected shape"):
         forest.score_samples(np.zeros((3, 3)), evaluator=evaluator)
+
+
+def test_detector_fit_keeps_sklearns_offset_and_trees_with_one_scoring_pass() -> None:
+    """The detector fits with contamination="auto" and sets the offset itself from its own pass
+    over the training rows; it must equal what scikit-learn computes for the contamination."""
+    rng = np.random.default_rng(13)
+    data = np.column_stack(
+        [rng.standard_t(4, 5000), rng.choice([0.0, 1.0, 2.0], 5000), rng.random(5000) < 0.05]
+    ).astype(np.float64)
+    for contamination in (0.02, 0.1):
+        detector = IsolationForestDetector(
+            contamination=contamination, n_estimators=40, random_state=9
+        ).fit(data)
+        model = IsolationForest(
+            n_estimators=40, max_samples=256, contamination=contamination, random_state=9
+        ).fit(data)
+        assert detector.forest_ is not None
+        assert detector.forest_.offset == model.offset_
+        probes = np.vstack([data, rng.normal(0.0, 10.0, size=(200, 3))])
+        assert np.array_equal(detector.forest_.score_samples(probes), model.score_samples(probes))
+        assert np.array_equal(detector.forest_.predict_outlier(probes), model.predict(probes) == -1)

@@ -18,8 +18,8 @@ import pytest
 from app.batching import ScoreCoalescer
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
-from app.model import bootstrap_training_data, fit_model, model_from_arrays
-from app.schemas.events import LogEvent
+from app.model import TrainingData, bootstrap_training_data, fit_model, model_from_arrays
+from app.schemas.events import Level, LogEvent
 from app.settings import Settings
 from tests.conftest import RunningApp, make_settings
 
@@ -241,3 +241,23 @@ async def test_concurrent_score_requests_answer_as_sequential_ones(
     for event, response in zip(events, responses, strict=True):
         expected = orjson.loads(orjson.dumps(reference.score(parse_events([event]))[0]))
         assert response.json() == expected
+
+
+def test_training_columns_code_services_as_sorted_unique_names() -> None:
+    services = ["web", "db", "web", "api", "db", "web", "a.b-c_1"]
+    levels = [
+        Level.INFO,
+        Level.ERROR,
+        Level.WARN,
+        Level.INFO,
+        Level.CRITICAL,
+        Level.DEBUG,
+        Level.INFO,
+    ]
+    latency = np.array([1.0, np.nan, 3.0, 4.0, 5.0, 6.0, 7.0])
+    data = TrainingData.from_columns(services, levels, latency, source="logs")
+    names, codes = np.unique(np.asarray(services, dtype=object), return_inverse=True)
+    assert data.service_names == [str(name) for name in names]
+    assert data.service_codes.tolist() == codes.tolist()
+    assert data.service_codes.dtype == np.int64
+    assert data.level_scores.tolist() == [0.0, 2.0, 1.0, 0.0, 3.0, 0.0, 0.0]
