@@ -65,6 +65,7 @@ class ScoringEngine:
             settings.window_minutes, settings.window_buckets, settings.window_min_events
         )
         self.weights = settings.method_weights()
+        self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._model = model
         self.baselines.seed(model.baselines)
         # Single-event requests arriving together are scored in one call (see app/batching.py).
@@ -119,7 +120,7 @@ class ScoringEngine:
         threshold = self.settings.anomaly_threshold
         scores = {name: rarity_to_score(out.rarity, q) for name, out in outputs.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
-        method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
+        method_names = self._method_names
         columns = {
             name: (
                 scores[name].tolist(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,12 +27,14 @@ class EventBatch:
     latency_ms: FloatArray  # NaN where the event has no latency
     timestamps: FloatArray  # event time, seconds since the epoch
 
+    # Derived once (windows, the sliding window and the explanation all read it), not stored.
+    is_error: npt.NDArray[np.bool_] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_error", np.asarray(self.level_scores >= ERROR_LEVEL_SCORE))
+
     def __len__(self) -> int:
         return len(self.services)
-
-    @property
-    def is_error(self) -> npt.NDArray[np.bool_]:
-        return np.asarray(self.level_scores >= ERROR_LEVEL_SCORE)
 
     @classmethod
     def from_events(

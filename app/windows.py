@@ -232,8 +232,7 @@ class WindowStore:
         n = len(batch)
         # One allocation per dtype: per-call cost matters for the batch of one of every /score.
         total, errors, recent_total, recent_errors = np.zeros((4, n), dtype=np.int64)
-        expected, zscore = np.zeros((2, n))
-        zscore.fill(np.nan)
+        expected, zscore = np.full((2, n), np.nan)  # every expected[i] is set below
         in_window = np.ones(n, dtype=np.bool_)
         n_buckets = self.n_buckets
         latencies = batch.latency_ms.tolist()
