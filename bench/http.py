@@ -344,7 +344,23 @@ def _half_load(
     ]
 
 
+def _start_light_load(wrk: str, service: Server, script: Path) -> subprocess.Popen[bytes]:
+    """wrk with one connection until SIGINT (at most 120 s)."""
+    command = [wrk, "-t1", "-c1", "-d120s", "--timeout", "10s", "-s", str(script)]
+    return subprocess.Popen(
+        [*command, service.url + "/score"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def _stop_light_load(load: subprocess.Popen[bytes]) -> Load:
+    load.send_signal(signal.SIGINT)
+    output, _ = load.communicate(timeout=30)
+    return _parse(output.decode())
+
+
 def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path) -> list[Row]:
+    """Light load in three phases: idle; while POST /train with 1M rows is received and
+    validated (that runs on the event loop); while the fit runs in the worker process."""
     client = httpx.Client(base_url=service.url, timeout=120)
     # Warm the training pool first: spawning the worker and importing numpy/sklearn/numba there
     # is a one-off start-up cost, not the cost of a fit.
@@ -356,25 +372,26 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
     latency = rng.lognormal(4.0, 0.6, FIT_ROWS).round(2)
     levels = rng.choice([0.0, 1.0, 2.0], FIT_ROWS, p=[0.96, 0.03, 0.01])
     body = orjson.dumps({"data": np.column_stack([latency, levels]).tolist(), "activate": True})
+    load = _start_light_load(wrk, service, script)
+    time.sleep(0.5)
     start = time.perf_counter()
     accepted = client.post("/train", content=body, headers={"content-type": "application/json"})
     post_seconds = time.perf_counter() - start
+    # The request's million small lists are freed just after the answer is sent: part of it.
+    time.sleep(0.5)
+    posting = _stop_light_load(load)
     accepted.raise_for_status()
-    command = [wrk, "-t1", "-c1", "-d120s", "--timeout", "10s", "-s", str(script)]
-    load = subprocess.Popen(
-        [*command, service.url + "/score"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    load = _start_light_load(wrk, service, script)
     try:
         job = _wait_job(client, accepted.json(), timeout=110)
     finally:
-        load.send_signal(signal.SIGINT)
-        output, _ = load.communicate(timeout=30)
-    during = _parse(output.decode())
+        during = _stop_light_load(load)
     fit_seconds = _job_seconds(job)
     note = (
         f"1 connection, 1 request per {LIGHT_DELAY_MS} ms; fit of {FIT_ROWS:,} raw rows "
-        f"{job['status']} in {fit_seconds:.1f} s (queued to stored, worker process); load "
-        f"ran {during.seconds:.1f} s ({during.requests} requests)"
+        f"{job['status']} in {fit_seconds:.1f} s (queued to stored, worker process); measured "
+        f"from 0.5 s after the 202 until the job finished: {during.seconds:.1f} s, "
+        f"{during.requests} requests"
     )
     return [
         Row("e", "POST /score p50 while a 1M-event fit runs", during.p50_ms, "ms", "idle p50",
@@ -384,7 +401,11 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
         Row("e", "fit of 1,000,000 events in the worker (queued to stored)", fit_seconds, "s",
             target="a few seconds"),
         Row("e", "POST /train with 1,000,000 raw rows (15 MB body), request time",
-            post_seconds, "s", note="validation runs on the event loop: scoring waits meanwhile"),
+            post_seconds, "s"),
+        Row("e", "POST /score max latency while that POST /train is handled", posting.max_ms,
+            "ms", "idle max", idle.max_ms,
+            note="the body is validated on the event loop (pydantic, a million small lists) "
+            "and freed after the answer: scoring waits meanwhile"),
     ]  # fmt: skip
 
 
