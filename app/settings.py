@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     if_contamination: float = Field(default=0.02, gt=0.0, le=0.5)
     if_n_estimators: int = Field(default=100, ge=1, le=2000)
     if_max_samples: int = Field(default=256, ge=2, le=100_000)
-    if_random_state: int = 42
+    if_random_state: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy RandomState's range
 
     # Sliding window over event time
     window_minutes: float = Field(default=5.0, gt=0.0, le=24 * 60)
@@ -61,8 +61,6 @@ class Settings(BaseSettings):
     train_workers: int = Field(default=1, ge=1, le=16, description="Processes that fit models.")
     train_max_rows: int = Field(default=2_000_000, ge=100)
     train_min_rows: int = Field(default=50, ge=10)
-    max_batch_events: int = Field(default=10_000, ge=1)
-    max_message_chars: int = Field(default=8192, ge=16)
 
     @field_validator("artifacts_dir")
     @classmethod

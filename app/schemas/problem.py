@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 
@@ -22,7 +20,3 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
-
-    @classmethod
-    def example(cls, status: int, title: str, detail: str) -> dict[str, Any]:
-        return {"model": cls, "description": title, "content": {"application/problem+json": {}}}
