@@ -88,11 +88,14 @@ async def test_bodies_not_declared_as_json_take_fastapis_own_path(
 
 async def test_openapi_still_documents_the_request_models(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    operations = {path: spec["paths"][path]["post"] for path in ("/score", "/score/batch")}
-    assert operations["/score"]["operationId"] == "scoring-score_log"
-    assert operations["/score/batch"]["operationId"] == "scoring-score_batch"
-    for path, model in (("/score", "LogEvent"), ("/score/batch", "ScoreBatchRequest")):
-        body = operations[path]["requestBody"]
+    for path, model, operation_id in (
+        ("/score", "LogEvent", "scoring-score_log"),
+        ("/score/batch", "ScoreBatchRequest", "scoring-score_batch"),
+        ("/train", "TrainRequest", "training-start_training"),
+    ):
+        operation = spec["paths"][path]["post"]
+        assert operation["operationId"] == operation_id
+        body = operation["requestBody"]
         assert body["required"] is True
         assert body["content"]["application/json"]["schema"] == {
             "$ref": f"#/components/schemas/{model}"
@@ -261,3 +264,22 @@ def test_training_columns_code_services_as_sorted_unique_names() -> None:
     assert data.service_codes.tolist() == codes.tolist()
     assert data.service_codes.dtype == np.int64
     assert data.level_scores.tolist() == [0.0, 2.0, 1.0, 0.0, 3.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"data": [[1.0, 0], [NaN, 0]]}', "data.1.0"),
+        (b'{"data": [[1.0, 0], [2.0]]}', "data.1"),
+        (b'{"data": [[1.0, 0]], "logs": []}', "body"),
+        (b'{"data": [[1.0, 0]], "parameters": {"n_estimators": 0}}', "parameters.n_estimators"),
+        (b'{"data": [[1.0, 0]', "body"),
+    ],
+)
+async def test_train_bodies_validated_from_bytes_keep_their_422s(
+    client: httpx.AsyncClient, body: bytes, field: str
+) -> None:
+    response = await _post_raw(client, "/train", body)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert field in [error["field"] for error in response.json()["errors"]]
