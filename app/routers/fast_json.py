@@ -28,6 +28,15 @@ class _ValidatedRequest(Request):
         return self._parsed
 
 
+def _declares_json(scope: Scope) -> bool:
+    # Straight from the raw header list: building starlette's Headers here would be done again
+    # by FastAPI on the request handed on, and this runs for every event.
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value).lower().startswith(b"application/json")
+    return False
+
+
 class JSONBodyRoute(APIRoute):
     """Validates a JSON body straight from bytes with pydantic-core (``validate_json``).
 
@@ -46,9 +55,8 @@ class JSONBodyRoute(APIRoute):
         adapter: TypeAdapter[Any] = TypeAdapter(annotation)
 
         async def validate_then_handle(request: Request) -> Response:
-            content_type = request.headers.get("content-type", "")
             raw = await request.body()
-            if not raw or not content_type.startswith("application/json"):
+            if not raw or not _declares_json(request.scope):
                 return await handler(request)
             try:
                 parsed = adapter.validate_json(raw)
