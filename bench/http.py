@@ -36,7 +36,7 @@ BATCH_CONNECTIONS = 2
 BATCH_EVENTS = 1000
 MEMORY_SERVICES = 10_000
 FIT_ROWS = 1_000_000
-LIGHT_DELAY_MS = 5  # one connection, one request every ~5 ms: latency, not throughput
+LIGHT_DELAY_MS = 2  # one connection, one request every ~2 ms: latency, not throughput
 
 
 class Missing(RuntimeError):
