@@ -14,8 +14,11 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.batching import ScoreCoalescer
+from app.detectors.calibration import BEND_AT, BEND_HEADROOM, MIN_RARITY, rarity_to_score
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
 from app.model import TrainingData, bootstrap_training_data, fit_model, model_from_arrays
@@ -283,3 +286,33 @@ async def test_train_bodies_validated_from_bytes_keep_their_422s(
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM
     assert field in [error["field"] for error in response.json()["errors"]]
+
+
+def _reference_score(rarity: np.ndarray, q: float) -> np.ndarray:
+    """rarity_to_score as main wrote it, before the fast path: the fast path must match it."""
+    clipped = np.clip(np.asarray(rarity, dtype=np.float64), MIN_RARITY, 1.0)
+    linear = 0.5 * np.log(clipped) / np.log(q)
+    beyond = np.maximum(linear - BEND_AT, 0.0)
+    bent = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
+    result: np.ndarray = np.clip(np.where(linear <= BEND_AT, linear, bent), 0.0, 1.0) + 0.0
+    return result
+
+
+@given(
+    rarities=st.lists(
+        st.one_of(
+            st.floats(0.0, 1.0),
+            st.sampled_from([0.0, 1.0, 1e-300, 1e-310, 1e-3, 1e-6, 1e-7, 2.0, -1.0, np.nan]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    q=st.sampled_from([0.001, 0.01, 0.2, 1e-6]),
+)
+@settings(max_examples=200, deadline=None)
+def test_rarity_to_score_fast_path_is_bit_identical(rarities: list[float], q: float) -> None:
+    rarity = np.asarray(rarities)
+    got = rarity_to_score(rarity, q)
+    expected = _reference_score(rarity, q)
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert not np.signbit(got[~np.isnan(got)]).any()
