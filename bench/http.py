@@ -324,10 +324,16 @@ def _half_load(
     target = service_rate / 2
     connections = max(1, round(target * delay_ms / 1000))
     script = _lua("/score", single, delay_ms, folder)
-    service_load = run_wrk(wrk, service, script, "/score", connections, seconds)
-    ceiling_load = run_wrk(wrk, ceiling, script, "/score", connections, seconds)
+    service_runs, ceiling_runs = [], []
+    for _ in range(3):  # alternating; the median p99 resists a neighbour's burst
+        service_runs.append(run_wrk(wrk, service, script, "/score", connections, seconds))
+        ceiling_runs.append(run_wrk(wrk, ceiling, script, "/score", connections, seconds))
+    service_load = sorted(service_runs, key=lambda load: load.p99_ms)[1]
+    ceiling_load = sorted(ceiling_runs, key=lambda load: load.p99_ms)[1]
     note = (
-        f"{connections} connections x 1 request per {delay_ms} ms; achieved "
+        f"{connections} connections x 1 request per {delay_ms} ms, 3 alternating runs, median "
+        f"p99 (all: {', '.join(f'{load.p99_ms:.1f}' for load in service_runs)} ms vs "
+        f"{', '.join(f'{load.p99_ms:.1f}' for load in ceiling_runs)} ms); achieved "
         f"{service_load.rate:.0f} req/s (ceiling {ceiling_load.rate:.0f}); p50 "
         f"{service_load.p50_ms:.2f} ms vs {ceiling_load.p50_ms:.2f} ms"
     )
@@ -368,7 +374,7 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
     small = [[float(v), 0.0] for v in rng.lognormal(4, 0.5, 2000)]
     _wait_job(client, client.post("/train", json={"data": small, "activate": False}).json())
     script = _lua("/score", single, LIGHT_DELAY_MS, folder)
-    idle = run_wrk(wrk, service, script, "/score", 1, 6)
+    idle_before = run_wrk(wrk, service, script, "/score", 1, 5)
     latency = rng.lognormal(4.0, 0.6, FIT_ROWS).round(2)
     levels = rng.choice([0.0, 1.0, 2.0], FIT_ROWS, p=[0.96, 0.03, 0.01])
     body = orjson.dumps({"data": np.column_stack([latency, levels]).tolist(), "activate": True})
@@ -387,17 +393,22 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
     finally:
         during = _stop_light_load(load)
     fit_seconds = _job_seconds(job)
+    idle_after = run_wrk(wrk, service, script, "/score", 1, 5)
+    # The quieter of two idle runs (before and after) is the baseline: on a shared machine a
+    # neighbour's burst in the idle run would otherwise flatter the figure under load.
+    idle = min(idle_before, idle_after, key=lambda load: load.p99_ms)
     note = (
         f"1 connection, 1 request per {LIGHT_DELAY_MS} ms; fit of {FIT_ROWS:,} raw rows "
         f"{job['status']} in {fit_seconds:.1f} s (queued to stored, worker process); measured "
         f"from 0.5 s after the 202 until the job finished: {during.seconds:.1f} s, "
-        f"{during.requests} requests"
+        f"{during.requests} requests; idle p50/p99 before {idle_before.p50_ms:.2f}/"
+        f"{idle_before.p99_ms:.2f} ms, after {idle_after.p50_ms:.2f}/{idle_after.p99_ms:.2f} ms"
     )
     return [
-        Row("e", "POST /score p50 while a 1M-event fit runs", during.p50_ms, "ms", "idle p50",
-            idle.p50_ms, target="within 25%", note=note),
-        Row("e", "POST /score p99 while a 1M-event fit runs", during.p99_ms, "ms", "idle p99",
-            idle.p99_ms, target="within 25%"),
+        Row("e", "POST /score p50 while a 1M-event fit runs", during.p50_ms, "ms",
+            "idle p50 (quieter run)", idle.p50_ms, target="within 25%", note=note),
+        Row("e", "POST /score p99 while a 1M-event fit runs", during.p99_ms, "ms",
+            "idle p99 (quieter run)", idle.p99_ms, target="within 25%"),
         Row("e", "fit of 1,000,000 events in the worker (queued to stored)", fit_seconds, "s",
             target="a few seconds"),
         Row("e", "POST /train with 1,000,000 raw rows (15 MB body), request time",
