@@ -8,11 +8,12 @@ The evaluator reproduces ``IsolationForest.score_samples`` exactly: inputs are r
 before comparison with the float64 thresholds (scikit-learn's trees do the same), and per-tree
 path lengths are added tree by tree in fitting order, as scikit-learn accumulates them.
 
-Two evaluators give bit-identical path lengths: a numba-compiled loop (one sample, one tree at a
-time; ~5 us for one event, ~2.5 us per event in a batch of 1,000 on a 2-core VM) and a numpy one
-that walks every tree of a chunk of samples level by level (~30 us for one event, ~5 us per event
-in a batch). The compiled one is used when numba imports; the numpy one stays as the reference
-and the fallback, and both are tested against scikit-learn (see docs/benchmarks.md for figures).
+Two evaluators give bit-identical path lengths: a numba-compiled loop (tree by tree, sample by
+sample; ~7 us for one event, ~2 us per event in a batch of 1,000 on the benchmark's 2-core VM)
+and a numpy one that walks every tree of a chunk of samples level by level (~30 us for one event,
+~6 us per event in a batch). The compiled one is used when numba imports; the numpy one stays as
+the reference and the fallback, and both are tested against scikit-learn (docs/benchmarks.md,
+section f, has the figures).
 """
 
 from __future__ import annotations
@@ -76,7 +77,12 @@ def _compile() -> PathLengths | None:
     # not by the first request. No fastmath: the sum must be added in order, as scikit-learn does.
     signature = "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], "
     signature += "int64[::1], int64)"
-    compiled = numba.njit(signature, cache=True, nogil=True)(_path_lengths_loop)
+    try:
+        compiled = numba.njit(signature, cache=True, nogil=True)(_path_lengths_loop)
+    except RuntimeError:  # pragma: no cover - needs an install with no writable cache directory
+        # numba refuses cache=True when neither the package folder nor the user's cache folder
+        # is writable (a read-only image without a home): compile afresh at every start instead.
+        compiled = numba.njit(signature, nogil=True)(_path_lengths_loop)
     return cast(PathLengths, compiled)
 
 
