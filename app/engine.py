@@ -121,10 +121,13 @@ class ScoringEngine:
         scores = {name: rarity_to_score(out.rarity, q) for name, out in outputs.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
         method_names = self._method_names
+        # Per method: its scores, and its metrics transposed to one tuple per event (zip does the
+        # transposing in C; the per-event loop below then only builds the dicts).
         columns = {
             name: (
                 scores[name].tolist(),
-                {metric: _column(values) for metric, values in out.metrics.items()},
+                tuple(out.metrics),
+                list(zip(*(_column(values) for values in out.metrics.values()), strict=True)),
             )
             for name, out in outputs.items()
         }
@@ -136,12 +139,12 @@ class ScoringEngine:
         results: list[ScoreDict] = []
         for i in range(len(batch)):
             methods: dict[str, Any] = {}
-            for name, (method_scores, metrics) in columns.items():
+            for name, (method_scores, metric_names, metric_rows) in columns.items():
                 methods[name] = {
                     "anomaly_score": method_scores[i],
                     "is_anomaly": method_scores[i] >= threshold,
                     "method": method_names[name],
-                    "metrics": {metric: values[i] for metric, values in metrics.items()},
+                    "metrics": dict(zip(metric_names, metric_rows[i], strict=True)),
                 }
             for name, reason in failures.items():
                 methods[name] = {
