@@ -16,6 +16,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.types import Message
 
 from app.batching import ScoreCoalescer
 from app.detectors.calibration import BEND_AT, BEND_HEADROOM, MIN_RARITY, rarity_to_score
@@ -316,3 +317,35 @@ def test_rarity_to_score_fast_path_is_bit_identical(rarities: list[float], q: fl
     expected = _reference_score(rarity, q)
     assert np.array_equal(got, expected, equal_nan=True)
     assert not np.signbit(got[~np.isnan(got)]).any()
+
+
+async def test_a_client_that_hangs_up_mid_body_gets_fastapis_400(running: RunningApp) -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"service": "a", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/score",
+        "raw_path": b"/score",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    await running.app(scope, receive, send)
+    assert sent[0]["status"] == 400

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
 
@@ -55,7 +57,11 @@ class JSONBodyRoute(APIRoute):
         adapter: TypeAdapter[Any] = TypeAdapter(annotation)
 
         async def validate_then_handle(request: Request) -> Response:
-            raw = await request.body()
+            try:
+                raw = await request.body()
+            except ClientDisconnect:
+                # What FastAPI answers when it cannot read a body (nobody is listening anyway).
+                raise HTTPException(400, "There was an error parsing the body") from None
             if not raw or not _declares_json(request.scope):
                 return await handler(request)
             try:
