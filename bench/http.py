@@ -470,7 +470,8 @@ def _per_service_bytes(raw_events: list[dict[str, Any]]) -> dict[str, float]:
     from app.events import EventBatch, parse_events
     from app.settings import Settings
 
-    settings = Settings(artifacts_dir=Path(tempfile.mkdtemp()))
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(artifacts_dir=Path(tmp))
     batch = EventBatch.from_events(parse_events(raw_events))
     result = {}
     from app.windows import WindowStore
