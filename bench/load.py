@@ -1,7 +1,7 @@
 """Load test: the service at capacity for minutes, on loopback only, bounded in time.
 
-    .venv/bin/python bench/load.py                      # 3 min steady + 3 min while retraining
-    .venv/bin/python bench/load.py --minutes 1 --json-out /tmp/load.json
+    .venv/bin/python -m bench.load                      # 3 min steady + 3 min while retraining
+    .venv/bin/python -m bench.load --minutes 1 --json-out /tmp/load.json
 
 Starts uvicorn (one process, the embedded default) on a free 127.0.0.1 port with a fresh artifacts
 folder, then drives POST /score with wrk (closed loop: every connection sends its next request as

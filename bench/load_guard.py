@@ -1,6 +1,6 @@
 """What the guard middleware (API key, body limit, concurrency limit, metrics) costs per request.
 
-    .venv/bin/python bench/load_guard.py
+    .venv/bin/python -m bench.load_guard
 
 Calls a do-nothing ASGI app directly and through ``GuardMiddleware`` in the same process, in
 alternating rounds, for a POST /score with a ~100-byte body; reports the median time per request
