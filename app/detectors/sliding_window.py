@@ -50,7 +50,7 @@ class SlidingWindowDetector(Detector):
         errors = window.errors.astype(np.float64)
         window_burst = np.where(
             is_error & window.in_window & (errors > 0),
-            bdtrc(np.maximum(errors - 1.0, 0.0), total, expected),
+            bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
             1.0,
         )
         recent_errors = window.recent_errors.astype(np.float64)
