@@ -23,7 +23,7 @@ import numpy.typing as npt
 from app.baselines import BaselineStore, BaselineView
 from app.combiner import combine
 from app.detectors.base import Detector, MethodOutput, ScoringContext
-from app.detectors.calibration import rarity_to_score
+from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
 from app.detectors.forecast import ForecastDetector
 from app.detectors.registry import DETECTOR_TYPES
 from app.detectors.sequence import SequenceDetector
@@ -99,6 +99,7 @@ class ScoringEngine:
                 settings.forecast_bucket_seconds,
             ),
         ]
+        self.recalibration = OnlineRecalibration(settings.max_services)
         self.weights = settings.method_weights()
         self._model = model
         self.baselines.seed(model.baselines)
@@ -165,7 +166,12 @@ class ScoringEngine:
     ) -> list[ScoreDict]:
         q = self.settings.target_false_alarm_rate
         threshold = self.settings.anomaly_threshold
-        scores = {name: rarity_to_score(out.rarity, q) for name, out in outputs.items()}
+        rarities = self.recalibration.observe(
+            batch.services,
+            {name: out.rarity for name, out in outputs.items()},
+            {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
+        )
+        scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
         method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         columns = {

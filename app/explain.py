@@ -63,6 +63,8 @@ def explain(
                     f"latency {_ms(latency[i])} is {ratio:.1f}x this service's median of "
                     f"{_ms(median[i])}"
                 )
+            elif latency[i] == 0:
+                findings.append(f"latency 0 ms where this service's median is {_ms(median[i])}")
             elif ratio <= 1 / NOTABLE_RATIO:
                 findings.append(
                     f"latency {_ms(latency[i])} is {1 / ratio:.1f}x below this service's median "

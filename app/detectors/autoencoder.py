@@ -119,8 +119,12 @@ class AutoencoderDetector(BatchDetector):
         if self.calibrator_ is None:
             raise NotFittedError("autoencoder is not fitted")
         error = self.reconstruction_error(context.features)
+        # While a service's baseline warms up, its latency feature reads "missing" although the
+        # event has one: that combination says nothing about the event, so it is not judged.
+        warming_up = ~context.baseline.ready & ~np.isnan(context.batch.latency_ms)
         return MethodOutput(
-            rarity=self.calibrator_.rarity(error), metrics={"reconstruction_error": error}
+            rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
+            metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},
         )
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:

@@ -13,6 +13,8 @@ thousand looks like this", 0.75 one in ~31,600, 0.9 one in ~250,000.
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,14 @@ def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> Fl
     score = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
     result: FloatArray = np.clip(score, 0.0, 1.0)
     return result
+
+
+def alarm_rarity(target_false_alarm_rate: float, threshold: float, weight: float) -> float:
+    """The rarity at which a method with ``weight`` alone makes the combined score reach
+    ``threshold``: ``weight * 0.5 * log(S) / log(q) >= threshold``; 0 for a weight of 0."""
+    if weight <= 0:
+        return 0.0
+    return float(target_false_alarm_rate ** (2.0 * threshold / weight))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +103,103 @@ class TailCalibrator:
         if not (np.all(np.isfinite(quantiles)) and np.isfinite(tail_start) and tail_scale > 0):
             raise ValueError("calibrator holds non-finite values")
         return cls(quantiles, levels, tail_start, tail_scale)
+
+
+# Online recalibration: surprise levels every half decade of rarity, down to 1e-12.
+SURPRISE_STEP = 0.5
+SURPRISE_LEVELS = 24
+# Exceedances a level needs before its empirical frequency is trusted.
+MIN_EXCEEDANCES = 10
+# Counts are halved beyond this many events, so the calibration follows a service that changes.
+MAX_CALIBRATION_EVENTS = 20_000.0
+
+
+class OnlineRecalibration:
+    """Per service and method, how often the method's rarities are really as small as they claim.
+
+    A method's rarity is exact only when its model of the service is right; a series with a
+    trend, a daily cycle or heavy tails makes "one in a million" happen every day. For every
+    service and method this keeps counts of the service's *unflagged* events at rarity levels
+    ``10**(-0.5 j)`` (j = 0..23) and corrects a rarity by the worst observed ratio of real to
+    claimed frequency at the levels up to the event's own, once a level has ``MIN_EXCEEDANCES``
+    events::
+
+        calibrated = min(1, rarity * max(1, max over j of (E_j / N) / 10**(-0.5 j)))
+
+    Only events the engine did not flag are learned, so an incident never teaches the service
+    that incidents are normal; the tail beyond the alarm level is judged with the ratio seen in
+    the body up to it. The correction only ever makes a method *less* alarming: where the model
+    is right it changes (almost) nothing, and where it is wrong the service's false-alarm rate
+    comes back to about the target. Work per event and method is O(1) for ordinary events (they
+    reach only the first levels); memory is ``SURPRISE_LEVELS + 1`` floats per service and method.
+    """
+
+    def __init__(self, max_services: int = 100_000) -> None:
+        self.max_services = max_services
+        self._services: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
+
+    def observe(
+        self,
+        services: list[str],
+        rarities: dict[str, FloatArray],
+        alarm_rarities: dict[str, float],
+    ) -> dict[str, FloatArray]:
+        """Calibrated rarities of each event (from the service's past), then learn the event if
+        no method's calibrated rarity reaches its alarm rarity (``alarm_rarities[name]``)."""
+        names = list(rarities)
+        if not names:
+            return {}
+        stacked = np.clip(np.vstack([rarities[name] for name in names]), MIN_RARITY, 1.0)
+        levels = np.minimum(
+            np.floor(-np.log10(stacked) / SURPRISE_STEP), SURPRISE_LEVELS - 1
+        ).astype(np.int64)
+        claimed = (10.0 ** (-SURPRISE_STEP * np.arange(SURPRISE_LEVELS))).tolist()
+        alarms = [alarm_rarities.get(name, 0.0) for name in names]
+        alarm_levels = [
+            min(int(-math.log10(max(a, MIN_RARITY)) / SURPRISE_STEP), SURPRISE_LEVELS - 1)
+            for a in alarms
+        ]
+        calibrated = stacked.copy()
+        level_rows = levels.tolist()
+        rarity_rows = stacked.tolist()
+        for i, service in enumerate(services):
+            state = self._services.get(service)
+            if state is None:
+                state = {}
+                self._services[service] = state
+                if len(self._services) > self.max_services:
+                    self._services.popitem(last=False)
+            else:
+                self._services.move_to_end(service)
+            flagged = False
+            for m, name in enumerate(names):
+                counts = state.get(name)
+                if counts is None:
+                    counts = [0.0] * (SURPRISE_LEVELS + 1)  # last slot: events learned
+                    state[name] = counts
+                level = level_rows[m][i]
+                total = counts[SURPRISE_LEVELS]
+                rarity = rarity_rows[m][i]
+                if level > 0 and total > 0:
+                    worst = 1.0
+                    for j in range(1, level + 1):
+                        exceed = counts[j]
+                        if exceed < MIN_EXCEEDANCES:
+                            break
+                        worst = max(worst, exceed / total / claimed[j])
+                    rarity = min(1.0, rarity * worst)
+                    calibrated[m, i] = rarity
+                if rarity <= alarms[m]:
+                    flagged = True
+            for m, name in enumerate(names):
+                counts = state[name]
+                level = level_rows[m][i]
+                if flagged:
+                    # A flagged event counts as reaching the alarm level, never beyond it.
+                    level = min(level, alarm_levels[m])
+                for j in range(level + 1):
+                    counts[j] += 1.0
+                counts[SURPRISE_LEVELS] += 1.0
+                if counts[SURPRISE_LEVELS] > MAX_CALIBRATION_EVENTS:
+                    state[name] = [c * 0.5 for c in counts]
+        return {name: calibrated[m] for m, name in enumerate(names)}
