@@ -130,6 +130,27 @@ class ForecastStore:
             self._services.move_to_end(name)
         return state
 
+    def _close_bucket(self, state: ServiceForecast, slot_seconds: float) -> None:
+        if state.bucket_events == 0:
+            return
+        start = state.bucket_id * self.bucket_seconds
+        slot = int((start % DAY_SECONDS) // slot_seconds)
+        if state.rate_time > -math.inf and start > state.rate_time:
+            decay = 2.0 ** (-(start - state.rate_time) / self.season_halflife)
+            state.events *= decay
+            state.errors *= decay
+        state.rate_time = max(state.rate_time, start)
+        state.events += state.bucket_events
+        state.errors += state.bucket_errors
+        state.slot_events[slot] += state.bucket_events
+        state.slot_errors[slot] += state.bucket_errors
+        if state.slot_events[slot] > MAX_SLOT_EVENTS:
+            # Halving keeps a slot's rate current without a clock per slot.
+            state.slot_events[slot] *= 0.5
+            state.slot_errors[slot] *= 0.5
+        state.bucket_events = 0
+        state.bucket_errors = 0
+
     def observe(self, batch: EventBatch) -> ForecastView:
         """Forecast each event from its service's past, then learn from it: in order."""
         from scipy.special import bdtrc, ndtr
@@ -159,29 +180,16 @@ class ForecastStore:
             )
             bucket_id = math.floor(now / self.bucket_seconds)
             if bucket_id > state.bucket_id:
+                # The finished bucket joins the history only now: a forecast never learns from
+                # the bucket it is judging, so a burst cannot raise its own expected rate.
+                self._close_bucket(state, slot_seconds)
                 state.bucket_id = bucket_id
-                state.bucket_events = 0
-                state.bucket_errors = 0
             if bucket_id == state.bucket_id:
                 state.bucket_events += 1
                 state.bucket_errors += int(errors[i])
             bucket_events[i] = state.bucket_events
             bucket_errors[i] = state.bucket_errors
             is_error_mask[i] = errors[i]
-            if now > state.rate_time:
-                if state.rate_time > -math.inf:
-                    decay = 2.0 ** (-(now - state.rate_time) / self.season_halflife)
-                    state.events *= decay
-                    state.errors *= decay
-                state.rate_time = now
-            state.events += 1.0
-            state.errors += float(errors[i])
-            state.slot_events[slot] += 1.0
-            state.slot_errors[slot] += float(errors[i])
-            if state.slot_events[slot] > MAX_SLOT_EVENTS:
-                # Halving keeps a slot's rate current without a clock per slot.
-                state.slot_events[slot] *= 0.5
-                state.slot_errors[slot] *= 0.5
             # -- latency.
             value = log_latency[i]
             if value != value:

@@ -109,7 +109,13 @@ class AutoencoderDetector(BatchDetector):
         activation = scaled
         last = len(self.weights_) - 1
         for index, (w, b) in enumerate(zip(self.weights_, self.biases_, strict=True)):
-            activation = activation @ w + b
+            # Summed input by input rather than by a matrix product: BLAS picks different kernels
+            # (and rounding) for one row and for many, and one event scored alone must equal the
+            # same event scored in a batch, bit for bit.
+            total = np.broadcast_to(b, (activation.shape[0], b.shape[0])).copy()
+            for k in range(w.shape[0]):
+                total += activation[:, k, None] * w[k]
+            activation = total
             if index < last:
                 activation = np.tanh(activation)  # MLPRegressor's output layer is identity
         result: FloatArray = np.mean((activation - scaled) ** 2, axis=1)
