@@ -31,7 +31,7 @@ from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
 from app.explain import explain
-from app.features import feature_matrix
+from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
 from app.schemas.events import LogEvent
@@ -134,14 +134,18 @@ class ScoringEngine:
         templates = self.templates.observe(
             batch.services, [event.message for event in events], batch.timestamps
         )
+        forecasts = self.forecasts.observe(batch)
         context = ScoringContext(
             batch,
-            feature_matrix(baseline.latency_z, batch.level_scores),
+            feature_matrix(
+                expected_latency_z(baseline.latency_z, forecasts.latency_residual_z),
+                batch.level_scores,
+            ),
             baseline,
             window,
             templates,
             self.sequences.observe(batch.services, templates.template_id),
-            self.forecasts.observe(batch),
+            forecasts,
         )
         outputs: dict[str, MethodOutput] = {}
         failures: dict[str, str] = {}
@@ -168,6 +172,7 @@ class ScoringEngine:
         threshold = self.settings.anomaly_threshold
         rarities = self.recalibration.observe(
             batch.services,
+            batch.timestamps,
             {name: out.rarity for name, out in outputs.items()},
             {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
         )

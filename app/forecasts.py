@@ -8,8 +8,9 @@ Latency (on ``log(1 + ms)``) follows an additive Holt-Winters-style model withou
     season  <- season + (x - level - season) / w_slot           (per slot, decayed over days)
 
 so each update is O(1) and a service holds ``slots`` seasonal values. Residuals are clipped at
-``CLIP_SCALES`` scales before they update anything, so an incident moves the forecast slowly and
-keeps being judged as one. The prediction interval is ``forecast +- z * scale`` with ``scale`` the
+``CLIP_SCALES`` scales before they update the spread and the seasonal offsets; the level takes the
+whole residual, but its memory is long (a half-life in event time, at most ``MAX_LEVEL_WEIGHT``
+events), so an outlier barely moves it while a lasting shift is followed. The prediction interval is ``forecast +- z * scale`` with ``scale`` the
 decayed root mean square of (clipped) residuals; an event's rarity is the two-sided normal tail of
 its residual.
 
@@ -36,6 +37,9 @@ FloatArray = npt.NDArray[np.float64]
 
 DAY_SECONDS = 86_400.0
 CLIP_SCALES = 3.0
+# The level's memory in events at most, so a busy service's forecast still follows it within
+# minutes, not only within the half-life.
+MAX_LEVEL_WEIGHT = 2000.0
 # Weight a slot's own history needs before its seasonal offset is used (else 0, the level alone).
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
@@ -218,10 +222,13 @@ class ForecastStore:
             if now > state.last_time:
                 state.level_weight *= 2.0 ** (-(now - state.last_time) / self.halflife)
                 state.last_time = now
-            state.level_weight += 1.0
+            state.level_weight = min(state.level_weight + 1.0, MAX_LEVEL_WEIGHT)
+            # The level takes the whole residual: with a long memory one wild value barely moves
+            # it, while a lasting shift is followed instead of being flagged for a day. The
+            # spread learns only clipped residuals, so one wild value cannot widen the interval.
+            state.level += (value - predicted) / state.level_weight
             limit = CLIP_SCALES * scale
             clipped = min(max(value - predicted, -limit), limit)
-            state.level += clipped / state.level_weight
             state.variance += (clipped * clipped / CLIPPED_VARIANCE - state.variance) / min(
                 state.level_weight, 1000.0
             )

@@ -112,6 +112,16 @@ SURPRISE_LEVELS = 24
 MIN_EXCEEDANCES = 10
 # Counts are halved beyond this many events, so the calibration follows a service that changes.
 MAX_CALIBRATION_EVENTS = 20_000.0
+# An alarm this long after the service's previous one is "isolated": it is learned in full.
+ISOLATED_ALARM_SECONDS = 60.0
+
+
+class _ServiceCalibration:
+    __slots__ = ("counts", "last_alarm")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[float]] = {}
+        self.last_alarm = -math.inf
 
 
 class OnlineRecalibration:
@@ -119,33 +129,39 @@ class OnlineRecalibration:
 
     A method's rarity is exact only when its model of the service is right; a series with a
     trend, a daily cycle or heavy tails makes "one in a million" happen every day. For every
-    service and method this keeps counts of the service's *unflagged* events at rarity levels
-    ``10**(-0.5 j)`` (j = 0..23) and corrects a rarity by the worst observed ratio of real to
-    claimed frequency at the levels up to the event's own, once a level has ``MIN_EXCEEDANCES``
-    events::
+    service and method this counts the service's events at rarity levels ``10**(-0.5 j)``
+    (j = 0..23). If events claimed at least as rare as level j really occur with frequency
+    ``f_j = E_j / N``, the method's surprise is too large by the factor ``log(claimed_j) /
+    log(f_j)``; the calibrated rarity takes the worst such factor over the levels up to its own
+    (each with at least ``MIN_EXCEEDANCES`` events)::
 
-        calibrated = min(1, rarity * max(1, max over j of (E_j / N) / 10**(-0.5 j)))
+        k = min(1, min over j of log(f_j) / log(10**(-0.5 j)))      calibrated = rarity ** k
 
-    Only events the engine did not flag are learned, so an incident never teaches the service
-    that incidents are normal; the tail beyond the alarm level is judged with the ratio seen in
-    the body up to it. The correction only ever makes a method *less* alarming: where the model
-    is right it changes (almost) nothing, and where it is wrong the service's false-alarm rate
-    comes back to about the target. Work per event and method is O(1) for ordinary events (they
-    reach only the first levels); memory is ``SURPRISE_LEVELS + 1`` floats per service and method.
+    A power, not a factor, because over-confident models are wrong on a log scale (a z-score
+    against too small a spread squares its error in the exponent). ``k <= 1`` always: the
+    correction only makes a method less alarming, so where the model is right it changes
+    (almost) nothing. An alarm after a quiet minute is learned in full (a service whose "rare"
+    events are scattered over time learns that they are not rare); alarms that follow it within
+    ``ISOLATED_ALARM_SECONDS`` count only up to the alarm level, so an incident under way raises
+    the alarm-level frequency but cannot teach the service that ever more extreme events are
+    normal. Work per event and method is O(1) for ordinary events (they reach
+    only the first levels); memory is ``SURPRISE_LEVELS + 1`` floats per service and method.
     """
 
     def __init__(self, max_services: int = 100_000) -> None:
         self.max_services = max_services
-        self._services: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
+        self._services: OrderedDict[str, _ServiceCalibration] = OrderedDict()
 
     def observe(
         self,
         services: list[str],
+        times: FloatArray,
         rarities: dict[str, FloatArray],
         alarm_rarities: dict[str, float],
     ) -> dict[str, FloatArray]:
-        """Calibrated rarities of each event (from the service's past), then learn the event if
-        no method's calibrated rarity reaches its alarm rarity (``alarm_rarities[name]``)."""
+        """Calibrated rarities of each event (from the service's past), then learn the event.
+        An event is flagged when some method's calibrated rarity reaches its alarm rarity
+        (``alarm_rarities[name]``)."""
         names = list(rarities)
         if not names:
             return {}
@@ -153,7 +169,7 @@ class OnlineRecalibration:
         levels = np.minimum(
             np.floor(-np.log10(stacked) / SURPRISE_STEP), SURPRISE_LEVELS - 1
         ).astype(np.int64)
-        claimed = (10.0 ** (-SURPRISE_STEP * np.arange(SURPRISE_LEVELS))).tolist()
+        log_claimed = (-SURPRISE_STEP * math.log(10.0) * np.arange(SURPRISE_LEVELS)).tolist()
         alarms = [alarm_rarities.get(name, 0.0) for name in names]
         alarm_levels = [
             min(int(-math.log10(max(a, MIN_RARITY)) / SURPRISE_STEP), SURPRISE_LEVELS - 1)
@@ -162,15 +178,17 @@ class OnlineRecalibration:
         calibrated = stacked.copy()
         level_rows = levels.tolist()
         rarity_rows = stacked.tolist()
+        time_list = times.tolist()
         for i, service in enumerate(services):
-            state = self._services.get(service)
-            if state is None:
-                state = {}
-                self._services[service] = state
+            service_state = self._services.get(service)
+            if service_state is None:
+                service_state = _ServiceCalibration()
+                self._services[service] = service_state
                 if len(self._services) > self.max_services:
                     self._services.popitem(last=False)
             else:
                 self._services.move_to_end(service)
+            state = service_state.counts
             flagged = False
             for m, name in enumerate(names):
                 counts = state.get(name)
@@ -181,21 +199,30 @@ class OnlineRecalibration:
                 total = counts[SURPRISE_LEVELS]
                 rarity = rarity_rows[m][i]
                 if level > 0 and total > 0:
-                    worst = 1.0
+                    exponent = 1.0
                     for j in range(1, level + 1):
                         exceed = counts[j]
                         if exceed < MIN_EXCEEDANCES:
                             break
-                        worst = max(worst, exceed / total / claimed[j])
-                    rarity = min(1.0, rarity * worst)
+                        if exceed < total:
+                            exponent = min(exponent, math.log(exceed / total) / log_claimed[j])
+                        else:
+                            exponent = 0.0
+                    rarity = rarity**exponent
                     calibrated[m, i] = rarity
                 if rarity <= alarms[m]:
                     flagged = True
+            # An alarm after a quiet spell teaches the service how extreme its events get; the
+            # alarms that follow it within ISOLATED_ALARM_SECONDS (an incident under way) count
+            # only as reaching the alarm level, never beyond it.
+            clip = False
+            if flagged:
+                clip = time_list[i] - service_state.last_alarm < ISOLATED_ALARM_SECONDS
+                service_state.last_alarm = max(service_state.last_alarm, time_list[i])
             for m, name in enumerate(names):
                 counts = state[name]
                 level = level_rows[m][i]
-                if flagged:
-                    # A flagged event counts as reaching the alarm level, never beyond it.
+                if clip:
                     level = min(level, alarm_levels[m])
                 for j in range(level + 1):
                     counts[j] += 1.0

@@ -11,9 +11,13 @@ Q = 0.001
 
 def _run(recalibration: OnlineRecalibration, service: str, rarity: np.ndarray) -> np.ndarray:
     alarm = alarm_rarity(Q, 0.5, 1.0)
+    # One event a second: alarms in a sustained run are a second apart (an incident under way).
+    times = np.arange(rarity.size, dtype=np.float64)
     out = [
-        recalibration.observe([service] * 1000, {"m": chunk}, {"m": alarm})["m"]
-        for chunk in np.split(rarity, rarity.size // 1000)
+        recalibration.observe([service] * 1000, t, {"m": chunk}, {"m": alarm})["m"]
+        for chunk, t in zip(
+            np.split(rarity, rarity.size // 1000), np.split(times, rarity.size // 1000), strict=True
+        )
     ]
     return np.concatenate(out)
 
@@ -59,6 +63,7 @@ def test_services_are_calibrated_separately() -> None:
     _run(recalibration, "quiet", rng.random(50_000))
     probe = np.array([1e-5])
     alarm = {"m": Q}
-    noisy = recalibration.observe(["noisy"], {"m": probe}, alarm)["m"][0]
-    quiet = recalibration.observe(["quiet"], {"m": probe}, alarm)["m"][0]
+    now = np.array([1e6])
+    noisy = recalibration.observe(["noisy"], now, {"m": probe}, alarm)["m"][0]
+    quiet = recalibration.observe(["quiet"], now, {"m": probe}, alarm)["m"][0]
     assert quiet < Q < noisy
