@@ -10,7 +10,8 @@ Latency (on ``log(1 + ms)``) follows an additive Holt-Winters-style model withou
 so each update is O(1) and a service holds ``slots`` seasonal values. Residuals are clipped at
 ``CLIP_SCALES`` scales before they update the spread and the seasonal offsets; the level takes the
 whole residual, but its memory is long (a half-life in event time, at most ``MAX_LEVEL_WEIGHT``
-events), so an outlier barely moves it while a lasting shift is followed. The prediction interval is ``forecast +- z * scale`` with ``scale`` the
+events), so an outlier barely moves it while a lasting shift is followed. The prediction
+interval is ``forecast +- z * scale`` with ``scale`` the
 decayed root mean square of (clipped) residuals; an event's rarity is the two-sided normal tail of
 its residual.
 
