@@ -50,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         except DataFileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        settings = detector.settings
+        # The same bounds as POST /train: a model fitted on a handful of rows is not a model.
+        if not settings.train_min_rows <= len(data) <= settings.train_max_rows:
+            print(
+                f"error: {args.file}: {len(data)} rows given; between {settings.train_min_rows} "
+                f"and {settings.train_max_rows} are needed",
+                file=sys.stderr,
+            )
+            return 2
         version = detector.train(data, activate=not args.no_activate)
         print(
             json.dumps(

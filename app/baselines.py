@@ -27,6 +27,9 @@ FloatArray = npt.NDArray[np.float64]
 # Scale never drops below this (in log units, ~5%): a service with perfectly constant latency must
 # not turn a 1 ms wobble into a thousand-sigma event.
 MIN_LOG_SCALE = 0.05
+# A median below a picosecond is no scale to compare a latency with: latency / median would
+# overflow float64 (then warn, and under warnings-as-errors fail the method), so no ratio is given.
+MIN_MEDIAN_FOR_RATIO_MS = 1e-9
 MAD_TO_SIGMA = 1.4826  # consistency constant of the MAD for normal data
 CLIP_SCALES = 3.0
 # E[min(Z^2, 9)] for standard normal Z: corrects the variance of 3-sigma-clipped deviations.

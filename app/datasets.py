@@ -16,6 +16,7 @@ from app.schemas.events import LogEvent
 from app.schemas.training import TrainRequest
 
 EVENT_COLUMNS = {"service", "level", "message", "latency_ms", "timestamp"}
+TEXT_COLUMNS = ("service", "level", "message", "timestamp")
 
 
 class DataFileError(ValueError):
@@ -53,7 +54,9 @@ def load_training_file(path: Path) -> TrainingData:
     if not path.is_file():
         raise DataFileError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path)
+        # Text columns stay text: a service named "123" or a level column pandas would guess as
+        # numbers must reach validation as the strings they are.
+        frame = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
         if "service" in frame.columns:
             columns = [c for c in frame.columns if c in EVENT_COLUMNS]
             records = [

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from app.baselines import BaselineView
+from app.baselines import MIN_MEDIAN_FOR_RATIO_MS, BaselineView
 from app.detectors.base import MethodOutput
 from app.events import EventBatch
 from app.settings import Settings
@@ -56,18 +56,19 @@ def explain(
     for i in range(len(batch)):
         findings: list[str] = []
         has_latency = not math.isnan(latency[i])
-        ratio = latency[i] / median[i] if has_latency and median[i] > 0 else math.nan
+        usable = has_latency and median[i] > MIN_MEDIAN_FOR_RATIO_MS
+        ratio = latency[i] / median[i] if usable else math.nan
         if ready[i] and not math.isnan(ratio):
             if ratio >= NOTABLE_RATIO:
                 findings.append(
                     f"latency {_ms(latency[i])} is {ratio:.1f}x this service's median of "
                     f"{_ms(median[i])}"
                 )
-            elif latency[i] == 0:
-                findings.append(f"latency 0 ms where this service's median is {_ms(median[i])}")
             elif ratio <= 1 / NOTABLE_RATIO:
+                # A 0 ms latency is valid input: it has no finite ratio to print.
+                below = f"{1 / ratio:.1f}x below" if ratio > 0 else "far below"
                 findings.append(
-                    f"latency {_ms(latency[i])} is {1 / ratio:.1f}x below this service's median "
+                    f"latency {_ms(latency[i])} is {below} this service's median "
                     f"of {_ms(median[i])}"
                 )
         if is_error[i] and window_score[i] >= NOTABLE_SCORE and totals[i] > 0:

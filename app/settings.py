@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     if_contamination: float = Field(default=0.02, gt=0.0, le=0.5)
     if_n_estimators: int = Field(default=100, ge=1, le=2000)
     if_max_samples: int = Field(default=256, ge=2, le=100_000)
-    if_random_state: int = 42
+    if_random_state: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy RandomState's range
 
     # Sliding window over event time
     window_minutes: float = Field(default=5.0, gt=0.0, le=24 * 60)

@@ -4,6 +4,7 @@ with its lifespan running (as uvicorn would run it)."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ from fastapi import FastAPI
 from app.factory import create_app
 from app.settings import Settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# A worktree outside the main checkout can point at the data with INSIGHTHUB_SHARED_DATA.
+SHARED_DATA = Path(
+    os.environ.get(
+        "INSIGHTHUB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -63,3 +69,28 @@ async def running(settings: Settings) -> AsyncIterator[RunningApp]:
 @pytest.fixture
 async def client(running: RunningApp) -> httpx.AsyncClient:
     return running.client
+
+
+@pytest.fixture(scope="session")
+def bootstrapped_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifacts folder holding the bootstrap model, fitted once per session (~1 s each time
+    otherwise). Tests copy it (``copy_artifacts``) so they never share a folder."""
+    root = tmp_path_factory.mktemp("bootstrapped") / "artifacts"
+    from app.bootstrap import load_or_bootstrap
+    from app.model_store import ModelStore
+
+    settings = Settings(artifacts_dir=root, env="test")
+    load_or_bootstrap(ModelStore(root, settings.keep_versions), settings)
+    return root
+
+
+def copy_artifacts(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination)
+    return destination
+
+
+@pytest.fixture
+def bootstrapped_settings(tmp_path: Path, bootstrapped_artifacts: Path) -> Settings:
+    """Like ``settings`` but starting from a copy of the session's bootstrap model."""
+    copy_artifacts(bootstrapped_artifacts, tmp_path / "artifacts")
+    return make_settings(tmp_path)

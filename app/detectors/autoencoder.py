@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
 from app.detectors.calibration import TailCalibrator
+from app.features import FEATURE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -127,7 +128,10 @@ class AutoencoderDetector(BatchDetector):
         error = self.reconstruction_error(context.features)
         # While a service's baseline warms up, its latency feature reads "missing" although the
         # event has one: that combination says nothing about the event, so it is not judged.
-        warming_up = ~context.baseline.ready & ~np.isnan(context.batch.latency_ms)
+        missing_column = FEATURE_NAMES.index("latency_missing")
+        warming_up = (context.features[:, missing_column] == 1.0) & ~np.isnan(
+            context.batch.latency_ms
+        )
         return MethodOutput(
             rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
             metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},

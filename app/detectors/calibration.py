@@ -4,11 +4,16 @@ Every method ends with a *rarity*: the probability that a normal event looks at 
 to that method (a tail probability, ``S``). The score is that rarity on a log scale relative to the
 target false-alarm rate ``q``::
 
-    score = clip(0.5 * log(S) / log(q), 0, 1)
+    L = log(S) / log(q)
+    score = 0.5 * L                                   while that is at most 0.9 (S >= q**1.8)
+    score = 1 - 0.1 / (1 + (0.5 * L - 0.9) / 0.1)      beyond, approaching 1 but not reaching it
 
-so ``S = 1`` (perfectly ordinary) scores 0, ``S = q`` scores 0.5 (the decision threshold), and
-``S = q**2`` or rarer scores 1. With the default ``q = 0.001``, 0.5 means "one normal event in a
-thousand looks like this", 0.75 one in ~31,600, 0.9 one in ~250,000.
+so ``S = 1`` (perfectly ordinary) scores 0, ``S = q`` scores 0.5 (the decision threshold). With
+the default ``q = 0.001``, 0.5 means "one normal event in a thousand looks like this", 0.75 one in
+~31,600, 0.9 one in ~250,000, 0.95 one in a million (``q**2``), 0.99 about one in 10**11. Past
+0.9 the scale bends smoothly (same slope at the joint) so that rarer always scores higher: a hard
+clip at 1 would tie every extreme event, and a user (or NAB's threshold search) could no longer
+tell them apart.
 """
 
 from __future__ import annotations
@@ -28,13 +33,19 @@ MIN_RARITY = 1e-300
 # Share of the reference scores above which the tail is modelled rather than counted.
 TAIL_FRACTION = 0.05
 GRID_POINTS = 257
+# Where the score scale bends from linear-in-log-rarity to an approach towards 1.
+BEND_AT = 0.9
+BEND_HEADROOM = 1.0 - BEND_AT
 
 
 def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> FloatArray:
     """Map tail probabilities to [0, 1]; 0.5 at the target false-alarm rate."""
     clipped = np.clip(np.asarray(rarity, dtype=np.float64), MIN_RARITY, 1.0)
-    score = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
-    result: FloatArray = np.clip(score, 0.0, 1.0)
+    linear = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
+    beyond = np.maximum(linear - BEND_AT, 0.0)
+    bent = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
+    # "+ 0.0" turns the -0.0 of log(1) into 0.0, which JSON would otherwise print as -0.0.
+    result: FloatArray = np.clip(np.where(linear <= BEND_AT, linear, bent), 0.0, 1.0) + 0.0
     return result
 
 

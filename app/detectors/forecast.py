@@ -22,10 +22,10 @@ class ForecastDetector(Detector):
 
     def __init__(
         self,
-        slots: int,
-        halflife_minutes: float,
-        season_halflife_days: float,
-        bucket_seconds: float,
+        slots: int = 48,
+        halflife_minutes: float = 1440.0,
+        season_halflife_days: float = 7.0,
+        bucket_seconds: float = 10.0,
     ) -> None:
         self.slots = slots
         self.halflife_minutes = halflife_minutes
@@ -34,7 +34,7 @@ class ForecastDetector(Detector):
 
     def get_params(self) -> dict[str, Any]:
         return {
-            "slots_per_day": self.slots,
+            "slots": self.slots,
             "halflife_minutes": self.halflife_minutes,
             "season_halflife_days": self.season_halflife_days,
             "bucket_seconds": self.bucket_seconds,

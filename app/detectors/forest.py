@@ -108,7 +108,8 @@ class FlatForest:
         # cumsum adds tree by tree in order, as scikit-learn's ``depths +=`` loop does.
         depths = np.cumsum(self.leaf_value[nodes], axis=0)[-1]
         if self.denominator == 0.0:
-            return np.full(n_samples, -1.0)
+            # One training sample: scikit-learn takes depth/denominator as 1, so -2**-1.
+            return np.full(n_samples, -0.5)
         scores: FloatArray = -(2.0 ** (-np.divide(depths, self.denominator)))
         return scores
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
+from app.baselines import MIN_MEDIAN_FOR_RATIO_MS
 from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
 from app.detectors.calibration import TailCalibrator
 from app.detectors.forest import FlatForest
@@ -82,7 +83,7 @@ class IsolationForestDetector(BatchDetector):
             context.batch.latency_ms,
             median,
             out=np.full(len(context.batch), np.nan),
-            where=median > 0,
+            where=median > MIN_MEDIAN_FOR_RATIO_MS,
         )
         return MethodOutput(
             rarity=calibrator.rarity(raw),

@@ -20,7 +20,7 @@ class SequenceDetector(Detector):
     kind: ClassVar[Literal["batch", "online"]] = "online"
     requires: ClassVar[tuple[str, ...]] = ("message", "per-service template sequence")
 
-    def __init__(self, top_k: int, max_contexts: int) -> None:
+    def __init__(self, top_k: int = 5, max_contexts: int = 4096) -> None:
         self.top_k = top_k
         self.max_contexts = max_contexts
 

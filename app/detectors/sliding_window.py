@@ -50,6 +50,7 @@ class SlidingWindowDetector(Detector):
         errors = window.errors.astype(np.float64)
         window_burst = np.where(
             is_error & window.in_window & (errors > 0),
+            # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
             bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
             1.0,
         )

@@ -19,7 +19,12 @@ class TemplateDetector(Detector):
     kind: ClassVar[Literal["batch", "online"]] = "online"
     requires: ClassVar[tuple[str, ...]] = ("message",)
 
-    def __init__(self, max_templates: int, similarity: float, surge_halflife_seconds: float):
+    def __init__(
+        self,
+        max_templates: int = 5000,
+        similarity: float = 0.5,
+        surge_halflife_seconds: float = 10.0,
+    ) -> None:
         self.max_templates = max_templates
         self.similarity = similarity
         self.surge_halflife_seconds = surge_halflife_seconds

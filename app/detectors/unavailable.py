@@ -12,6 +12,6 @@ class LstmSequenceDetector(UnavailableDetector):
     method: ClassVar[str] = "LSTM next-template model (DeepLog)"
     requires: ClassVar[tuple[str, ...]] = ("message templates", "per-service sequence")
     unavailable_reason: ClassVar[str | None] = (
-        "not built: the LSTM needs PyTorch as an optional extra; the 'sequence' detector asks "
-        "DeepLog's top-k question with an n-gram model instead"
+        "not built yet: the LSTM needs PyTorch as an optional extra; the 'sequence' detector "
+        "asks DeepLog's top-k question with an n-gram model instead"
     )

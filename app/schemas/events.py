@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -16,6 +17,12 @@ MAX_ATTRIBUTE_VALUE_CHARS = 1024
 # Event times outside this range are typos or unit errors (milliseconds sent as seconds).
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
+
+# RFC 3339 date-time (section 5.6, with its allowed space separator); a missing offset is read as
+# UTC, as the field's description says.
+RFC3339_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?"
+)
 
 ServiceName = Annotated[
     str,
@@ -85,6 +92,7 @@ class LogEvent(BaseModel):
     message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
     latency_ms: float | None = Field(
         default=None,
+        strict=True,  # a number: not true/false, not "12" (JSON integers are still accepted)
         ge=0.0,
         le=MAX_LATENCY_MS,
         allow_inf_nan=False,
@@ -114,8 +122,11 @@ class LogEvent(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _timestamp_is_text(cls, value: Any) -> Any:
-        # Bare numbers are ambiguous (seconds? milliseconds?), so only RFC 3339 text is taken.
-        if value is not None and not isinstance(value, str | datetime):
+        # Bare numbers are ambiguous (seconds? milliseconds?), so only RFC 3339 text is taken;
+        # pydantic alone would also read "1700000000" as epoch seconds and "2026-11-24" as midnight.
+        if value is None or isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not RFC3339_DATE_TIME.fullmatch(value):
             raise ValueError("timestamp must be an RFC 3339 string such as 2026-11-24T10:15:00Z")
         return value
 

@@ -13,7 +13,7 @@ from app.schemas.events import MAX_LATENCY_MS, LogEvent
 MAX_TRAIN_ROWS = 2_000_000
 
 RawRow = Annotated[
-    list[Annotated[float, Field(allow_inf_nan=False)]],
+    list[Annotated[float, Field(allow_inf_nan=False, strict=True)]],
     Field(min_length=2, max_length=2, description="[latency_ms, level_score]"),
 ]
 
@@ -26,7 +26,9 @@ class IsolationForestParams(BaseModel):
     contamination: float | None = Field(default=None, gt=0.0, le=0.5)
     n_estimators: int | None = Field(default=None, ge=1, le=2000)
     max_samples: int | None = Field(default=None, ge=2, le=100_000)
-    random_state: int | None = None
+    # scikit-learn seeds numpy's RandomState, which takes 0 <= seed < 2**32 only; anything else
+    # would pass here and fail later inside the training worker.
+    random_state: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 class TrainRequest(BaseModel):

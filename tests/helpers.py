@@ -1,0 +1,79 @@
+"""Assertions and builders shared by the test modules."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from app.schemas.training import JobStatus
+
+T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+FINAL_STATUSES = {JobStatus.succeeded.value, JobStatus.failed.value}
+# A guard against a hung job, not a speed requirement: polls stop after this many seconds.
+JOB_GIVE_UP_SECONDS = 300.0
+
+
+def at(seconds: float) -> str:
+    """RFC 3339 text ``seconds`` after T0."""
+    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def event(
+    service: str = "api",
+    level: str = "INFO",
+    latency_ms: float | None = 100.0,
+    seconds: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"service": service, "level": level, **extra}
+    if latency_ms is not None:
+        body["latency_ms"] = latency_ms
+    if seconds is not None:
+        body["timestamp"] = at(seconds)
+    return body
+
+
+def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> None:
+    """An RFC 9457 body with the given status that, when ``field`` is given, names that field
+    (dotted path, prefix match so 'logs.3' accepts 'logs.3.level') in ``errors`` or ``detail``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    if field is not None:
+        named = [e["field"] for e in body.get("errors", [])]
+        assert any(name == field or name.startswith(field + ".") for name in named) or (
+            field in body["detail"]
+        ), f"{field!r} not named in {body}"
+
+
+async def wait_for_job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """Poll GET /train/{job_id} until the job is final; returns its last body."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + JOB_GIVE_UP_SECONDS
+    while True:
+        response = await client.get(f"/train/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["status"] in FINAL_STATUSES:
+            return body
+        assert loop.time() < give_up, f"training job {job_id} never finished: {body}"
+        await asyncio.sleep(0.05)
+
+
+async def active_version(client: httpx.AsyncClient) -> str:
+    response = await client.get("/models")
+    assert response.status_code == 200
+    active: str = response.json()["active"]
+    return active
+
+
+async def stored_versions(client: httpx.AsyncClient) -> list[str]:
+    response = await client.get("/models")
+    assert response.status_code == 200
+    return [info["version"] for info in response.json()["versions"]]
