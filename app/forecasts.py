@@ -41,6 +41,9 @@ CLIP_SCALES = 3.0
 # The level's memory in events at most, so a busy service's forecast still follows it within
 # minutes, not only within the half-life.
 MAX_LEVEL_WEIGHT = 2000.0
+# Residuals learned after the warm-up before the forecast judges: the spread from the warm-up's
+# few events is too rough to put a one-in-a-thousand interval on.
+SETTLE_EVENTS = 100
 # Weight a slot's own history needs before its seasonal offset is used (else 0, the level alone).
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
@@ -214,11 +217,12 @@ class ForecastStore:
             season = state.season[slot] if state.season_weight[slot] >= MIN_SLOT_WEIGHT else 0.0
             predicted = state.level + season
             z = (value - predicted) / scale
-            forecast[i] = predicted
-            low[i] = predicted - self.interval_z * scale
-            high[i] = predicted + self.interval_z * scale
-            residual_z[i] = z
             state.judged += 1
+            if state.judged > SETTLE_EVENTS:
+                forecast[i] = predicted
+                low[i] = predicted - self.interval_z * scale
+                high[i] = predicted + self.interval_z * scale
+                residual_z[i] = z
             # Learn: clipped residual into the level, the scale and the slot's seasonal offset.
             if now > state.last_time:
                 state.level_weight *= 2.0 ** (-(now - state.last_time) / self.halflife)

@@ -29,7 +29,8 @@ The per-service statistics answer three questions for every event, each as a tai
 * **rare**: the share of the service's messages whose templates are at most as frequent as this
   one, ``sum(c_t for c_t <= c) / n``: the exact tail probability of "this uncommon" under the
   empirical distribution;
-* **surge**: the number of this template's messages in the last few (event-time) seconds against
+* **surge**: the number of this template's messages among the service's last few dozen messages
+  (a half-life in messages, not seconds, so quiet and busy services are judged alike) against
   what its long-run share of the service's recent traffic predicts, a Poisson upper tail.
 """
 
@@ -217,7 +218,9 @@ class ServiceTemplates:
         "counts",
         "messages",
         "singletons",
+        "surge_events",
         "surge_ref",
+        "surge_ref_events",
         "surge_time",
         "surge_total",
     )
@@ -231,6 +234,8 @@ class ServiceTemplates:
         self.surge_total = 0.0
         self.surge_time = -math.inf
         self.surge_ref = 0.0
+        self.surge_events = 0
+        self.surge_ref_events = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,10 +273,12 @@ class TemplateStore:
         similarity: float = 0.5,
         surge_halflife_seconds: float = 10.0,
         max_services: int = 100_000,
+        surge_halflife_messages: float = 50.0,
     ) -> None:
         self.miner = TemplateMiner(max_templates, similarity)
         self.max_templates = max_templates
         self.surge_halflife = surge_halflife_seconds
+        self.surge_halflife_events = surge_halflife_messages
         self.max_services = max_services
         self._services: OrderedDict[str, ServiceTemplates] = OrderedDict()
 
@@ -336,27 +343,36 @@ class TemplateStore:
             elif judged and count < RARE_SHARE * n_messages:
                 at_most = sum(c for c in state.counts.values() if c <= count)
                 rare[i] = at_most / n_messages
-            # Surge: counts are kept scaled by 2**((t - ref) / halflife) so decaying them all to
-            # the event's time is one multiplication, not a pass over every counter.
+            # Surge: recent counts decay with the service's own messages (a half-life in
+            # messages), so "recent" is the last few dozen lines of a quiet service and the last
+            # second or two of a busy one. Counts are
+            # kept scaled by 2**exponent so decaying them all is one multiplication, not a pass
+            # over every counter.
             now = max(time_list[i], state.surge_time)
             if state.surge_time == -math.inf:
                 state.surge_ref = now
             state.surge_time = now
-            exponent = (now - state.surge_ref) / self.surge_halflife
+            state.surge_events += 1
+            exponent = (state.surge_events - state.surge_ref_events) / self.surge_halflife_events
             if exponent > RESCALE_EXPONENT:
                 factor = 2.0**-exponent
                 state.burst = {k: v * factor for k, v in state.burst.items() if v * factor > 1e-3}
                 state.surge_total *= factor
                 state.surge_ref = now
+                state.surge_ref_events = state.surge_events
                 exponent = 0.0
             unit = 2.0**exponent
+            before = state.burst.get(template_id, 0.0) / unit
+            older_total = max(n_messages - state.surge_total / unit, 0.0)
             scaled = state.burst.get(template_id, 0.0) + unit
             state.burst[template_id] = scaled
             state.surge_total += unit
             recent = scaled / unit
             if judged:
-                share = (count + 0.5) / (n_messages + 1.0)
-                expected = share * state.surge_total / unit
+                # The template's share in the service's *older* history (its recent messages
+                # taken out), so that a surge does not raise its own expectation.
+                share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)
+                expected = min(share, 1.0) * state.surge_total / unit
                 surge_count[i] = recent
                 surge_expected[i] = expected
                 # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected).

@@ -49,7 +49,9 @@ class SlidingWindowDetector(Detector):
         total = window.total.astype(np.float64)
         errors = window.errors.astype(np.float64)
         window_burst = np.where(
-            is_error & window.in_window & (errors > 0),
+            # An error burst needs another error among the service's last few events: without
+            # one the burst is over, and the window only remembers it.
+            is_error & window.in_window & (errors > 0) & (window.recent_errors >= 2),
             # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
             bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
             1.0,
