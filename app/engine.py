@@ -72,7 +72,7 @@ class ScoringEngine:
         self.templates = TemplateStore(
             settings.template_max,
             settings.template_similarity,
-            settings.template_surge_seconds,
+            settings.template_surge_messages,
             settings.max_services,
         )
         self.sequences = SequenceStore(
@@ -89,7 +89,9 @@ class ScoringEngine:
         self.online_detectors: list[Detector] = [
             self.sliding_window,
             TemplateDetector(
-                settings.template_max, settings.template_similarity, settings.template_surge_seconds
+                settings.template_max,
+                settings.template_similarity,
+                settings.template_surge_messages,
             ),
             SequenceDetector(settings.sequence_top_k, settings.sequence_max_contexts),
             ForecastDetector(
@@ -131,9 +133,7 @@ class ScoringEngine:
         batch = EventBatch.from_events(events, received_at)
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
-        templates = self.templates.observe(
-            batch.services, [event.message for event in events], batch.timestamps
-        )
+        templates = self.templates.observe(batch.services, [event.message for event in events])
         forecasts = self.forecasts.observe(batch)
         context = ScoringContext(
             batch,

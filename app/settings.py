@@ -69,8 +69,11 @@ class Settings(BaseSettings):
     # Message templates and the next-template (sequence) model
     template_max: int = Field(default=5000, ge=10, le=1_000_000, description="Templates kept.")
     template_similarity: float = Field(default=0.5, gt=0.0, le=1.0)
-    template_surge_seconds: float = Field(
-        default=10.0, gt=0.0, le=86_400, description="Half-life of a template's recent count."
+    template_surge_messages: float = Field(
+        default=50.0,
+        gt=0.0,
+        le=1_000_000,
+        description="Half-life, in the service's own messages, of a template's recent count.",
     )
     sequence_top_k: int = Field(default=5, ge=1, le=1000)
     sequence_max_contexts: int = Field(default=4096, ge=16, le=1_000_000)

@@ -36,7 +36,6 @@ The per-service statistics answer three questions for every event, each as a tai
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,9 +218,7 @@ class ServiceTemplates:
         "messages",
         "singletons",
         "surge_events",
-        "surge_ref",
         "surge_ref_events",
-        "surge_time",
         "surge_total",
     )
 
@@ -232,8 +229,6 @@ class ServiceTemplates:
         # Event-time decayed counts over the last few seconds: per template, and of all messages.
         self.burst: dict[int, float] = {}
         self.surge_total = 0.0
-        self.surge_time = -math.inf
-        self.surge_ref = 0.0
         self.surge_events = 0
         self.surge_ref_events = 0
 
@@ -271,14 +266,12 @@ class TemplateStore:
         self,
         max_templates: int = 5000,
         similarity: float = 0.5,
-        surge_halflife_seconds: float = 10.0,
-        max_services: int = 100_000,
         surge_halflife_messages: float = 50.0,
+        max_services: int = 100_000,
     ) -> None:
         self.miner = TemplateMiner(max_templates, similarity)
         self.max_templates = max_templates
-        self.surge_halflife = surge_halflife_seconds
-        self.surge_halflife_events = surge_halflife_messages
+        self.surge_halflife_messages = surge_halflife_messages
         self.max_services = max_services
         self._services: OrderedDict[str, ServiceTemplates] = OrderedDict()
 
@@ -313,9 +306,7 @@ class TemplateStore:
                 state.messages += count
             state.singletons = sum(1 for c in state.counts.values() if c == 1)
 
-    def observe(
-        self, services: Sequence[str], messages: Sequence[str], times: FloatArray
-    ) -> TemplateView:
+    def observe(self, services: Sequence[str], messages: Sequence[str]) -> TemplateView:
         """Read each event's template statistics, then learn from it: sequential, in order."""
         n = len(services)
         ids = np.full(n, NO_TEMPLATE, dtype=np.int64)
@@ -326,7 +317,6 @@ class TemplateStore:
         surge = np.ones(n)
         surge_count = np.zeros(n)
         surge_expected = np.zeros(n)
-        time_list = times.tolist()
         for i, (service, message) in enumerate(zip(services, messages, strict=True)):
             template_id = self.miner.add(message) if message else NO_TEMPLATE
             ids[i] = template_id
@@ -344,21 +334,15 @@ class TemplateStore:
                 at_most = sum(c for c in state.counts.values() if c <= count)
                 rare[i] = at_most / n_messages
             # Surge: recent counts decay with the service's own messages (a half-life in
-            # messages), so "recent" is the last few dozen lines of a quiet service and the last
-            # second or two of a busy one. Counts are
-            # kept scaled by 2**exponent so decaying them all is one multiplication, not a pass
-            # over every counter.
-            now = max(time_list[i], state.surge_time)
-            if state.surge_time == -math.inf:
-                state.surge_ref = now
-            state.surge_time = now
+            # messages, not seconds), so "recent" is the last few dozen lines of a quiet service
+            # and the last second or two of a busy one. Counts are kept scaled by 2**exponent so
+            # decaying them all is one multiplication, not a pass over every counter.
             state.surge_events += 1
-            exponent = (state.surge_events - state.surge_ref_events) / self.surge_halflife_events
+            exponent = (state.surge_events - state.surge_ref_events) / self.surge_halflife_messages
             if exponent > RESCALE_EXPONENT:
                 factor = 2.0**-exponent
                 state.burst = {k: v * factor for k, v in state.burst.items() if v * factor > 1e-3}
                 state.surge_total *= factor
-                state.surge_ref = now
                 state.surge_ref_events = state.surge_events
                 exponent = 0.0
             unit = 2.0**exponent

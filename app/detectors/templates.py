@@ -23,17 +23,17 @@ class TemplateDetector(Detector):
         self,
         max_templates: int = 5000,
         similarity: float = 0.5,
-        surge_halflife_seconds: float = 10.0,
+        surge_halflife_messages: float = 50.0,
     ) -> None:
         self.max_templates = max_templates
         self.similarity = similarity
-        self.surge_halflife_seconds = surge_halflife_seconds
+        self.surge_halflife_messages = surge_halflife_messages
 
     def get_params(self) -> dict[str, Any]:
         return {
             "max_templates": self.max_templates,
             "similarity": self.similarity,
-            "surge_halflife_seconds": self.surge_halflife_seconds,
+            "surge_halflife_messages": self.surge_halflife_messages,
         }
 
     def rarity(self, context: ScoringContext) -> MethodOutput:

@@ -181,7 +181,7 @@ def stream_context(stores: Stores, events: list[LogEvent]) -> ScoringContext:
     batch = EventBatch.from_events(events)
     baseline = baselines.observe(batch)
     window = windows.observe(batch)
-    template_view = templates.observe(batch.services, [e.message for e in events], batch.timestamps)
+    template_view = templates.observe(batch.services, [e.message for e in events])
     features = feature_matrix(baseline.latency_z, batch.level_scores)
     return ScoringContext(
         batch,

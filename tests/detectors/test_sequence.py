@@ -57,9 +57,9 @@ def test_contexts_per_service_are_bounded() -> None:
 def test_sequences_run_on_mined_templates() -> None:
     templates = TemplateStore()
     lines = ["login user 1", "load profile 1", "render page 1", "logout user 1"] * 60
-    view = templates.observe(["ui"] * len(lines), lines, np.arange(len(lines), dtype=float))
+    view = templates.observe(["ui"] * len(lines), lines)
     store = SequenceStore(top_k=1)
     normal = store.observe(["ui"] * len(lines), view.template_id)
     assert np.all(normal.rarity[MIN_SERVICE_EVENTS:] == 1.0)
-    odd = templates.observe(["ui"] * 2, ["logout user 2", "render page 3"], np.array([1e4, 1e4]))
+    odd = templates.observe(["ui"] * 2, ["logout user 2", "render page 3"])
     assert store.observe(["ui"] * 2, odd.template_id).rarity.min() < 0.01
