@@ -7,6 +7,12 @@ run:
 test:
 	scripts/test.sh
 
+# Every benchmark (a few minutes): a table of figures with their same-run baselines, written to
+# bench/results/. Needs wrk (Debian package; installed automatically when run as root).
+bench:
+	scripts/setup.sh dev
+	.venv/bin/python -m bench
+
 lint:
 	scripts/setup.sh dev
 	.venv/bin/ruff check app tests bench

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.baselines import BaselineStore, BaselineView
+from app.batching import ScoreCoalescer
 from app.combiner import combine
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
@@ -103,9 +104,12 @@ class ScoringEngine:
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.weights = settings.method_weights()
+        self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._model = model
         self.baselines.seed(model.baselines)
         self.templates.seed(model.templates, model.template_seeds)
+        # Single-event requests arriving together are scored in one call (see app/batching.py).
+        self.coalescer = ScoreCoalescer(self.score)
 
     @property
     def model(self) -> Model:
@@ -178,11 +182,14 @@ class ScoringEngine:
         )
         scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
-        method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
+        method_names = self._method_names
+        # Per method: its scores, and its metrics transposed to one tuple per event (zip does the
+        # transposing in C; the per-event loop below then only builds the dicts).
         columns = {
             name: (
                 scores[name].tolist(),
-                {metric: _column(values) for metric, values in out.metrics.items()},
+                tuple(out.metrics),
+                list(zip(*(_column(values) for values in out.metrics.values()), strict=True)),
             )
             for name, out in outputs.items()
         }
@@ -208,12 +215,12 @@ class ScoringEngine:
         results: list[ScoreDict] = []
         for i in range(len(batch)):
             methods: dict[str, Any] = {}
-            for name, (method_scores, metrics) in columns.items():
+            for name, (method_scores, metric_names, metric_rows) in columns.items():
                 methods[name] = {
                     "anomaly_score": method_scores[i],
                     "is_anomaly": method_scores[i] >= threshold,
                     "method": method_names[name],
-                    "metrics": {metric: values[i] for metric, values in metrics.items()},
+                    "metrics": dict(zip(metric_names, metric_rows[i], strict=True)),
                 }
             for name, reason in failures.items():
                 methods[name] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,34 +27,32 @@ class EventBatch:
     latency_ms: FloatArray  # NaN where the event has no latency
     timestamps: FloatArray  # event time, seconds since the epoch
 
+    # Derived once (windows, the sliding window and the explanation all read it), not stored.
+    is_error: npt.NDArray[np.bool_] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_error", np.asarray(self.level_scores >= ERROR_LEVEL_SCORE))
+
     def __len__(self) -> int:
         return len(self.services)
-
-    @property
-    def is_error(self) -> npt.NDArray[np.bool_]:
-        return np.asarray(self.level_scores >= ERROR_LEVEL_SCORE)
 
     @classmethod
     def from_events(
         cls, events: Sequence[LogEvent], received_at: float | None = None
     ) -> EventBatch:
         now = time.time() if received_at is None else received_at
+        # Plain lists, then one array each: cheaper than np.fromiter over generators, whose
+        # set-up cost dominated for the batch of one that every /score is.
+        services = [event.service for event in events]
+        levels = [event.level for event in events]
+        latency = [np.nan if e.latency_ms is None else e.latency_ms for e in events]
+        timestamps = [now if e.timestamp is None else e.timestamp.timestamp() for e in events]
         return cls(
-            services=[event.service for event in events],
-            levels=[event.level for event in events],
-            level_scores=np.fromiter(
-                (LEVEL_SCORES[event.level] for event in events), np.float64, len(events)
-            ),
-            latency_ms=np.fromiter(
-                (np.nan if e.latency_ms is None else e.latency_ms for e in events),
-                np.float64,
-                len(events),
-            ),
-            timestamps=np.fromiter(
-                (now if e.timestamp is None else e.timestamp.timestamp() for e in events),
-                np.float64,
-                len(events),
-            ),
+            services=services,
+            levels=levels,
+            level_scores=np.array([LEVEL_SCORES[level] for level in levels], dtype=np.float64),
+            latency_ms=np.array(latency, dtype=np.float64),
+            timestamps=np.array(timestamps, dtype=np.float64),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = ModelStore(chosen.artifacts_dir, chosen.keep_versions)
         model = await asyncio.to_thread(load_or_bootstrap, store, chosen)
         engine = ScoringEngine(chosen, model)
+        # What is loaded by now (libraries, the model) lives as long as the process. gc.freeze
+        # moves it out of the collector's generations, so full collections stop re-scanning
+        # ~200k objects: that took a third of the time of scoring a batch of 1,000 events.
+        gc.freeze()
         trainer = Trainer(chosen, store, engine)
         app.state.insighthub = ServiceState(chosen, store, engine, trainer)
         log.info("serving model %s from %s", model.version, store.root)

@@ -65,7 +65,9 @@ class TrainingData:
         source: str,
         messages: list[str] | None = None,
     ) -> TrainingData:
-        names, codes = np.unique(np.asarray(services, dtype=object), return_inverse=True)
+        # Sorted names and codes into them, as np.unique(return_inverse=True) gives, but by hashing:
+        # np.unique sorts every one of the (up to millions of) strings.
+        codes, names = pd.factorize(pd.Series(services, dtype=object), sort=True)
         return cls(
             latency_ms=np.asarray(latency_ms, dtype=np.float64),
             level_scores=np.fromiter((LEVEL_SCORES[lv] for lv in levels), np.float64, len(levels)),

@@ -230,13 +230,10 @@ class WindowStore:
     def observe(self, batch: EventBatch) -> WindowView:
         """Read each event's window, then count the event in: sequential, in batch order."""
         n = len(batch)
-        total = np.zeros(n, dtype=np.int64)
-        errors = np.zeros(n, dtype=np.int64)
-        expected = np.zeros(n)
-        zscore = np.full(n, np.nan)
+        # One allocation per dtype: per-call cost matters for the batch of one of every /score.
+        total, errors, recent_total, recent_errors = np.zeros((4, n), dtype=np.int64)
+        expected, zscore = np.full((2, n), np.nan)  # every expected[i] is set below
         in_window = np.ones(n, dtype=np.bool_)
-        recent_total = np.zeros(n, dtype=np.int64)
-        recent_errors = np.zeros(n, dtype=np.int64)
         n_buckets = self.n_buckets
         latencies = batch.latency_ms.tolist()
         log_latencies = np.log1p(batch.latency_ms).tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -52,15 +53,21 @@ class IsolationForestDetector(BatchDetector):
     def fit(self, features: FloatArray) -> Self:
         from sklearn.ensemble import IsolationForest
 
+        # contamination="auto" only skips scikit-learn's own pass over every training row to set
+        # offset_ (the trees do not depend on it); the offset is that same percentile of the same,
+        # bit-identical scores, computed from the one pass the calibrator needs anyway.
         model = IsolationForest(
             n_estimators=self.n_estimators,
             max_samples=min(self.max_samples, features.shape[0]),
-            contamination=self.contamination,
+            contamination="auto",
             random_state=self.random_state,
         ).fit(features)
-        self.forest_ = FlatForest.from_sklearn(model)
+        forest = FlatForest.from_sklearn(model)
+        training_scores = forest.score_samples(features)
+        offset = float(np.percentile(training_scores, 100.0 * self.contamination))
+        self.forest_ = dataclasses.replace(forest, offset=offset)
         # The paper's anomaly score (higher = odder) is the negated score_samples.
-        self.calibrator_ = TailCalibrator.fit(-self.forest_.score_samples(features))
+        self.calibrator_ = TailCalibrator.fit(-training_scores)
         return self
 
     def _fitted(self) -> tuple[FlatForest, TailCalibrator]:

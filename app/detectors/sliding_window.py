@@ -52,29 +52,36 @@ class SlidingWindowDetector(Detector):
         is_error = context.batch.is_error
         total = window.total.astype(np.float64)
         errors = window.errors.astype(np.float64)
-        window_burst = np.where(
-            # An error burst needs another error among the service's last few events: without
-            # one the burst is over, and the window only remembers it.
-            is_error & window.in_window & (errors > 0) & (window.recent_errors >= 2),
-            # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
-            bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
-            1.0,
-        )
         recent_errors = window.recent_errors.astype(np.float64)
-        recent_burst = np.where(
-            is_error & (recent_errors > 0),
-            bdtrc(np.maximum(recent_errors - 1.0, 0.0), window.recent_total, expected),
-            1.0,
-        )
+        if is_error.any():
+            window_burst = np.where(
+                # An error burst needs another error among the service's last few events:
+                # without one the burst is over, and the window only remembers it.
+                is_error & window.in_window & (errors > 0) & (window.recent_errors >= 2),
+                # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
+                bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
+                1.0,
+            )
+            recent_burst = np.where(
+                is_error & (recent_errors > 0),
+                bdtrc(np.maximum(recent_errors - 1.0, 0.0), window.recent_total, expected),
+                1.0,
+            )
+            bursts = np.minimum(window_burst, recent_burst)
+        else:
+            # Burst tests apply to error events only; skipping them for a batch without one
+            # saves two binomial tails for most single events.
+            bursts = np.ones(len(is_error))
         z = window.latency_zscore
-        latency_jump = np.where(np.isnan(z), 1.0, ndtr(-np.nan_to_num(z)))
+        # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
+        latency_jump = np.where(np.isnan(z), 1.0, ndtr(-z))
         shift = context.baseline.latency_shift
         # The shift speaks for events that are themselves on the slow side: once a slowdown is
         # over, a normal event must not be flagged for the memory of it.
         own_z = context.baseline.latency_z
-        part_of_shift = ~np.isnan(shift) & (np.nan_to_num(own_z, nan=-np.inf) >= SHIFT_MIN_OWN_Z)
-        latency_shift = np.where(part_of_shift, ndtr(-np.nan_to_num(shift)), 1.0)
-        smallest = np.minimum.reduce([window_burst, recent_burst, latency_jump, latency_shift])
+        part_of_shift = ~np.isnan(shift) & (own_z >= SHIFT_MIN_OWN_Z)  # NaN compares False
+        latency_shift = np.where(part_of_shift, ndtr(-shift), 1.0)
+        smallest = np.minimum(bursts, np.minimum(latency_jump, latency_shift))
         return MethodOutput(
             rarity=np.minimum(1.0, 4.0 * smallest),
             metrics={

@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.errors import problem_responses
+from app.routers.fast_json import JSONBodyRoute
 from app.schemas.events import LogEvent
 from app.schemas.scoring import ScoreBatchRequest, ScoreBatchResponse, ScoreResult
 from app.state import EngineDep
 
-router = APIRouter(tags=["scoring"])
+router = APIRouter(tags=["scoring"], route_class=JSONBodyRoute)
 
 
 def _json(content: object) -> Response:
@@ -23,7 +24,7 @@ def _json(content: object) -> Response:
 @router.post("/score", response_model=ScoreResult, responses=problem_responses())
 async def score_log(event: LogEvent, engine: EngineDep) -> Response:
     """Score one log event: combined verdict, per-method breakdown and an explanation."""
-    return _json(engine.score([event])[0])
+    return _json(await engine.coalescer.score(event))
 
 
 @router.post("/score/batch", response_model=ScoreBatchResponse, responses=problem_responses())

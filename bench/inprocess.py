@@ -1,0 +1,163 @@
+"""(a) one event through AnomalyDetector.predict against the seed's per-event scikit-learn calls,
+and (f) what each detector and each stage of the engine costs per event."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from app.detectors.base import ScoringContext
+from app.detectors.forest import COMPILED_AVAILABLE
+from app.engine import ScoringEngine
+from app.events import EventBatch, parse_events
+from app.features import feature_matrix
+from app.local import AnomalyDetector
+from app.model import bootstrap_training_data
+from app.schemas.events import LogEvent
+from bench.common import Row, event_stream, interleaved, per_call_seconds, percentile
+
+
+def _seed_forest(detector: AnomalyDetector) -> tuple[object, np.ndarray]:
+    """The seed's model: scikit-learn's IsolationForest with the service's parameters, fitted on
+    the bootstrap training features (the same rows the served model was fitted on)."""
+    from sklearn.ensemble import IsolationForest
+
+    data = bootstrap_training_data()
+    log_latency = np.log1p(data.latency_ms)
+    # The served model's features for these rows are relative to each service's median; any
+    # realistic 3-column matrix serves the timing, which does not depend on the values.
+    latency_z = np.nan_to_num((log_latency - np.nanmedian(log_latency)) / np.nanstd(log_latency))
+    features = feature_matrix(np.where(np.isnan(log_latency), np.nan, latency_z), data.level_scores)
+    params = detector.engine.model.isolation_forest.get_params()
+    forest = IsolationForest(
+        n_estimators=params["n_estimators"],
+        max_samples=params["max_samples"],
+        contamination=params["contamination"],
+        random_state=params["random_state"],
+    ).fit(features)
+    return forest, features
+
+
+def bench_predict(rounds: int = 7) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        detector = AnomalyDetector(artifacts_dir=Path(tmp))
+        forest, features = _seed_forest(detector)
+        events = event_stream(20_000, services=50, seed=1)
+        for event in events[:2000]:  # services past their warm-up, windows filled
+            detector.predict(event)
+        position = [2000]
+
+        def ours() -> None:
+            detector.predict(events[position[0] % len(events)])
+            position[0] += 1
+
+        rows = features[:1000]
+        seed_position = [0]
+
+        def seed() -> None:
+            row = rows[seed_position[0] % len(rows)][None, :]
+            seed_position[0] += 1
+            forest.predict(row)  # type: ignore[attr-defined]
+            forest.score_samples(row)  # type: ignore[attr-defined]
+
+        ours_mean, seed_mean, ours_singles, seed_singles = interleaved(
+            ours, seed, calls=(2000, 60), rounds=rounds
+        )
+    return [
+        Row(
+            "a",
+            "AnomalyDetector.predict, one event (mean)",
+            ours_mean * 1e6,
+            "us",
+            "seed: sklearn predict + score_samples, one event",
+            seed_mean * 1e6,
+            target=">= 100x",
+        ),
+        Row(
+            "a",
+            "AnomalyDetector.predict, one event (p99)",
+            percentile(ours_singles, 99) * 1e6,
+            "us",
+            "seed p99",
+            percentile(seed_singles, 99) * 1e6,
+        ),
+    ]
+
+
+def bench_detectors(rounds: int = 5) -> list[Row]:
+    """Per-event cost of each stage and detector, for a batch of one and a batch of 1,000."""
+    rows: list[Row] = []
+    seed_cost = _seed_cost()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = AnomalyDetector(artifacts_dir=Path(tmp)).engine
+        stream = parse_events(event_stream(12_000, services=50, seed=2))
+        engine.score(stream[:10_000])  # services past their warm-up, windows filled
+        for size in (1, 1000):
+            costs = _stage_costs(engine, stream[10_000 : 10_000 + size], rounds)
+            whole = costs["whole engine.score"]
+            for name, cost in costs.items():
+                # Stages as a share of the whole call; the whole call against the seed's
+                # scikit-learn call; the compiled forest against the numpy evaluator.
+                row = Row("f", f"{name} (batch of {size})", cost, "us/event",
+                          "whole engine.score", whole, better="neutral")  # fmt: skip
+                if name == "whole engine.score":
+                    row.baseline_name, row.baseline, row.better = (
+                        "seed sklearn predict + score_samples per event",
+                        seed_cost,
+                        "lower",
+                    )
+                elif name == "  forest, compiled evaluator":
+                    row.baseline_name, row.better = "numpy evaluator", "lower"
+                    row.baseline = costs["  forest, numpy evaluator"]
+                rows.append(row)
+    if not COMPILED_AVAILABLE:
+        rows.append(Row("f", "numba missing: compiled rows ran the numpy path", 0.0, ""))
+    return rows
+
+
+def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> dict[str, float]:
+    """Microseconds per event of each stage, median of ``rounds``. Repeating a stage on the same
+    batch keeps the stores in steady state (the same few services, the same window buckets)."""
+    size = len(events)
+    calls = 3000 if size == 1 else 10
+    batch = EventBatch.from_events(events)
+    baseline = engine.baselines.observe(batch)
+    window = engine.windows.observe(batch)
+    features = feature_matrix(baseline.latency_z, batch.level_scores)
+    context = ScoringContext(batch, features, baseline, window)
+    forest = engine.model.isolation_forest.forest_
+    assert forest is not None
+    stages: dict[str, Callable[[], object]] = {
+        "EventBatch.from_events": partial(EventBatch.from_events, events),
+        "baselines.observe": partial(engine.baselines.observe, batch),
+        "windows.observe": partial(engine.windows.observe, batch),
+        "feature_matrix": partial(feature_matrix, baseline.latency_z, batch.level_scores),
+    }
+    for active in engine._detectors(engine.model):
+        stages[f"detector {active.name}"] = partial(active.rarity, context)
+    stages["  forest, compiled evaluator"] = partial(forest.score_samples, features, "compiled")
+    stages["  forest, numpy evaluator"] = partial(forest.score_samples, features, "numpy")
+    stages["whole engine.score"] = partial(engine.score, events)
+    return {
+        name: statistics.median(per_call_seconds(function, calls, 1)[0] for _ in range(rounds))
+        / size
+        * 1e6
+        for name, function in stages.items()
+    }
+
+
+def _seed_cost() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        forest, features = _seed_forest(AnomalyDetector(artifacts_dir=Path(tmp)))
+    row = features[:1]
+
+    def seed() -> None:
+        forest.predict(row)  # type: ignore[attr-defined]
+        forest.score_samples(row)  # type: ignore[attr-defined]
+
+    return statistics.median(per_call_seconds(seed, 50, 1)[0] for _ in range(5)) * 1e6
