@@ -36,6 +36,7 @@ def _from_events(records: list[dict[str, Any]], where: str) -> TrainingData:
         [e.level for e in events],
         np.array([np.nan if e.latency_ms is None else e.latency_ms for e in events]),
         source="logs",
+        messages=[e.message for e in events],
     )
 
 

@@ -25,17 +25,23 @@ from app.baselines import BaselineStore, BaselineView
 from app.batching import ScoreCoalescer
 from app.combiner import combine
 from app.detectors.base import Detector, MethodOutput, ScoringContext
-from app.detectors.calibration import rarity_to_score
+from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
+from app.detectors.forecast import ForecastDetector
 from app.detectors.registry import DETECTOR_TYPES
+from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
+from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
 from app.explain import explain
-from app.features import feature_matrix
+from app.features import expected_latency_z, feature_matrix
+from app.forecasts import ForecastStore
 from app.model import Model
 from app.schemas.events import LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
+from app.sequences import SequenceStore
 from app.settings import Settings
+from app.templates import TemplateStore, TemplateView
 from app.windows import WindowStore, WindowView
 
 log = logging.getLogger(__name__)
@@ -65,10 +71,44 @@ class ScoringEngine:
         self.sliding_window = SlidingWindowDetector(
             settings.window_minutes, settings.window_buckets, settings.window_min_events
         )
+        self.templates = TemplateStore(
+            settings.template_max,
+            settings.template_similarity,
+            settings.template_surge_messages,
+            settings.max_services,
+        )
+        self.sequences = SequenceStore(
+            settings.sequence_top_k, settings.sequence_max_contexts, settings.max_services
+        )
+        self.forecasts = ForecastStore(
+            settings.forecast_slots,
+            settings.forecast_halflife_minutes * 60.0,
+            settings.forecast_season_halflife_days,
+            settings.forecast_bucket_seconds,
+            settings.baseline_warmup_events,
+            max_services=settings.max_services,
+        )
+        self.online_detectors: list[Detector] = [
+            self.sliding_window,
+            TemplateDetector(
+                settings.template_max,
+                settings.template_similarity,
+                settings.template_surge_messages,
+            ),
+            SequenceDetector(settings.sequence_top_k, settings.sequence_max_contexts),
+            ForecastDetector(
+                settings.forecast_slots,
+                settings.forecast_halflife_minutes,
+                settings.forecast_season_halflife_days,
+                settings.forecast_bucket_seconds,
+            ),
+        ]
+        self.recalibration = OnlineRecalibration(settings.max_services)
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._model = model
         self.baselines.seed(model.baselines)
+        self.templates.seed(model.templates, model.template_seeds)
         # Single-event requests arriving together are scored in one call (see app/batching.py).
         self.coalescer = ScoreCoalescer(self.score)
         self.detector_failures: Counter[str] = Counter()  # exported by /metrics
@@ -81,9 +121,13 @@ class ScoringEngine:
         """Serve ``model`` from the next call on; calls under way finish with the old one."""
         self._model = model
         self.baselines.seed(model.baselines)
+        self.templates.seed(model.templates, model.template_seeds)
 
     def _detectors(self, model: Model) -> list[Detector]:
-        return [model.isolation_forest, self.sliding_window]
+        batch_detectors: list[Detector] = [model.isolation_forest]
+        if model.autoencoder is not None:
+            batch_detectors.append(model.autoencoder)
+        return batch_detectors + self.online_detectors
 
     def score(
         self, events: Sequence[LogEvent], received_at: float | None = None
@@ -95,8 +139,19 @@ class ScoringEngine:
         batch = EventBatch.from_events(events, received_at)
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
+        templates = self.templates.observe(batch.services, [event.message for event in events])
+        forecasts = self.forecasts.observe(batch)
         context = ScoringContext(
-            batch, feature_matrix(baseline.latency_z, batch.level_scores), baseline, window
+            batch,
+            feature_matrix(
+                expected_latency_z(baseline.latency_z, forecasts.latency_residual_z),
+                batch.level_scores,
+            ),
+            baseline,
+            window,
+            templates,
+            self.sequences.observe(batch.services, templates.template_id),
+            forecasts,
         )
         outputs: dict[str, MethodOutput] = {}
         failures: dict[str, str] = {}
@@ -108,7 +163,7 @@ class ScoringEngine:
                 log.exception("detector %s failed; scoring without it", detector.name)
                 failures[detector.name] = f"{type(exc).__name__}: {exc}"
                 self.detector_failures[detector.name] += 1
-        return self._render(model, batch, baseline, window, outputs, failures)
+        return self._render(model, batch, baseline, window, outputs, failures, templates)
 
     def _render(
         self,
@@ -118,10 +173,17 @@ class ScoringEngine:
         window: WindowView,
         outputs: dict[str, MethodOutput],
         failures: dict[str, str],
+        templates: TemplateView | None = None,
     ) -> list[ScoreDict]:
         q = self.settings.target_false_alarm_rate
         threshold = self.settings.anomaly_threshold
-        scores = {name: rarity_to_score(out.rarity, q) for name, out in outputs.items()}
+        rarities = self.recalibration.observe(
+            batch.services,
+            batch.timestamps,
+            {name: out.rarity for name, out in outputs.items()},
+            {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
+        )
+        scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
         method_names = self._method_names
         # Per method: its scores, and its metrics transposed to one tuple per event (zip does the
@@ -134,8 +196,22 @@ class ScoringEngine:
             )
             for name, out in outputs.items()
         }
-        explanations = explain(batch, baseline, window, scores, combined, flagged, self.settings)
+        explanations = explain(
+            batch,
+            baseline,
+            window,
+            scores,
+            combined,
+            flagged,
+            self.settings,
+            outputs,
+            templates,
+            self.templates.miner.text,
+        )
         seen = baseline.events_seen.tolist()
+        confidence = (
+            baseline.events_seen / (baseline.events_seen + self.settings.confidence_events)
+        ).tolist()
         ready = baseline.ready.tolist()
         combined_list = combined.tolist()
         flagged_list = flagged.tolist()
@@ -167,6 +243,7 @@ class ScoringEngine:
                     "service": batch.services[i],
                     "service_events_seen": seen[i],
                     "baseline_ready": ready[i],
+                    "confidence": confidence[i],
                 }
             )
         return results

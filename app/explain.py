@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
 from app.baselines import MIN_MEDIAN_FOR_RATIO_MS, BaselineView
+from app.detectors.base import MethodOutput
 from app.events import EventBatch
 from app.settings import Settings
+from app.templates import TemplateView
 from app.windows import WindowView
 
 FloatArray = npt.NDArray[np.float64]
@@ -33,6 +36,9 @@ def explain(
     combined: FloatArray,
     flagged: npt.NDArray[np.bool_],
     settings: Settings,
+    outputs: dict[str, MethodOutput] | None = None,
+    templates: TemplateView | None = None,
+    template_text: Callable[[int], str | None] | None = None,
 ) -> list[str]:
     latency = batch.latency_ms.tolist()
     median = baseline.median_latency_ms.tolist()
@@ -45,6 +51,7 @@ def explain(
     expected = window.expected_error_rate.tolist()
     is_error = batch.is_error.tolist()
     window_score = scores.get("sliding_window", np.zeros(len(batch))).tolist()
+    extra = _method_findings(batch, scores, outputs or {}, templates, template_text, settings)
     sentences = []
     for i in range(len(batch)):
         findings: list[str] = []
@@ -78,6 +85,7 @@ def explain(
             findings.append(
                 f"this service's recent latencies run {shift[i]:.1f} spreads above its baseline"
             )
+        findings.extend(extra[i])
         if is_error[i]:
             findings.append(f"level {batch.levels[i].value}")
         if has_latency and not ready[i]:
@@ -94,3 +102,80 @@ def explain(
             )
         sentences.append(f"{verdict} (score {combined[i]:.2f}): " + "; ".join(findings))
     return sentences
+
+
+def _quoted(template_id: int, template_text: Callable[[int], str | None] | None) -> str:
+    text = template_text(template_id) if template_text is not None else None
+    if text is None:
+        return f"#{template_id}"
+    return f'#{template_id} "{text if len(text) <= 80 else text[:77] + "..."}"'
+
+
+def _method_findings(
+    batch: EventBatch,
+    scores: dict[str, FloatArray],
+    outputs: dict[str, MethodOutput],
+    templates: TemplateView | None,
+    template_text: Callable[[int], str | None] | None,
+    settings: Settings,
+) -> list[list[str]]:
+    """Findings of the template, sequence, forecast and autoencoder methods, only for the events
+    where a method's score is notable (most events have none, so this loops over few)."""
+    n = len(batch)
+    findings: list[list[str]] = [[] for _ in range(n)]
+    zeros = np.zeros(n)
+    template_score = scores.get("templates", zeros)
+    if templates is not None:
+        for i in np.flatnonzero(template_score >= NOTABLE_SCORE).tolist():
+            template = _quoted(int(templates.template_id[i]), template_text)
+            seen = int(templates.service_messages[i])
+            if templates.novelty_rarity[i] < 1.0:
+                findings[i].append(
+                    f"message template {template} never seen before in this service "
+                    f"({seen} messages seen)"
+                )
+            elif templates.rarity_of_rare[i] < templates.surge_rarity[i]:
+                findings[i].append(
+                    f"rare message template {template}: {int(templates.template_count[i])} of "
+                    f"{seen} messages of this service"
+                )
+            else:
+                findings[i].append(
+                    f"surge of message template {template}: {templates.surge_count[i]:.0f} "
+                    f"recently where {templates.surge_expected[i]:.1f} are usual"
+                )
+    sequence = outputs.get("sequence")
+    if sequence is not None:
+        rank = sequence.metrics["next_template_rank"]
+        for i in np.flatnonzero(scores.get("sequence", zeros) >= NOTABLE_SCORE).tolist():
+            findings[i].append(
+                f"unexpected message order: this template ranks #{rank[i]:.0f} among the likely "
+                f"next ones (top {settings.sequence_top_k} expected)"
+            )
+    forecast = outputs.get("forecast")
+    if forecast is not None:
+        metrics = forecast.metrics
+        for i in np.flatnonzero(scores.get("forecast", zeros) >= NOTABLE_SCORE).tolist():
+            low = metrics["latency_interval_low_ms"][i]
+            high = metrics["latency_interval_high_ms"][i]
+            latency = batch.latency_ms[i]
+            if not math.isnan(latency) and not math.isnan(high) and not low <= latency <= high:
+                findings[i].append(
+                    f"latency {_ms(latency)} outside its forecast range {_ms(low)}-{_ms(high)} "
+                    "for this time of day"
+                )
+            if batch.is_error[i] and metrics["bucket_events"][i] > 0:
+                findings[i].append(
+                    f"{metrics['bucket_errors'][i]:.0f} errors in "
+                    f"{metrics['bucket_events'][i]:.0f} events within "
+                    f"{settings.forecast_bucket_seconds:g} s; forecast error rate "
+                    f"{metrics['error_rate_forecast'][i]:.1%}"
+                )
+    autoencoder = outputs.get("autoencoder")
+    if autoencoder is not None:
+        for i in np.flatnonzero(scores.get("autoencoder", zeros) >= NOTABLE_SCORE).tolist():
+            findings[i].append(
+                "unusual combination of latency and level for this service (reconstruction "
+                f"error {autoencoder.metrics['reconstruction_error'][i]:.2f})"
+            )
+    return findings

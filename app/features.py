@@ -21,3 +21,15 @@ def feature_matrix(latency_z: FloatArray, level_scores: FloatArray) -> FloatArra
     return np.column_stack(
         (np.where(missing, 0.0, latency_z), level_scores, missing.astype(np.float64))
     )
+
+
+def expected_latency_z(baseline_z: FloatArray, forecast_z: FloatArray) -> FloatArray:
+    """Latency z-scores against what was expected *for this moment*: the seasonal forecast's
+    residual where the forecast is ready, else the baseline's z-score.
+
+    Training computes ``latency_z`` from each service's median and spread, which for a stationary
+    service is the same quantity; live, the forecast also knows the time of day and follows a
+    lasting shift, so a daily cycle or a deploy does not read as a stream of extreme latencies.
+    """
+    result: FloatArray = np.where(np.isnan(forecast_z), baseline_z, np.clip(forecast_z, -50, 50))
+    return result

@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 # Scoring takes ~0.1-10 ms, a 100k-event /train upload seconds: buckets cover both.
+# Engine stores that keep per-service state, each bounded by max_services.
+SERVICE_STORES = ("baselines", "windows", "templates", "sequences", "forecasts")
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -42,11 +44,24 @@ class _ServiceCollector(Collector):
             "Services forgotten (least recently seen first) to stay within max_services.",
             labels=["store"],
         )
-        for name, store in (("baselines", engine.baselines), ("windows", engine.windows)):
+        for name in SERVICE_STORES:
+            store = getattr(engine, name, None)
+            if store is None:
+                continue
             tracked.add_metric([name], len(store))
             evictions.add_metric([name], store.evictions)
         yield tracked
         yield evictions
+        miner = getattr(getattr(engine, "templates", None), "miner", None)
+        if miner is not None:
+            yield GaugeMetricFamily(
+                "insighthub_templates_tracked", "Message templates kept.", value=len(miner)
+            )
+            yield CounterMetricFamily(
+                "insighthub_template_evictions",
+                "Templates forgotten (least recently matched first) to stay within template_max.",
+                value=miner.evictions,
+            )
         failures = CounterMetricFamily(
             "insighthub_detector_failures",
             "Scoring calls in which a detector raised and was reported as degraded.",

@@ -15,9 +15,11 @@ import numpy.typing as npt
 import pandas as pd
 
 from app.baselines import MIN_LOG_SCALE, SeedBaseline
+from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.features import FEATURE_NAMES, feature_matrix
 from app.schemas.events import LEVEL_SCORES, Level
+from app.templates import NO_TEMPLATE, SeedTemplates, TemplateMiner
 
 FloatArray = npt.NDArray[np.float64]
 ArrayMap = dict[str, npt.NDArray[Any]]
@@ -37,6 +39,7 @@ class TrainingData:
     service_names: list[str]
     source: str
     keep_baselines: bool = True
+    messages: list[str] | None = None  # one per event when trained on log events
 
     def __len__(self) -> int:
         return int(self.latency_ms.shape[0])
@@ -55,7 +58,12 @@ class TrainingData:
 
     @classmethod
     def from_columns(
-        cls, services: list[str], levels: list[Level], latency_ms: FloatArray, source: str
+        cls,
+        services: list[str],
+        levels: list[Level],
+        latency_ms: FloatArray,
+        source: str,
+        messages: list[str] | None = None,
     ) -> TrainingData:
         # Sorted names and codes into them, as np.unique(return_inverse=True) gives, but by hashing:
         # np.unique sorts every one of the (up to millions of) strings.
@@ -66,6 +74,7 @@ class TrainingData:
             service_codes=codes.astype(np.int64),
             service_names=[str(name) for name in names],
             source=source,
+            messages=messages,
         )
 
 
@@ -83,6 +92,9 @@ class Model:
     isolation_forest: IsolationForestDetector
     baselines: list[SeedBaseline]
     manifest: dict[str, Any]
+    autoencoder: AutoencoderDetector | None = None  # None in versions stored before it existed
+    templates: ArrayMap | None = None  # TemplateMiner arrays (prefix stripped)
+    template_seeds: list[SeedTemplates] = field(default_factory=list)
 
 
 def library_versions() -> dict[str, str]:
@@ -139,16 +151,62 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
     arrays["baseline_location"] = table["location"].to_numpy()[kept]
     arrays["baseline_scale"] = table["scale"].to_numpy()[kept]
     arrays["baseline_events"] = table["events"].to_numpy().astype(np.int64)[kept]
+    autoencoder = AutoencoderDetector(random_state=int(parameters.get("random_state", 42)))
+    autoencoder.fit(features)
+    arrays.update({f"autoencoder_{k}": v for k, v in autoencoder.to_arrays().items()})
+    if data.messages is not None and data.keep_baselines:
+        arrays.update(_mine_templates(data))
     description = {
         "format": FORMAT,
         "source": data.source,
         "rows": len(data),
         "services": int(kept.sum()),
         "parameters": detector.get_params(),
+        "autoencoder_parameters": autoencoder.get_params(),
         "feature_names": list(FEATURE_NAMES),
         "library_versions": library_versions(),
     }
     return FitResult(arrays, description)
+
+
+def _mine_templates(data: TrainingData, max_templates: int = 5000) -> ArrayMap:
+    """Templates of the training messages and each service's count of each, as arrays."""
+    miner = TemplateMiner(max_templates)
+    messages = data.messages or []
+    ids = np.fromiter(
+        (miner.add(m) if m else NO_TEMPLATE for m in messages), np.int64, len(messages)
+    )
+    arrays = miner.to_arrays("templates_")
+    kept = (ids != NO_TEMPLATE) & np.isin(ids, arrays["templates_ids"])
+    pairs, counts = np.unique(
+        np.column_stack((data.service_codes[kept], ids[kept])), axis=0, return_counts=True
+    )
+    names = np.asarray(data.service_names, dtype=np.str_)
+    arrays["template_seed_services"] = names[pairs[:, 0]] if pairs.size else names[:0]
+    arrays["template_seed_ids"] = pairs[:, 1].astype(np.int64) if pairs.size else ids[:0]
+    arrays["template_seed_counts"] = counts.astype(np.int64)
+    return arrays
+
+
+def _templates_from_arrays(arrays: ArrayMap) -> tuple[ArrayMap | None, list[SeedTemplates]]:
+    if "templates_ids" not in arrays:
+        return None, []
+    miner_arrays = {
+        k.removeprefix("templates_"): v for k, v in arrays.items() if k.startswith("templates_")
+    }
+    texts = dict(zip(miner_arrays["ids"].tolist(), miner_arrays["text"].tolist(), strict=True))
+    services = arrays["template_seed_services"].tolist()
+    seed_ids = arrays["template_seed_ids"].tolist()
+    seed_counts = arrays["template_seed_counts"].tolist()
+    if not len(services) == len(seed_ids) == len(seed_counts):
+        raise ValueError("template seed arrays disagree in length")
+    by_service: dict[str, dict[str, int]] = {}
+    for service, template_id, count in zip(services, seed_ids, seed_counts, strict=True):
+        if template_id not in texts or count < 0:
+            raise ValueError("template seed names an unknown template")
+        by_service.setdefault(str(service), {})[str(texts[template_id])] = int(count)
+    TemplateMiner.from_arrays(miner_arrays, "")  # validates ids and shapes now, not at scoring
+    return miner_arrays, [SeedTemplates(s, c) for s, c in by_service.items()]
 
 
 def bootstrap_training_data(seed: int = 42) -> TrainingData:
@@ -190,7 +248,18 @@ def model_from_arrays(version: str, arrays: ArrayMap, manifest: dict[str, Any]) 
         SeedBaseline(str(service), float(loc), float(scale), int(events))
         for service, loc, scale, events in zip(services.tolist(), *columns, strict=True)
     ]
-    return Model(version, detector, baselines, manifest)
+    autoencoder = None
+    if "autoencoder_parameters" in manifest:
+        autoencoder = AutoencoderDetector.from_arrays(
+            dict(manifest["autoencoder_parameters"]),
+            {
+                k.removeprefix("autoencoder_"): v
+                for k, v in arrays.items()
+                if k.startswith("autoencoder_")
+            },
+        )
+    templates, template_seeds = _templates_from_arrays(arrays)
+    return Model(version, detector, baselines, manifest, autoencoder, templates, template_seeds)
 
 
 __all__ = [

@@ -63,6 +63,33 @@ class Settings(BaseSettings):
     anomaly_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     weight_isolation_forest: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_sliding_window: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_templates: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_forecast: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_autoencoder: float = Field(default=1.0, ge=0.0, le=1.0)
+    confidence_events: int = Field(
+        default=100,
+        ge=1,
+        description="Events of a service at which its confidence reaches 0.5 (0.91 at 10x).",
+    )
+
+    # Message templates and the next-template (sequence) model
+    template_max: int = Field(default=5000, ge=10, le=1_000_000, description="Templates kept.")
+    template_similarity: float = Field(default=0.5, gt=0.0, le=1.0)
+    template_surge_messages: float = Field(
+        default=50.0,
+        gt=0.0,
+        le=1_000_000,
+        description="Half-life, in the service's own messages, of a template's recent count.",
+    )
+    sequence_top_k: int = Field(default=5, ge=1, le=1000)
+    sequence_max_contexts: int = Field(default=4096, ge=16, le=1_000_000)
+
+    # Seasonal forecast of latency and error rate
+    forecast_slots: int = Field(default=48, ge=1, le=1440, description="Seasonal slots per day.")
+    forecast_halflife_minutes: float = Field(default=1440.0, gt=0.0, le=30 * 24 * 60)
+    forecast_season_halflife_days: float = Field(default=7.0, gt=0.0, le=365.0)
+    forecast_bucket_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
 
     # Training
     train_workers: int = Field(default=1, ge=1, le=16, description="Processes that fit models.")
@@ -155,4 +182,8 @@ class Settings(BaseSettings):
         return {
             "isolation_forest": self.weight_isolation_forest,
             "sliding_window": self.weight_sliding_window,
+            "templates": self.weight_templates,
+            "sequence": self.weight_sequence,
+            "forecast": self.weight_forecast,
+            "autoencoder": self.weight_autoencoder,
         }

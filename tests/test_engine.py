@@ -91,7 +91,14 @@ def test_weights_and_threshold_come_from_settings(
 ) -> None:
     model, _ = model_and_settings
     settings = make_settings(
-        tmp_path, weight_sliding_window=0.0, weight_isolation_forest=0.5, anomaly_threshold=0.2
+        tmp_path,
+        weight_sliding_window=0.0,
+        weight_templates=0.0,
+        weight_sequence=0.0,
+        weight_forecast=0.0,
+        weight_autoencoder=0.0,
+        weight_isolation_forest=0.5,
+        anomaly_threshold=0.2,
     )
     engine = ScoringEngine(settings, model)
     results = engine.score(

@@ -170,7 +170,7 @@ async def test_service_state_is_bounded_and_evictions_are_counted(
     running_small: RunningApp,
 ) -> None:
     client = running_small.client
-    logs = [EVENT | {"service": f"svc-{i}"} for i in range(5)]
+    logs = [EVENT | {"service": f"svc-{i}", "message": "GET /orders 200"} for i in range(5)]
     assert (await client.post("/score/batch", json={"logs": logs})).status_code == 200
     engine = running_small.app.state.insighthub.engine
     assert len(engine.windows) == 3
@@ -179,8 +179,28 @@ async def test_service_state_is_bounded_and_evictions_are_counted(
     assert (await client.get("/stats/svc-0")).status_code == 404
     assert (await client.get("/stats/svc-4")).status_code == 200
     metrics = (await client.get("/metrics")).text
-    assert 'insighthub_service_evictions_total{store="windows"} 2.0' in metrics
-    assert 'insighthub_services_tracked{store="windows"} 3.0' in metrics
+    for store in ("baselines", "windows", "templates", "sequences", "forecasts"):
+        assert f'insighthub_service_evictions_total{{store="{store}"}} 2.0' in metrics, store
+        assert f'insighthub_services_tracked{{store="{store}"}} 3.0' in metrics, store
+    assert "insighthub_templates_tracked " in metrics
+    assert "insighthub_template_evictions_total 0.0" in metrics
+
+
+async def test_template_evictions_are_counted(tmp_path: Path) -> None:
+    settings = seeded_settings(tmp_path, template_max=10)
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    logs = [EVENT | {"message": f"{word} request failed on node"} for word in words]
+    async for running_app in start_app(settings):
+        client = running_app.client
+        assert (await client.post("/score/batch", json={"logs": logs})).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert "insighthub_templates_tracked 10.0" in metrics
+        evicted = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("insighthub_template_evictions_total ")
+        )
+        assert float(evicted.split()[-1]) >= 1.0
 
 
 async def test_shutdown_cancels_running_and_queued_training_jobs(tmp_path: Path) -> None:

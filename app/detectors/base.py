@@ -19,6 +19,9 @@ import numpy.typing as npt
 
 from app.baselines import BaselineView
 from app.events import EventBatch
+from app.forecasts import ForecastView
+from app.sequences import SequenceView
+from app.templates import TemplateView
 from app.windows import WindowView
 
 FloatArray = npt.NDArray[np.float64]
@@ -36,6 +39,10 @@ class ScoringContext:
     features: FloatArray
     baseline: BaselineView
     window: WindowView
+    # Online views beyond baselines and windows; None where the engine does not keep them.
+    templates: TemplateView | None = None
+    sequences: SequenceView | None = None
+    forecasts: ForecastView | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,9 @@ tell them apart.
 
 from __future__ import annotations
 
+import math
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +56,14 @@ def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> Fl
     # "+ 0.0" turns the -0.0 of log(1) into 0.0, which JSON would otherwise print as -0.0.
     result: FloatArray = np.clip(np.where(linear <= BEND_AT, linear, bent), 0.0, 1.0) + 0.0
     return result
+
+
+def alarm_rarity(target_false_alarm_rate: float, threshold: float, weight: float) -> float:
+    """The rarity at which a method with ``weight`` alone makes the combined score reach
+    ``threshold``: ``weight * 0.5 * log(S) / log(q) >= threshold``; 0 for a weight of 0."""
+    if weight <= 0:
+        return 0.0
+    return float(target_false_alarm_rate ** (2.0 * threshold / weight))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +126,131 @@ class TailCalibrator:
         if not (np.all(np.isfinite(quantiles)) and np.isfinite(tail_start) and tail_scale > 0):
             raise ValueError("calibrator holds non-finite values")
         return cls(quantiles, levels, tail_start, tail_scale)
+
+
+# Online recalibration: surprise levels every half decade of rarity, down to 1e-12.
+SURPRISE_STEP = 0.5
+SURPRISE_LEVELS = 24
+# Exceedances a level needs before its empirical frequency is trusted.
+MIN_EXCEEDANCES = 10
+# Counts are halved beyond this many events, so the calibration follows a service that changes.
+MAX_CALIBRATION_EVENTS = 20_000.0
+# An alarm this long after the service's previous one is "isolated": it is learned in full.
+ISOLATED_ALARM_SECONDS = 60.0
+
+
+class _ServiceCalibration:
+    __slots__ = ("counts", "last_alarm")
+
+    def __init__(self) -> None:
+        # array('d'): 8 bytes a count instead of a Python float object each.
+        self.counts: dict[str, array[float]] = {}
+        self.last_alarm = -math.inf
+
+
+class OnlineRecalibration:
+    """Per service and method, how often the method's rarities are really as small as they claim.
+
+    A method's rarity is exact only when its model of the service is right; a series with a
+    trend, a daily cycle or heavy tails makes "one in a million" happen every day. For every
+    service and method this counts the service's events at rarity levels ``10**(-0.5 j)``
+    (j = 0..23). If events claimed at least as rare as level j really occur with frequency
+    ``f_j = E_j / N``, the method's surprise is too large by the factor ``log(claimed_j) /
+    log(f_j)``; the calibrated rarity takes the worst such factor over the levels up to its own
+    (each with at least ``MIN_EXCEEDANCES`` events)::
+
+        k = min(1, min over j of log(f_j) / log(10**(-0.5 j)))      calibrated = rarity ** k
+
+    A power, not a factor, because over-confident models are wrong on a log scale (a z-score
+    against too small a spread squares its error in the exponent). ``k <= 1`` always: the
+    correction only makes a method less alarming, so where the model is right it changes
+    (almost) nothing. An alarm after a quiet minute is learned in full (a service whose "rare"
+    events are scattered over time learns that they are not rare); alarms that follow it within
+    ``ISOLATED_ALARM_SECONDS`` count only up to the alarm level, so an incident under way raises
+    the alarm-level frequency but cannot teach the service that ever more extreme events are
+    normal. Work per event and method is O(1) for ordinary events (they reach
+    only the first levels); memory is ``SURPRISE_LEVELS + 1`` floats per service and method.
+    """
+
+    def __init__(self, max_services: int = 100_000) -> None:
+        self.max_services = max_services
+        self._services: OrderedDict[str, _ServiceCalibration] = OrderedDict()
+
+    def observe(
+        self,
+        services: list[str],
+        times: FloatArray,
+        rarities: dict[str, FloatArray],
+        alarm_rarities: dict[str, float],
+    ) -> dict[str, FloatArray]:
+        """Calibrated rarities of each event (from the service's past), then learn the event.
+        An event is flagged when some method's calibrated rarity reaches its alarm rarity
+        (``alarm_rarities[name]``)."""
+        names = list(rarities)
+        if not names:
+            return {}
+        stacked = np.clip(np.vstack([rarities[name] for name in names]), MIN_RARITY, 1.0)
+        levels = np.minimum(
+            np.floor(-np.log10(stacked) / SURPRISE_STEP), SURPRISE_LEVELS - 1
+        ).astype(np.int64)
+        log_claimed = (-SURPRISE_STEP * math.log(10.0) * np.arange(SURPRISE_LEVELS)).tolist()
+        alarms = [alarm_rarities.get(name, 0.0) for name in names]
+        alarm_levels = [
+            min(int(-math.log10(max(a, MIN_RARITY)) / SURPRISE_STEP), SURPRISE_LEVELS - 1)
+            for a in alarms
+        ]
+        calibrated = stacked.copy()
+        level_rows = levels.tolist()
+        rarity_rows = stacked.tolist()
+        time_list = times.tolist()
+        for i, service in enumerate(services):
+            service_state = self._services.get(service)
+            if service_state is None:
+                service_state = _ServiceCalibration()
+                self._services[service] = service_state
+                if len(self._services) > self.max_services:
+                    self._services.popitem(last=False)
+            else:
+                self._services.move_to_end(service)
+            state = service_state.counts
+            flagged = False
+            for m, name in enumerate(names):
+                counts = state.get(name)
+                if counts is None:
+                    counts = array("d", bytes(8 * (SURPRISE_LEVELS + 1)))  # last: events learned
+                    state[name] = counts
+                level = level_rows[m][i]
+                total = counts[SURPRISE_LEVELS]
+                rarity = rarity_rows[m][i]
+                if level > 0 and total > 0:
+                    exponent = 1.0
+                    for j in range(1, level + 1):
+                        exceed = counts[j]
+                        if exceed < MIN_EXCEEDANCES:
+                            break
+                        if exceed < total:
+                            exponent = min(exponent, math.log(exceed / total) / log_claimed[j])
+                        else:
+                            exponent = 0.0
+                    rarity = rarity**exponent
+                    calibrated[m, i] = rarity
+                if rarity <= alarms[m]:
+                    flagged = True
+            # An alarm after a quiet spell teaches the service how extreme its events get; the
+            # alarms that follow it within ISOLATED_ALARM_SECONDS (an incident under way) count
+            # only as reaching the alarm level, never beyond it.
+            clip = False
+            if flagged:
+                clip = time_list[i] - service_state.last_alarm < ISOLATED_ALARM_SECONDS
+                service_state.last_alarm = max(service_state.last_alarm, time_list[i])
+            for m, name in enumerate(names):
+                counts = state[name]
+                level = level_rows[m][i]
+                if clip:
+                    level = min(level, alarm_levels[m])
+                for j in range(level + 1):
+                    counts[j] += 1.0
+                counts[SURPRISE_LEVELS] += 1.0
+                if counts[SURPRISE_LEVELS] > MAX_CALIBRATION_EVENTS:
+                    state[name] = array("d", [c * 0.5 for c in counts])
+        return {name: calibrated[m] for m, name in enumerate(names)}

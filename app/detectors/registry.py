@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.base import Detector
+from app.detectors.forecast import ForecastDetector
 from app.detectors.isolation_forest import IsolationForestDetector
+from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
-from app.detectors.unavailable import AutoencoderDetector, ForecastDetector, LstmSequenceDetector
+from app.detectors.templates import TemplateDetector
+from app.detectors.unavailable import LstmSequenceDetector
 
 DETECTOR_TYPES: dict[str, type[Detector]] = {
     cls.name: cls
     for cls in (
         IsolationForestDetector,
         SlidingWindowDetector,
-        LstmSequenceDetector,
-        AutoencoderDetector,
+        TemplateDetector,
+        SequenceDetector,
         ForecastDetector,
+        AutoencoderDetector,
+        LstmSequenceDetector,
     )
 }

@@ -9,6 +9,9 @@ from scipy.special import bdtrc, ndtr
 
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 
+# An event counts towards a sustained slowdown only if it is itself this slow (baseline z-score).
+SHIFT_MIN_OWN_Z = 1.0
+
 
 class SlidingWindowDetector(Detector):
     """Four tests per event, each an exact tail probability under the service's normal:
@@ -19,7 +22,8 @@ class SlidingWindowDetector(Detector):
       sees a burst within a few events even in a busy service;
     * latency jump: P(Z >= z) for the event's log-latency z-score against the window;
     * latency shift: P(Z >= s) for the recent mean of the service's baseline z-scores, which
-      catches a sustained slowdown whose single events are each only moderately slow.
+      catches a sustained slowdown whose single events are each only moderately slow (judged
+      for events at least ``SHIFT_MIN_OWN_Z`` above the baseline themselves).
 
     The event's rarity is the smallest of the four times four (Bonferroni), so running several
     tests does not multiply the false-alarm rate.
@@ -51,7 +55,9 @@ class SlidingWindowDetector(Detector):
         recent_errors = window.recent_errors.astype(np.float64)
         if is_error.any():
             window_burst = np.where(
-                is_error & window.in_window & (errors > 0),
+                # An error burst needs another error among the service's last few events:
+                # without one the burst is over, and the window only remembers it.
+                is_error & window.in_window & (errors > 0) & (window.recent_errors >= 2),
                 # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
                 bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
                 1.0,
@@ -70,7 +76,11 @@ class SlidingWindowDetector(Detector):
         # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
         latency_jump = np.where(np.isnan(z), 1.0, ndtr(-z))
         shift = context.baseline.latency_shift
-        latency_shift = np.where(np.isnan(shift), 1.0, ndtr(-shift))
+        # The shift speaks for events that are themselves on the slow side: once a slowdown is
+        # over, a normal event must not be flagged for the memory of it.
+        own_z = context.baseline.latency_z
+        part_of_shift = ~np.isnan(shift) & (own_z >= SHIFT_MIN_OWN_Z)  # NaN compares False
+        latency_shift = np.where(part_of_shift, ndtr(-shift), 1.0)
         smallest = np.minimum(bursts, np.minimum(latency_jump, latency_shift))
         return MethodOutput(
             rarity=np.minimum(1.0, 4.0 * smallest),

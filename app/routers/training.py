@@ -48,6 +48,7 @@ async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepte
             [e.level for e in logs],
             np.array([np.nan if e.latency_ms is None else e.latency_ms for e in logs]),
             source="logs",
+            messages=[e.message for e in logs],
         )
     if not settings.train_min_rows <= len(data) <= settings.train_max_rows:
         field = "data" if request.data is not None else "logs"

@@ -55,6 +55,7 @@ class ScoreResult(BaseModel):
                     "service": "checkout-api",
                     "service_events_seen": 1250,
                     "baseline_ready": True,
+                    "confidence": 0.93,
                 }
             ]
         }
@@ -71,6 +72,16 @@ class ScoreResult(BaseModel):
     )
     baseline_ready: bool = Field(
         description="False while the service has too few events for its latency to be judged."
+    )
+    confidence: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "How well this service is known: events seen / (events seen + "
+            "INSIGHTHUB_CONFIDENCE_EVENTS); 0 for a new service, 0.5 at that many events. "
+            "Detectors warm up on their own; this says how much history their verdict rests on."
+        ),
     )
 
 

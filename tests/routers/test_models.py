@@ -13,7 +13,8 @@ from app.model import TrainingData
 from app.settings import Settings
 from tests.helpers import assert_problem, event
 
-UNAVAILABLE = {"lstm_sequence", "autoencoder", "forecast"}
+UNAVAILABLE = {"lstm_sequence"}
+SCORING = {"isolation_forest", "sliding_window", "templates", "sequence", "forecast", "autoencoder"}
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ async def test_detectors_lists_every_registered_method(client: httpx.AsyncClient
     response = await client.get("/detectors")
     assert response.status_code == 200
     detectors = {d["name"]: d for d in response.json()["detectors"]}
-    assert set(detectors) == {"isolation_forest", "sliding_window"} | UNAVAILABLE
+    assert set(detectors) == SCORING | UNAVAILABLE
     forest = detectors["isolation_forest"]
     assert forest["available"] is True
     assert forest["kind"] == "batch"

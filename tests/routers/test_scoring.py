@@ -25,7 +25,14 @@ def check_result(body: dict[str, Any], service: str, version: str) -> ScoreResul
     result = ScoreResult.model_validate(body)
     assert result.service == service
     assert result.model_version == version
-    assert set(result.methods) == {"isolation_forest", "sliding_window"}
+    assert set(result.methods) == {
+        "isolation_forest",
+        "sliding_window",
+        "templates",
+        "sequence",
+        "forecast",
+        "autoencoder",
+    }
     assert 0.0 <= result.anomaly_score <= 1.0
     assert result.is_anomaly == (result.anomaly_score >= 0.5)
     # The combined score is the largest weighted method score (weights default to 1).

@@ -1,0 +1,177 @@
+"""Autoencoder over the event features: reconstruction error through a narrow bottleneck.
+
+A small multilayer perceptron (scikit-learn's ``MLPRegressor``, CPU only) is trained to reproduce
+its standardised input through a layer narrower than the input. Normal events lie near the surface
+it learns; an event whose *combination* of features is unusual, even when each feature alone is
+not, reconstructs badly. The raw score is the mean squared reconstruction error, calibrated to a
+rarity on the training events' own errors (``TailCalibrator``).
+
+The fitted network is stored as weight arrays and evaluated with numpy (no pickles, and one matrix
+product per layer for a whole batch).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
+from app.detectors.calibration import TailCalibrator
+from app.features import FEATURE_NAMES
+
+FloatArray = npt.NDArray[np.float64]
+
+MIN_STD = 1e-3  # a constant feature is left centred, not blown up by a tiny spread
+
+
+class AutoencoderDetector(BatchDetector):
+    name: ClassVar[str] = "autoencoder"
+    method: ClassVar[str] = "Autoencoder reconstruction error (MLP with a bottleneck)"
+    requires: ClassVar[tuple[str, ...]] = ("event features",)
+
+    weights_: list[FloatArray] | None
+    biases_: list[FloatArray] | None
+    mean_: FloatArray | None
+    std_: FloatArray | None
+    calibrator_: TailCalibrator | None
+
+    def __init__(
+        self,
+        hidden: int = 8,
+        bottleneck: int = 2,
+        max_iter: int = 300,
+        max_rows: int = 5000,
+        random_state: int = 42,
+    ) -> None:
+        self.hidden = hidden
+        self.bottleneck = bottleneck
+        self.max_iter = max_iter
+        self.max_rows = max_rows
+        self.random_state = random_state
+        self.weights_ = None
+        self.biases_ = None
+        self.mean_ = None
+        self.std_ = None
+        self.calibrator_ = None
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden,
+            "bottleneck": self.bottleneck,
+            "max_iter": self.max_iter,
+            "max_rows": self.max_rows,
+            "random_state": self.random_state,
+        }
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.weights_ is not None and self.calibrator_ is not None
+
+    def fit(self, features: FloatArray) -> Self:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError("the autoencoder needs a 2-d feature matrix of at least two rows")
+        rng = np.random.default_rng(self.random_state)
+        # A bounded sample keeps training seconds, not minutes; the calibration sees every row.
+        sample = (
+            x[rng.choice(x.shape[0], self.max_rows, replace=False)]
+            if (x.shape[0] > self.max_rows)
+            else x
+        )
+        self.mean_ = sample.mean(axis=0)
+        self.std_ = np.maximum(sample.std(axis=0), MIN_STD)
+        scaled = (sample - self.mean_) / self.std_
+        network = MLPRegressor(
+            hidden_layer_sizes=(self.hidden, self.bottleneck, self.hidden),
+            activation="tanh",
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+        )
+        with warnings.catch_warnings():
+            # Stopping at max_iter is the bounded training time we chose, not an error.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            network.fit(scaled, scaled)
+        self.weights_ = [np.asarray(w, dtype=np.float64) for w in network.coefs_]
+        self.biases_ = [np.asarray(b, dtype=np.float64) for b in network.intercepts_]
+        self.calibrator_ = TailCalibrator.fit(self.reconstruction_error(x))
+        return self
+
+    def reconstruction_error(self, features: FloatArray) -> FloatArray:
+        """Mean squared error of the reconstruction, in standardised units."""
+        if self.weights_ is None or self.biases_ is None or self.mean_ is None or self.std_ is None:
+            raise NotFittedError("autoencoder is not fitted")
+        scaled = (np.asarray(features, dtype=np.float64) - self.mean_) / self.std_
+        activation = scaled
+        last = len(self.weights_) - 1
+        for index, (w, b) in enumerate(zip(self.weights_, self.biases_, strict=True)):
+            # Summed input by input rather than by a matrix product: BLAS picks different kernels
+            # (and rounding) for one row and for many, and one event scored alone must equal the
+            # same event scored in a batch, bit for bit.
+            total = np.broadcast_to(b, (activation.shape[0], b.shape[0])).copy()
+            for k in range(w.shape[0]):
+                total += activation[:, k, None] * w[k]
+            activation = total
+            if index < last:
+                activation = np.tanh(activation)  # MLPRegressor's output layer is identity
+        result: FloatArray = np.mean((activation - scaled) ** 2, axis=1)
+        return result
+
+    def rarity(self, context: ScoringContext) -> MethodOutput:
+        if self.calibrator_ is None:
+            raise NotFittedError("autoencoder is not fitted")
+        error = self.reconstruction_error(context.features)
+        # While a service's baseline warms up, its latency feature reads "missing" although the
+        # event has one: that combination says nothing about the event, so it is not judged.
+        missing_column = FEATURE_NAMES.index("latency_missing")
+        warming_up = (context.features[:, missing_column] == 1.0) & ~np.isnan(
+            context.batch.latency_ms
+        )
+        return MethodOutput(
+            rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
+            metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},
+        )
+
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        if (
+            self.weights_ is None
+            or self.biases_ is None
+            or self.mean_ is None
+            or self.std_ is None
+            or self.calibrator_ is None
+        ):
+            raise NotFittedError("autoencoder is not fitted")
+        arrays: dict[str, npt.NDArray[Any]] = {"mean": self.mean_, "std": self.std_}
+        for index, (w, b) in enumerate(zip(self.weights_, self.biases_, strict=True)):
+            arrays[f"w{index}"] = w
+            arrays[f"b{index}"] = b
+        return arrays | self.calibrator_.to_arrays("calibrator_")
+
+    @classmethod
+    def from_arrays(cls, params: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Self:
+        detector = cls(**params)
+        layers = 0
+        while f"w{layers}" in arrays:
+            layers += 1
+        weights = [np.asarray(arrays[f"w{i}"], dtype=np.float64) for i in range(layers)]
+        biases = [np.asarray(arrays[f"b{i}"], dtype=np.float64) for i in range(layers)]
+        mean = np.asarray(arrays["mean"], dtype=np.float64)
+        std = np.asarray(arrays["std"], dtype=np.float64)
+        width = mean.shape[0] if mean.ndim == 1 else -1
+        for w, b in zip(weights, biases, strict=True):
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                raise ValueError("autoencoder layer shapes do not chain")
+            width = w.shape[1]
+        if not layers or width != mean.shape[0] or std.shape != mean.shape or np.any(std <= 0):
+            raise ValueError("autoencoder arrays are inconsistent")
+        if not all(np.all(np.isfinite(a)) for a in (*weights, *biases, mean, std)):
+            raise ValueError("autoencoder holds non-finite weights")
+        detector.weights_, detector.biases_ = weights, biases
+        detector.mean_, detector.std_ = mean, std
+        detector.calibrator_ = TailCalibrator.from_arrays(arrays, "calibrator_")
+        return detector

@@ -1,0 +1,40 @@
+"""Sequence detector: is each message's template among its service's k most likely next ones?"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from app.detectors.base import Detector, MethodOutput, ScoringContext
+
+
+class SequenceDetector(Detector):
+    """DeepLog's question, answered by an online n-gram model with backoff (``app.sequences``).
+
+    This is not DeepLog's LSTM: an order-2 Witten-Bell n-gram predicts the next template. The LSTM
+    variant is not built (see ``lstm_sequence`` in the registry)."""
+
+    name: ClassVar[str] = "sequence"
+    method: ClassVar[str] = "Next-template model (n-gram with backoff, DeepLog-style top-k)"
+    kind: ClassVar[Literal["batch", "online"]] = "online"
+    requires: ClassVar[tuple[str, ...]] = ("message", "per-service template sequence")
+
+    def __init__(self, top_k: int = 5, max_contexts: int = 4096) -> None:
+        self.top_k = top_k
+        self.max_contexts = max_contexts
+
+    def get_params(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "max_contexts": self.max_contexts}
+
+    def rarity(self, context: ScoringContext) -> MethodOutput:
+        view = context.sequences
+        if view is None:
+            raise RuntimeError("sequence detector needs the engine's sequence view")
+        return MethodOutput(
+            rarity=view.rarity,
+            metrics={
+                "next_template_probability": view.probability,
+                "next_template_rank": np.where(view.rank > 0, view.rank, np.nan),
+            },
+        )

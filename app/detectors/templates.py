@@ -1,0 +1,56 @@
+"""Message-template detector: a template new to the service, rare for it, or surging in it."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from app.detectors.base import Detector, MethodOutput, ScoringContext
+
+
+class TemplateDetector(Detector):
+    """Three exact tail probabilities per event from ``app.templates.TemplateStore``: Good-Turing
+    novelty, empirical rarity of the template, and a Poisson surge test of its recent count. The
+    rarity is the smallest of the three times three (Bonferroni)."""
+
+    name: ClassVar[str] = "templates"
+    method: ClassVar[str] = "Message templates (Drain-style): new, rare or surging template"
+    kind: ClassVar[Literal["batch", "online"]] = "online"
+    requires: ClassVar[tuple[str, ...]] = ("message",)
+
+    def __init__(
+        self,
+        max_templates: int = 5000,
+        similarity: float = 0.5,
+        surge_halflife_messages: float = 50.0,
+    ) -> None:
+        self.max_templates = max_templates
+        self.similarity = similarity
+        self.surge_halflife_messages = surge_halflife_messages
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "max_templates": self.max_templates,
+            "similarity": self.similarity,
+            "surge_halflife_messages": self.surge_halflife_messages,
+        }
+
+    def rarity(self, context: ScoringContext) -> MethodOutput:
+        view = context.templates
+        if view is None:
+            raise RuntimeError("templates detector needs the engine's template view")
+        smallest = np.minimum.reduce([view.novelty_rarity, view.rarity_of_rare, view.surge_rarity])
+        has_template = view.template_id >= 0
+        return MethodOutput(
+            rarity=np.minimum(1.0, 3.0 * smallest),
+            metrics={
+                "template_id": np.where(has_template, view.template_id, np.nan),
+                "template_count": np.where(has_template, view.template_count, np.nan),
+                "service_messages": view.service_messages.astype(np.float64),
+                "novelty_rarity": view.novelty_rarity,
+                "rare_rarity": view.rarity_of_rare,
+                "surge_count": view.surge_count,
+                "surge_expected": view.surge_expected,
+            },
+        )

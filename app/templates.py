@@ -1,0 +1,384 @@
+"""Log message templates, mined online, and each service's template statistics.
+
+Mining follows Drain (He et al., "Drain: An Online Log Parsing Approach with Fixed Depth Tree",
+ICWS 2017), reduced to what scoring needs:
+
+* a message is split on whitespace (at most ``MAX_TOKENS`` tokens) and every token that holds a
+  digit is masked to ``<*>`` (ids, counts, addresses, durations are parameters, not structure);
+* candidate templates are those with the same token count and the same first token;
+* the most similar candidate (share of positions with the same literal token) is taken when the
+  share reaches ``similarity``; differing positions then become ``<*>``; otherwise a new template
+  is made.
+
+Why not the ``drain3`` package: its last release is from 2022, its persistence pickles state
+through ``jsonpickle`` (our artifacts must not execute code when loaded), and its memory bound
+evicts by cache order without a stable, exportable id space. The algorithm above is small enough to
+own, and its state is plain arrays and strings.
+
+Template ids are integers handed out in order and never reused, so an id means one template for as
+long as the engine runs and in every artifact that stores it. Memory is bounded: at most
+``max_templates`` templates (the least recently seen is evicted) and, per service, at most
+``max_templates`` template counters.
+
+The per-service statistics answer three questions for every event, each as a tail probability
+(``rarity``) under the service's own history:
+
+* **never seen**: the Good-Turing estimate of the probability that a service's next message has a
+  template it never produced, ``(n1 + 1) / (n + 2)`` with ``n1`` templates seen exactly once among
+  ``n`` messages;
+* **rare**: the share of the service's messages whose templates are at most as frequent as this
+  one, ``sum(c_t for c_t <= c) / n``: the exact tail probability of "this uncommon" under the
+  empirical distribution;
+* **surge**: the number of this template's messages among the service's last few dozen messages
+  (a half-life in messages, not seconds, so quiet and busy services are judged alike) against
+  what its long-run share of the service's recent traffic predicts, a Poisson upper tail.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import gammainc
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+WILDCARD = "<*>"
+MAX_TOKENS = 64
+NO_TEMPLATE = -1  # the event had no message
+# The rare-template tail is only computed for templates below this share of a service's messages:
+# above it the event is plainly common and the per-event sum over counters would be wasted.
+RARE_SHARE = 0.05
+# Messages a service needs before novelty and rarity are judged at all.
+MIN_SERVICE_MESSAGES = 20
+# Scaled surge counters are renormalised before 2**exponent leaves float range comfortably.
+RESCALE_EXPONENT = 200.0
+
+
+def tokens_of(message: str) -> tuple[str, ...]:
+    return tuple(
+        WILDCARD if any(ch.isdigit() for ch in token) else token
+        for token in message.split(maxsplit=MAX_TOKENS)[:MAX_TOKENS]
+    )
+
+
+class _Template:
+    __slots__ = ("count", "template_id", "tokens")
+
+    def __init__(self, template_id: int, tokens: list[str], count: int) -> None:
+        self.template_id = template_id
+        self.tokens = tokens
+        self.count = count
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens)
+
+
+class TemplateMiner:
+    """Drain-style online template miner with stable ids and a bounded number of templates."""
+
+    def __init__(self, max_templates: int = 5000, similarity: float = 0.5) -> None:
+        self.max_templates = max_templates
+        self.similarity = similarity
+        self.next_id = 0
+        self.evictions = 0
+        # Least recently matched first: eviction takes from the front.
+        self._templates: OrderedDict[int, _Template] = OrderedDict()
+        self._groups: dict[tuple[int, str], list[int]] = {}
+        # Exact token sequences already resolved: most lines repeat a few shapes verbatim.
+        self._cache: OrderedDict[tuple[str, ...], int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    def text(self, template_id: int) -> str | None:
+        template = self._templates.get(template_id)
+        return template.text if template is not None else None
+
+    def add(self, message: str) -> int:
+        """The id of ``message``'s template, learning from it (a new template or a merge)."""
+        tokens = tokens_of(message)
+        if not tokens:
+            return NO_TEMPLATE
+        cached = self._cache.get(tokens)
+        if cached is not None and cached in self._templates:
+            self._cache.move_to_end(tokens)
+            template = self._templates[cached]
+            template.count += 1
+            self._templates.move_to_end(cached)
+            return cached
+        key = (len(tokens), tokens[0])
+        group = self._groups.setdefault(key, [])
+        best: _Template | None = None
+        best_share = -1.0
+        for template_id in group:
+            candidate = self._templates[template_id]
+            same = sum(
+                1 for a, b in zip(candidate.tokens, tokens, strict=True) if a == b != WILDCARD
+            )
+            wildcards = candidate.tokens.count(WILDCARD)
+            share = (same + wildcards) / len(tokens) if same else 0.0
+            if share > best_share:
+                best, best_share = candidate, share
+        if best is not None and best_share >= self.similarity:
+            best.tokens = [
+                a if a == b else WILDCARD for a, b in zip(best.tokens, tokens, strict=True)
+            ]
+            best.count += 1
+            self._templates.move_to_end(best.template_id)
+            chosen = best.template_id
+        else:
+            chosen = self._create(list(tokens), 1, key)
+        self._cache[tokens] = chosen
+        while len(self._cache) > 4 * self.max_templates:
+            self._cache.popitem(last=False)
+        return chosen
+
+    def _create(self, tokens: list[str], count: int, key: tuple[int, str]) -> int:
+        template_id = self.next_id
+        self.next_id += 1
+        self._templates[template_id] = _Template(template_id, tokens, count)
+        self._groups.setdefault(key, []).append(template_id)
+        while len(self._templates) > self.max_templates:
+            evicted_id, evicted = self._templates.popitem(last=False)
+            group_key = (len(evicted.tokens), evicted.tokens[0])
+            self._groups[group_key].remove(evicted_id)
+            if not self._groups[group_key]:
+                del self._groups[group_key]
+            self.evictions += 1
+        return template_id
+
+    def find(self, text: str) -> int | None:
+        """The id of the template whose text is exactly ``text``, if any."""
+        tokens = text.split()
+        if not tokens:
+            return None
+        for template_id in self._groups.get((len(tokens), tokens[0]), []):
+            if self._templates[template_id].tokens == tokens:
+                return template_id
+        return None
+
+    def adopt(self, template_id: int, text: str, count: int) -> None:
+        """Take a stored template under its stored id (used when the miner starts empty)."""
+        tokens = text.split()
+        if not tokens or template_id in self._templates:
+            raise ValueError("a stored template is empty or its id is taken")
+        self._templates[template_id] = _Template(template_id, tokens, count)
+        self._groups.setdefault((len(tokens), tokens[0]), []).append(template_id)
+        self.next_id = max(self.next_id, template_id + 1)
+
+    def to_arrays(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        templates = list(self._templates.values())
+        return {
+            f"{prefix}ids": np.array([t.template_id for t in templates], dtype=np.int64),
+            f"{prefix}text": np.array([t.text for t in templates], dtype=np.str_),
+            f"{prefix}counts": np.array([t.count for t in templates], dtype=np.int64),
+            f"{prefix}next_id": np.array([self.next_id], dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: dict[str, npt.NDArray[Any]],
+        prefix: str,
+        max_templates: int = 5000,
+        similarity: float = 0.5,
+    ) -> TemplateMiner:
+        ids = np.asarray(arrays[f"{prefix}ids"], dtype=np.int64)
+        texts = arrays[f"{prefix}text"]
+        counts = np.asarray(arrays[f"{prefix}counts"], dtype=np.int64)
+        if not ids.shape == texts.shape == counts.shape or ids.ndim != 1:
+            raise ValueError("template arrays disagree in length")
+        if ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size or counts.min() < 0):
+            raise ValueError("template ids are negative or repeated")
+        miner = cls(max_templates, similarity)
+        for template_id, text, count in zip(
+            ids.tolist(), texts.tolist(), counts.tolist(), strict=True
+        ):
+            miner.adopt(int(template_id), str(text), int(count))
+        miner.next_id = max(miner.next_id, int(arrays[f"{prefix}next_id"][0]))
+        while len(miner._templates) > max_templates:
+            evicted_id, evicted = miner._templates.popitem(last=False)
+            miner._groups[(len(evicted.tokens), evicted.tokens[0])].remove(evicted_id)
+        return miner
+
+
+class ServiceTemplates:
+    """One service's template counters and recent surge state."""
+
+    __slots__ = (
+        "burst",
+        "counts",
+        "messages",
+        "singletons",
+        "surge_events",
+        "surge_ref_events",
+        "surge_total",
+    )
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.messages = 0
+        self.singletons = 0
+        # Event-time decayed counts over the last few seconds: per template, and of all messages.
+        self.burst: dict[int, float] = {}
+        self.surge_total = 0.0
+        self.surge_events = 0
+        self.surge_ref_events = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateView:
+    """Each event's template and how usual it was for its service, read before learning it."""
+
+    template_id: IntArray  # NO_TEMPLATE where the event had no message
+    service_messages: IntArray  # the service's templated messages before this one
+    template_count: IntArray  # this template's messages in the service before this one
+    novelty_rarity: FloatArray  # 1 unless the template is new to the service
+    rarity_of_rare: FloatArray  # share of the service's messages at most this frequent
+    surge_rarity: FloatArray  # Poisson tail of this template's recent count
+    surge_count: FloatArray  # this template's recent (decayed) count, this event included
+    surge_expected: FloatArray  # what its long-run share predicts for that count
+
+
+@dataclass(frozen=True, slots=True)
+class SeedTemplates:
+    """Per-service template counts learned by training, used for services not seen live."""
+
+    service: str
+    counts: dict[str, int]  # template text -> messages
+
+
+class TemplateStore:
+    """The engine's online template state: one miner shared by all services, counters per service.
+
+    Services are bounded like baselines (least recently seen evicted); each service keeps at most
+    ``max_templates`` counters, dropping its least frequent when full.
+    """
+
+    def __init__(
+        self,
+        max_templates: int = 5000,
+        similarity: float = 0.5,
+        surge_halflife_messages: float = 50.0,
+        max_services: int = 100_000,
+    ) -> None:
+        self.miner = TemplateMiner(max_templates, similarity)
+        self.max_templates = max_templates
+        self.surge_halflife_messages = surge_halflife_messages
+        self.max_services = max_services
+        self._services: OrderedDict[str, ServiceTemplates] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def _service(self, name: str) -> ServiceTemplates:
+        state = self._services.get(name)
+        if state is None:
+            state = ServiceTemplates()
+            self._services[name] = state
+            if len(self._services) > self.max_services:
+                self._services.popitem(last=False)
+                self.evictions += 1  # exported by /metrics
+        else:
+            self._services.move_to_end(name)
+        return state
+
+    def seed(
+        self, miner_arrays: dict[str, npt.NDArray[Any]] | None, seeds: list[SeedTemplates]
+    ) -> None:
+        """Adopt a trained model's templates and per-service counts where nothing live exists."""
+        if miner_arrays is not None and len(self.miner) == 0 and self.miner.next_id == 0:
+            self.miner = TemplateMiner.from_arrays(
+                miner_arrays, "", self.miner.max_templates, self.miner.similarity
+            )
+        for seed in seeds:
+            if seed.service in self._services:
+                continue
+            state = self._service(seed.service)
+            for text, count in seed.counts.items():
+                template_id = self.miner.find(text)
+                if template_id is None:
+                    template_id = self.miner.add(text)
+                state.counts[template_id] = state.counts.get(template_id, 0) + count
+                state.messages += count
+            state.singletons = sum(1 for c in state.counts.values() if c == 1)
+
+    def observe(self, services: Sequence[str], messages: Sequence[str]) -> TemplateView:
+        """Read each event's template statistics, then learn from it: sequential, in order."""
+        n = len(services)
+        ids = np.full(n, NO_TEMPLATE, dtype=np.int64)
+        seen = np.zeros(n, dtype=np.int64)
+        counts = np.zeros(n, dtype=np.int64)
+        novelty = np.ones(n)
+        rare = np.ones(n)
+        surge = np.ones(n)
+        surge_count = np.zeros(n)
+        surge_expected = np.zeros(n)
+        for i, (service, message) in enumerate(zip(services, messages, strict=True)):
+            template_id = self.miner.add(message) if message else NO_TEMPLATE
+            ids[i] = template_id
+            if template_id == NO_TEMPLATE:
+                continue
+            state = self._service(service)
+            n_messages = state.messages
+            count = state.counts.get(template_id, 0)
+            seen[i] = n_messages
+            counts[i] = count
+            judged = n_messages >= MIN_SERVICE_MESSAGES
+            if judged and count == 0:
+                novelty[i] = (state.singletons + 1.0) / (n_messages + 2.0)
+            elif judged and count < RARE_SHARE * n_messages:
+                at_most = sum(c for c in state.counts.values() if c <= count)
+                rare[i] = at_most / n_messages
+            # Surge: recent counts decay with the service's own messages (a half-life in
+            # messages, not seconds), so "recent" is the last few dozen lines of a quiet service
+            # and the last second or two of a busy one. Counts are kept scaled by 2**exponent so
+            # decaying them all is one multiplication, not a pass over every counter.
+            state.surge_events += 1
+            exponent = (state.surge_events - state.surge_ref_events) / self.surge_halflife_messages
+            if exponent > RESCALE_EXPONENT:
+                factor = 2.0**-exponent
+                state.burst = {k: v * factor for k, v in state.burst.items() if v * factor > 1e-3}
+                state.surge_total *= factor
+                state.surge_ref_events = state.surge_events
+                exponent = 0.0
+            unit = 2.0**exponent
+            before = state.burst.get(template_id, 0.0) / unit
+            older_total = max(n_messages - state.surge_total / unit, 0.0)
+            scaled = state.burst.get(template_id, 0.0) + unit
+            state.burst[template_id] = scaled
+            state.surge_total += unit
+            recent = scaled / unit
+            if judged:
+                # The template's share in the service's *older* history (its recent messages
+                # taken out), so that a surge does not raise its own expectation.
+                share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)
+                expected = min(share, 1.0) * state.surge_total / unit
+                surge_count[i] = recent
+                surge_expected[i] = expected
+                # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected).
+                surge[i] = float(gammainc(recent, expected))
+            # Learn.
+            if count == 0:
+                if len(state.counts) >= self.max_templates:
+                    least = min(state.counts, key=state.counts.__getitem__)
+                    state.messages -= state.counts.pop(least)
+                    state.burst.pop(least, None)
+                state.singletons += 1
+            elif count == 1:
+                state.singletons -= 1
+            state.counts[template_id] = count + 1
+            state.messages += 1
+        return TemplateView(ids, seen, counts, novelty, rare, surge, surge_count, surge_expected)
+
+    def service_counts(self, service: str) -> dict[int, int]:
+        state = self._services.get(service)
+        return dict(state.counts) if state is not None else {}

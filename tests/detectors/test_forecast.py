@@ -1,0 +1,73 @@
+"""The seasonal forecast: judges latency against the time of day, and error counts per bucket."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.events import EventBatch
+from app.forecasts import ForecastStore
+from app.schemas.events import Level
+
+DAY = 86_400.0
+
+
+def _batch(times: np.ndarray, latency: np.ndarray, errors: np.ndarray | None = None) -> EventBatch:
+    n = times.size
+    flags = np.zeros(n, dtype=bool) if errors is None else errors
+    levels = [Level.ERROR if e else Level.INFO for e in flags.tolist()]
+    return EventBatch(
+        ["svc"] * n, levels, np.where(flags, 2.0, 0.0), latency.astype(np.float64), times
+    )
+
+
+def _daily(days: int, step: float = 300.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fast at night (10 ms), slow in business hours (100 ms), with 10% noise."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(0.0, days * DAY, step)
+    hour = (times % DAY) / 3600.0
+    typical = np.where((hour >= 9) & (hour < 17), 100.0, 10.0)
+    return times, typical * np.exp(0.1 * rng.standard_normal(times.size))
+
+
+def test_a_daytime_latency_at_night_is_flagged_and_at_daytime_is_not() -> None:
+    store = ForecastStore(slots=48, halflife_seconds=1800.0)
+    times, latency = _daily(10)
+    store.observe(_batch(times, latency))
+    after = times[-1]
+    night = after + 3 * 3600.0  # 03:00 of day 11
+    noon = after + 12 * 3600.0
+    view = store.observe(_batch(np.array([night, noon]), np.array([100.0, 100.0])))
+    assert view.latency_residual_z[0] > 10
+    assert view.latency_rarity[0] < 1e-6
+    assert view.latency_rarity[1] > 0.01
+    assert view.latency_low_ms[1] < 100.0 < view.latency_high_ms[1]
+
+
+def test_normal_days_rarely_leave_the_prediction_interval() -> None:
+    store = ForecastStore(slots=48, halflife_seconds=1800.0, interval_z=3.29)
+    times, latency = _daily(14, seed=1)
+    view = store.observe(_batch(times, latency))
+    judged = ~np.isnan(view.latency_residual_z)
+    last_week = judged & (times > 7 * DAY)
+    outside = (view.latency_rarity[last_week] < 0.001).mean()
+    assert outside < 0.01
+
+
+def test_an_error_burst_within_one_bucket_is_flagged() -> None:
+    store = ForecastStore(bucket_seconds=10.0)
+    rng = np.random.default_rng(2)
+    times = np.arange(0.0, 3600.0, 0.1)
+    store.observe(_batch(times, np.full(times.size, 20.0), rng.random(times.size) < 0.01))
+    burst_times = 3600.0 + np.arange(0.0, 5.0, 0.1)
+    errors = np.ones(burst_times.size, dtype=bool)
+    view = store.observe(_batch(burst_times, np.full(burst_times.size, 20.0), errors))
+    assert view.error_rarity[5] < 1e-6
+    assert view.error_rate_forecast[0] < 0.05
+
+
+def test_services_without_latency_get_no_latency_forecast() -> None:
+    store = ForecastStore()
+    times = np.arange(0.0, 100.0)
+    view = store.observe(_batch(times, np.full(times.size, np.nan)))
+    assert np.all(np.isnan(view.latency_forecast_ms))
+    assert np.all(view.latency_rarity == 1.0)

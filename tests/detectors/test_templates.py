@@ -1,0 +1,161 @@
+"""Message templates: mining, stable ids, bounded memory, and the templates detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.baselines import BaselineView
+from app.detectors.base import ScoringContext
+from app.detectors.templates import TemplateDetector
+from app.events import EventBatch
+from app.local import AnomalyDetector
+from app.schemas.events import Level, LogEvent
+from app.templates import NO_TEMPLATE, TemplateMiner, TemplateStore
+from app.windows import WindowView
+from tests.conftest import make_settings
+
+
+def test_parameters_do_not_split_a_template() -> None:
+    miner = TemplateMiner()
+    first = miner.add("user 42 logged in from 10.0.0.1")
+    second = miner.add("user 7 logged in from 10.0.0.9")
+    other = miner.add("disk quota exceeded on volume 3")
+    assert first == second != other
+    assert miner.text(first) == "user <*> logged in from <*>"
+
+
+def test_differing_words_merge_into_a_wildcard() -> None:
+    miner = TemplateMiner(similarity=0.5)
+    a = miner.add("connection to cache closed by peer")
+    b = miner.add("connection to db closed by peer")
+    assert a == b
+    assert miner.text(a) == "connection to <*> closed by peer"
+
+
+def test_empty_message_has_no_template() -> None:
+    assert TemplateMiner().add("   ") == NO_TEMPLATE
+
+
+def test_memory_is_bounded_and_ids_are_never_reused() -> None:
+    miner = TemplateMiner(max_templates=3)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    ids = [miner.add(f"{word} event happened") for word in words]
+    assert len(set(ids)) == 6
+    assert len(miner) == 3
+    assert miner.evictions == 3
+    # The evicted shape comes back with a new id: an id never changes meaning.
+    again = miner.add("alpha event happened")
+    assert again not in ids
+
+
+def test_miner_round_trips_through_arrays() -> None:
+    miner = TemplateMiner()
+    for message in ("a 1 b", "a 2 b", "open file x", "close file 9", "open file y"):
+        miner.add(message)
+    restored = TemplateMiner.from_arrays(miner.to_arrays("t_"), "t_")
+    assert restored.to_arrays("t_")["t_text"].tolist() == miner.to_arrays("t_")["t_text"].tolist()
+    assert restored.add("a 3 b") == miner.add("a 3 b")
+    assert restored.next_id == miner.next_id
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.text(alphabet="ab1 ", min_size=0, max_size=12), max_size=40))
+def test_template_ids_depend_only_on_the_message_sequence(messages: list[str]) -> None:
+    first, second = TemplateMiner(max_templates=5), TemplateMiner(max_templates=5)
+    assert [first.add(m) for m in messages] == [second.add(m) for m in messages]
+    assert len(first) <= 5
+
+
+def _context(
+    store: TemplateStore, services: list[str], messages: list[str], times: list[float]
+) -> ScoringContext:
+    n = len(services)
+    view = store.observe(services, messages)
+    batch = EventBatch(
+        services, [Level.INFO] * n, np.zeros(n), np.full(n, np.nan), np.asarray(times)
+    )
+    nan = np.full(n, np.nan)
+    baseline = BaselineView(nan, nan, np.zeros(n, np.int64), np.zeros(n, np.bool_), nan)
+    zeros = np.zeros(n, np.int64)
+    window = WindowView(zeros, zeros, np.zeros(n), nan, np.ones(n, np.bool_), zeros, zeros)
+    return ScoringContext(batch, np.zeros((n, 3)), baseline, window, templates=view)
+
+
+def _normal_traffic(store: TemplateStore, count: int) -> None:
+    messages = [
+        f"served request {i} in {i % 50} ms" if i % 3 else f"cache hit key {i}"
+        for i in range(count)
+    ]
+    store.observe(["api"] * count, messages)
+
+
+def test_a_new_template_is_rare_for_a_service_that_has_a_stable_vocabulary() -> None:
+    store = TemplateStore()
+    _normal_traffic(store, 500)
+    detector = TemplateDetector(5000, 0.5, 50.0)
+    context = _context(
+        store,
+        ["api", "api"],
+        ["cache hit key 77", "disk quota exceeded on volume 7"],
+        [500.0, 501.0],
+    )
+    rarity = detector.rarity(context).rarity
+    assert rarity[0] > 0.1
+    assert rarity[1] < 0.01
+    # A new service has no vocabulary yet: its first messages are not novel to anyone.
+    fresh = detector.rarity(_context(store, ["new"], ["disk quota exceeded"], [502.0])).rarity
+    assert fresh[0] == 1.0
+
+
+def test_a_surge_of_a_known_but_uncommon_template_is_flagged() -> None:
+    # 1% of a service's lines, then 30 in a row: a surge however slowly or fast they came.
+    store = TemplateStore(surge_halflife_messages=20.0)
+    messages = ["served request"] * 990 + ["retrying upstream call"] * 10
+    rng = np.random.default_rng(1)
+    rng.shuffle(messages)
+    store.observe(["api"] * 1000, messages)
+    flood = ["retrying upstream call"] * 30
+    view = store.observe(["api"] * 30, flood)
+    assert view.surge_rarity[-1] < 1e-6
+    assert view.novelty_rarity[-1] == 1.0
+
+
+async def test_a_novel_message_with_normal_latency_is_flagged_and_explained(
+    tmp_path: Path,
+) -> None:
+    detector = AnomalyDetector(make_settings(tmp_path))
+    rng = np.random.default_rng(3)
+    start = 1_795_000_000.0
+    events = [
+        LogEvent.model_validate(
+            {
+                "service": "api",
+                "level": "INFO",
+                "message": f"GET /items/{i} 200" if i % 2 else f"user {i} authenticated",
+                "latency_ms": float(50 * np.exp(0.2 * rng.standard_normal())),
+                "timestamp": f"{np.datetime64(int(start + i), 's')}Z",
+            }
+        )
+        for i in range(4000)
+    ]
+    results = detector.predict_batch(events)
+    # Good-Turing: after n messages with no one-off template, a new one has probability about
+    # 1/n, so thousands of messages are needed before a new template alone is alarm-rare.
+    assert sum(r["is_anomaly"] for r in results) <= 4
+    odd = detector.predict(
+        {
+            "service": "api",
+            "level": "INFO",
+            "message": "schema migration rolled back on shard 4",
+            "latency_ms": 50.0,
+            "timestamp": f"{np.datetime64(int(start + 4001), 's')}Z",
+        }
+    )
+    assert odd["is_anomaly"]
+    assert odd["methods"]["templates"]["is_anomaly"]
+    assert not odd["methods"]["isolation_forest"]["is_anomaly"]
+    assert "never seen before in this service" in odd["explanation"]
