@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -110,6 +111,7 @@ class ScoringEngine:
         self.templates.seed(model.templates, model.template_seeds)
         # Single-event requests arriving together are scored in one call (see app/batching.py).
         self.coalescer = ScoreCoalescer(self.score)
+        self.detector_failures: Counter[str] = Counter()  # exported by /metrics
 
     @property
     def model(self) -> Model:
@@ -160,6 +162,7 @@ class ScoringEngine:
                 # One broken method must not fail the request: it is reported as degraded.
                 log.exception("detector %s failed; scoring without it", detector.name)
                 failures[detector.name] = f"{type(exc).__name__}: {exc}"
+                self.detector_failures[detector.name] += 1
         return self._render(model, batch, baseline, window, outputs, failures, templates)
 
     def _render(

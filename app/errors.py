@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 class InsightHubError(Exception):
     status: int = 500
     title: str = "Internal error"
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -30,6 +31,7 @@ class InsightHubError(Exception):
 class ModelNotReady(InsightHubError):
     status = 503
     title = "Model not ready"
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
 
 
 class UnknownService(InsightHubError):
@@ -55,6 +57,64 @@ class UnusableModelVersion(InsightHubError):
 class TrainingRejected(InsightHubError):
     status = 422
     title = "Training data rejected"
+
+
+class PayloadTooLarge(InsightHubError):
+    status = 413
+    title = "Content too large"
+
+
+class Overloaded(InsightHubError):
+    status = 503
+    title = "Service overloaded"
+
+
+# Answered by app/middleware.py before any route runs, so every route can answer them.
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
+GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "The request body is larger than this route accepts."},
+    503: {
+        "model": Problem,
+        "description": "Too many requests in flight, or no model loaded yet: retry later.",
+        "headers": RETRY_AFTER_HEADER,
+    },
+}
+# Probes are never refused for load (see app/middleware.py); a body is still limited.
+PROBE_RESPONSES: dict[int | str, dict[str, Any]] = {413: GUARD_RESPONSES[413]}
+UNAUTHORIZED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "The API key is missing or wrong."}
+}
+
+
+def problem_body(status: int, title: str, detail: str) -> bytes:
+    """A problem+json body for code that answers below FastAPI (pure ASGI middleware)."""
+    return (
+        Problem(title=title, status=status, detail=detail)
+        .model_dump_json(exclude_none=True)
+        .encode("utf-8")
+    )
+
+
+def use_problem_media_type(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare error bodies as application/problem+json, the type they are sent with.
+
+    FastAPI files every ``responses=`` model under application/json; clients and schema checkers
+    (schemathesis) compare the declared type with the sent one, so move Problem bodies over.
+    """
+    problem_ref = "#/components/schemas/Problem"
+    for path_item in openapi.get("paths", {}).values():
+        for operation in path_item.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                body = content.get("application/json")
+                if body is not None and body.get("schema", {}).get("$ref") == problem_ref:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    return openapi
 
 
 def problem_responses(*errors: type[InsightHubError]) -> dict[int | str, dict[str, Any]]:
@@ -100,10 +160,27 @@ def summarise(errors: list[FieldError]) -> str:
     return f"{first.field}: {first.msg}{more}"
 
 
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not parse a JSON body it reports as a bare 400, if we know.
+
+    json.loads raises RecursionError on very deep nesting and ValueError on integers of more
+    than 4300 digits; both are bad input like any other JSON error, so they get the same 422.
+    """
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__cause__, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc.__cause__, ValueError):
+        return f"JSON could not be parsed: {exc.__cause__}"
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InsightHubError)
     async def _insighthub_error(request: Request, exc: InsightHubError) -> JSONResponse:
-        return _problem(exc.status, exc.title, exc.detail)
+        response = _problem(exc.status, exc.title, exc.detail)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -112,7 +189,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        unparsable = _unparsable_body(exc)
+        if unparsable is not None:
+            error = FieldError(loc=["body"], field="body", msg=unparsable, type="json_invalid")
+            return _problem(422, "Invalid request", f"body: {unparsable}", [error])
+        title = {
+            404: "Not found",
+            405: "Method not allowed",
+            413: PayloadTooLarge.title,
+        }.get(exc.status_code, "HTTP error")
         response = _problem(exc.status_code, title, str(exc.detail))
         response.headers.update(exc.headers or {})
         return response

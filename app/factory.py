@@ -7,16 +7,28 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app import __version__
 from app.bootstrap import load_or_bootstrap
 from app.engine import ScoringEngine
-from app.errors import install_error_handlers
+from app.errors import (
+    GUARD_RESPONSES,
+    PROBE_RESPONSES,
+    UNAUTHORIZED_RESPONSE,
+    install_error_handlers,
+    use_problem_media_type,
+)
+from app.metrics import Metrics
+from app.metrics import router as metrics_router
+from app.middleware import GuardMiddleware
 from app.model_store import ModelStore
 from app.routers import health, models, scoring, stats, training
+from app.security import KeyChecker, RequireApiKey
 from app.settings import Settings
 from app.state import ServiceState
 from app.trainer import Trainer
@@ -63,6 +75,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
-    for module in (scoring, stats, training, models, health):
-        app.include_router(module.router)
+    # Include-level responses document what the guard middleware may answer on every route.
+    scoring_key = chosen.require_key_for_scoring
+    app.include_router(
+        scoring.router,
+        dependencies=[RequireApiKey] if scoring_key else [],
+        responses={**GUARD_RESPONSES, **(UNAUTHORIZED_RESPONSE if scoring_key else {})},
+    )
+    for module in (stats, training, models):
+        app.include_router(module.router, responses=GUARD_RESPONSES)
+    app.include_router(health.router, responses=PROBE_RESPONSES)
+    install_guards(app, chosen)
     return app
+
+
+def install_guards(app: FastAPI, settings: Settings) -> None:
+    """API key, body and concurrency limits, metrics, CORS, and the OpenAPI that declares them."""
+    metrics = Metrics()
+    metrics.watch(lambda: getattr(app.state, "insighthub", None))
+    app.state.metrics = metrics
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    app.state.key_checker = KeyChecker(key)
+    app.include_router(metrics_router, responses=PROBE_RESPONSES)
+    app.add_middleware(
+        GuardMiddleware,
+        openapi=lambda: app.openapi(),
+        settings=settings,
+        keys=app.state.key_checker,
+        metrics=metrics,
+    )
+    if settings.cors_origins:
+        # Outside the guard, so preflights are answered and a 401 still carries CORS headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+        )
+
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return use_problem_media_type(generate_openapi())  # idempotent; FastAPI caches the rest
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -127,6 +127,10 @@ class ForecastStore:
         self.interval_z = interval_z
         self.max_services = max_services
         self._services: OrderedDict[str, ServiceForecast] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._services)
 
     def _service(self, name: str) -> ServiceForecast:
         state = self._services.get(name)
@@ -135,6 +139,7 @@ class ForecastStore:
             self._services[name] = state
             if len(self._services) > self.max_services:
                 self._services.popitem(last=False)
+                self.evictions += 1  # exported by /metrics
         else:
             self._services.move_to_end(name)
         return state

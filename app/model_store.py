@@ -67,7 +67,10 @@ class ModelStore:
     def _clean_leftovers(self) -> None:
         """Temporary folders of saves that a crash interrupted are never valid: remove them."""
         for leftover in self.root.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:  # an ACTIVE pointer whose replace never happened
+                leftover.unlink(missing_ok=True)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -187,5 +190,13 @@ class ModelStore:
                 break
             if version in (active, versions[-1]):
                 continue
-            shutil.rmtree(self.versions_dir / version, ignore_errors=True)
+            # rmtree is not atomic: a crash inside it would leave a half-deleted version under
+            # versions/. Move it out in one rename first; a crash after that leaves a .tmp-
+            # folder that the next start removes.
+            doomed = self.root / f".tmp-prune-{version}"
+            try:
+                os.replace(self.versions_dir / version, doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
             excess -= 1

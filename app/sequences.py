@@ -88,6 +88,10 @@ class SequenceStore:
         self.max_contexts = max_contexts
         self.max_services = max_services
         self._services: OrderedDict[str, ServiceSequence] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._services)
 
     def _service(self, name: str) -> ServiceSequence:
         state = self._services.get(name)
@@ -96,6 +100,7 @@ class SequenceStore:
             self._services[name] = state
             if len(self._services) > self.max_services:
                 self._services.popitem(last=False)
+                self.evictions += 1  # exported by /metrics
         else:
             self._services.move_to_end(name)
         return state

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KiB = 1024
+MiB = 1024 * KiB
+MIN_API_KEY_CHARS = 16
 
 
 class Settings(BaseSettings):
     """Every tunable of the service. Each field is ``INSIGHTHUB_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="INSIGHTHUB_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a start-up error must never print the API key it was given.
+    model_config = SettingsConfigDict(
+        env_prefix="INSIGHTHUB_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     env: Literal["development", "production", "test"] = "development"
     artifacts_dir: Path = Field(default=Path("artifacts"), description="Where model versions live.")
@@ -88,6 +95,70 @@ class Settings(BaseSettings):
     train_workers: int = Field(default=1, ge=1, le=16, description="Processes that fit models.")
     train_max_rows: int = Field(default=2_000_000, ge=100)
     train_min_rows: int = Field(default=50, ge=10)
+
+    # Access control
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Key that mutating endpoints require (Authorization: Bearer or X-API-Key). "
+        "Required when env is production.",
+    )
+    require_key_for_scoring: bool = Field(
+        default=False, description="Require the key on /score and /score/batch too."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS, comma-separated; empty turns CORS off.",
+    )
+    cors_allow_credentials: bool = False
+
+    # Limits (bytes are counted as they arrive, whatever Content-Length claims)
+    max_body_bytes: int = Field(
+        default=64 * KiB, ge=1 * KiB, description="Largest request body of routes not named below."
+    )
+    max_body_bytes_score: int = Field(default=64 * KiB, ge=1 * KiB)
+    max_body_bytes_batch: int = Field(
+        default=16 * MiB, ge=1 * KiB, description="10,000 events of up to ~1.6 KB each."
+    )
+    max_body_bytes_train: int = Field(
+        default=128 * MiB, ge=1 * KiB, description="100,000 log events of up to ~1.3 KB each."
+    )
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Requests served at once; more are answered 503 with Retry-After at once. "
+        "/health, /ready and /metrics are not counted.",
+    )
+    retry_after_seconds: int = Field(default=1, ge=1, le=3600)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"INSIGHTHUB_API_KEY must have at least {MIN_API_KEY_CHARS} characters"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Settings:
+        if self.env == "production" and self.api_key is None:
+            raise ValueError(
+                "INSIGHTHUB_API_KEY must be set when INSIGHTHUB_ENV=production: without it "
+                "anyone who reaches the service could retrain or swap its model"
+            )
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "INSIGHTHUB_CORS_ORIGINS may not contain '*' while "
+                "INSIGHTHUB_CORS_ALLOW_CREDENTIALS is true: list the allowed origins"
+            )
+        return self
 
     @field_validator("artifacts_dir")
     @classmethod

@@ -274,6 +274,10 @@ class TemplateStore:
         self.surge_halflife_messages = surge_halflife_messages
         self.max_services = max_services
         self._services: OrderedDict[str, ServiceTemplates] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._services)
 
     def _service(self, name: str) -> ServiceTemplates:
         state = self._services.get(name)
@@ -282,6 +286,7 @@ class TemplateStore:
             self._services[name] = state
             if len(self._services) > self.max_services:
                 self._services.popitem(last=False)
+                self.evictions += 1  # exported by /metrics
         else:
             self._services.move_to_end(name)
         return state

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import multiprocessing
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_JOBS = 1000
+WORKER_EXIT_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -63,6 +64,8 @@ class Trainer:
         self._tasks: set[asyncio.Task[None]] = set()
         # Saves and activations change artifacts/ and the engine: one at a time.
         self._publish_lock = asyncio.Lock()
+        self._closing = False
+        self.job_outcomes: Counter[str] = Counter()  # exported by /metrics
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -106,16 +109,20 @@ class Trainer:
             job.error = "cancelled: the service shut down"
             raise
         except BrokenProcessPool:
-            log.exception("training worker died; restarting the pool")
-            self._pool = None
             job.status = JobStatus.failed
-            job.error = "the training process died (out of memory?)"
+            if self._closing:
+                job.error = "cancelled: the service shut down"
+            else:
+                log.exception("training worker died; restarting the pool")
+                self._pool = None
+                job.error = "the training process died (out of memory?)"
         except Exception as exc:
             log.exception("training job %s failed", job.job_id)
             job.status = JobStatus.failed
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             job.finished_at = datetime.now(UTC)
+            self.job_outcomes[job.status.value] += 1
 
     async def activate(self, model: Model, *, locked: bool = False) -> None:
         """Make ``model`` the active version on disk, then in the engine."""
@@ -127,10 +134,33 @@ class Trainer:
         self.engine.swap(model)
 
     async def close(self) -> None:
+        """Cancel every job: stop the fits' processes, then the tasks; nothing is half-written
+        (workers write nothing; saves are atomic)."""
+        self._closing = True
+        pool, self._pool = self._pool, None
+        workers = list((getattr(pool, "_processes", None) or {}).values()) if pool else []
+        if pool is not None and workers:
+            # A fit cannot be interrupted inside scikit-learn, and the interpreter's exit would
+            # wait for it: its process is stopped instead. The pool's manager thread then fails
+            # every queued and running fit with BrokenProcessPool. This comes before cancelling
+            # the tasks: a cancelled queued future makes Python 3.11's manager thread raise
+            # InvalidStateError when it marks the pool broken.
+            for worker in workers:
+                worker.terminate()
+            await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
+            # Waiting for the manager thread also closes the pool's queues (no semaphores
+            # left for the resource tracker).
+            await asyncio.to_thread(pool.shutdown, wait=True)
+        elif pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+
+
+def _join_all(workers: list[Any], timeout: float) -> None:
+    for worker in workers:
+        worker.join(timeout)
+        if worker.is_alive():
+            worker.kill()

@@ -41,8 +41,10 @@ BEND_HEADROOM = 1.0 - BEND_AT
 
 def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> FloatArray:
     """Map tail probabilities to [0, 1]; 0.5 at the target false-alarm rate."""
-    # minimum/maximum: np.clip's values at a fraction of its call cost on a single event's arrays.
-    clipped = np.minimum(np.maximum(np.asarray(rarity, dtype=np.float64), MIN_RARITY), 1.0)
+    # fmax/fmin: np.clip's values at a fraction of its call cost on a single event's arrays,
+    # and fmin first turns a NaN rarity (the method could not judge) into 1: no evidence, score
+    # 0, where np.clip or minimum/maximum would pass the NaN on into the response.
+    clipped = np.fmax(np.fmin(np.asarray(rarity, dtype=np.float64), 1.0), MIN_RARITY)
     linear = 0.5 * np.log(clipped) / np.log(target_false_alarm_rate)
     if (linear <= BEND_AT).all():
         # Nothing past the bend (the usual case; a NaN fails the test): the same result as below
@@ -100,7 +102,10 @@ class TailCalibrator:
         scores = np.asarray(raw_scores, dtype=np.float64)
         body = 1.0 - np.interp(scores, self.quantiles, self.levels)
         body = np.maximum(body, TAIL_FRACTION)
-        tail = TAIL_FRACTION * np.exp(-(scores - self.tail_start) / self.tail_scale)
+        # Clamped at 0: np.where evaluates both branches, and far below the tail the unclamped
+        # exponent overflows (a RuntimeWarning, an error under -W error) for a value not used.
+        excess = np.maximum(scores - self.tail_start, 0.0)
+        tail = TAIL_FRACTION * np.exp(-excess / self.tail_scale)
         result: FloatArray = np.where(scores > self.tail_start, tail, body)
         return result
 

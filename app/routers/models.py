@@ -6,9 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.errors import UnknownModelVersion, UnusableModelVersion, problem_responses
+from app.errors import (
+    UNAUTHORIZED_RESPONSE,
+    UnknownModelVersion,
+    UnusableModelVersion,
+    problem_responses,
+)
 from app.model_store import VERSION_PATTERN, ModelStoreError
 from app.schemas.models import DetectorList, ModelInfo, ModelList
+from app.security import RequireApiKey
 from app.state import EngineDep, StateDep
 
 router = APIRouter(tags=["models"])
@@ -43,7 +49,11 @@ async def list_models(state: StateDep) -> ModelList:
 
 @router.post(
     "/models/{version}/activate",
-    responses=problem_responses(UnknownModelVersion, UnusableModelVersion),
+    responses={
+        **problem_responses(UnknownModelVersion, UnusableModelVersion),
+        **UNAUTHORIZED_RESPONSE,
+    },
+    dependencies=[RequireApiKey],
 )
 async def activate_model(version: str, state: StateDep) -> ModelInfo:
     """Serve a stored version from now on; activating an older one is the rollback."""

@@ -6,10 +6,11 @@ import numpy as np
 from fastapi import APIRouter, status
 
 from app.bootstrap import forest_parameters
-from app.errors import TrainingRejected, UnknownJob, problem_responses
+from app.errors import UNAUTHORIZED_RESPONSE, TrainingRejected, UnknownJob, problem_responses
 from app.model import TrainingData
 from app.routers.fast_json import JSONBodyRoute
 from app.schemas.training import TrainAccepted, TrainingJob, TrainRequest
+from app.security import RequireApiKey
 from app.state import StateDep
 
 # Bodies of up to 2M rows: validated from bytes in one pass, not json.loads then validate.
@@ -19,7 +20,21 @@ router = APIRouter(tags=["training"], route_class=JSONBodyRoute)
 @router.post(
     "/train",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(TrainingRejected),
+    responses={
+        202: {
+            "description": "Accepted: the job runs in the background.",
+            # Lets clients and stateful fuzzers follow a new job to its status.
+            "links": {
+                "GetTrainingJob": {
+                    "operationId": "training-training_job",
+                    "parameters": {"job_id": "$response.body#/job_id"},
+                }
+            },
+        },
+        **problem_responses(TrainingRejected),
+        **UNAUTHORIZED_RESPONSE,
+    },
+    dependencies=[RequireApiKey],
 )
 async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepted:
     """Retrain in the background on raw rows or log events; scoring goes on meanwhile."""

@@ -59,11 +59,13 @@ LEVEL_SCORES: dict[Level, int] = {
     Level.CRITICAL: 3,
 }
 
+# Strict numbers and booleans: in lax mode a string too long for the first member would be
+# converted instead ("000...0" of 2,000 characters became the integer 0), silently changing data.
 AttributeValue = (
     Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_CHARS)]
-    | bool
-    | int
-    | Annotated[float, Field(allow_inf_nan=False)]
+    | Annotated[bool, Field(strict=True)]
+    | Annotated[int, Field(strict=True)]
+    | Annotated[float, Field(allow_inf_nan=False, strict=True)]
 )
 
 

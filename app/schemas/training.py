@@ -23,12 +23,13 @@ class IsolationForestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    contamination: float | None = Field(default=None, gt=0.0, le=0.5)
-    n_estimators: int | None = Field(default=None, ge=1, le=2000)
-    max_samples: int | None = Field(default=None, ge=2, le=100_000)
+    # strict: numbers only, no true/false or numeric strings (lax mode would take them)
+    contamination: float | None = Field(default=None, gt=0.0, le=0.5, strict=True)
+    n_estimators: int | None = Field(default=None, ge=1, le=2000, strict=True)
+    max_samples: int | None = Field(default=None, ge=2, le=100_000, strict=True)
     # scikit-learn seeds numpy's RandomState, which takes 0 <= seed < 2**32 only; anything else
     # would pass here and fail later inside the training worker.
-    random_state: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    random_state: int | None = Field(default=None, ge=0, le=2**32 - 1, strict=True)
 
 
 class TrainRequest(BaseModel):
@@ -47,7 +48,9 @@ class TrainRequest(BaseModel):
     data: list[RawRow] | None = Field(default=None, max_length=MAX_TRAIN_ROWS)
     logs: list[LogEvent] | None = Field(default=None, max_length=MAX_TRAIN_ROWS)
     parameters: IsolationForestParams = Field(default_factory=IsolationForestParams)
-    activate: bool = Field(default=True, description="Make the new version active when done.")
+    activate: bool = Field(
+        default=True, strict=True, description="Make the new version active when done."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TrainRequest:
