@@ -38,9 +38,16 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # Valid as they stand (the default minimum is 50 rows), so Swagger UI's "Try it out"
+            # starts a real job instead of answering 422.
             "examples": [
-                {"data": [[120.0, 0], [95.5, 0], [2400.0, 2]]},
-                {"logs": [{"service": "api", "level": "INFO", "latency_ms": 80}]},
+                {"data": [[100.0 + 7.0 * (i % 9), 2 if i % 25 == 0 else 0] for i in range(60)]},
+                {
+                    "logs": [
+                        {"service": "api", "level": "INFO", "latency_ms": 80.0 + (i % 11)}
+                        for i in range(60)
+                    ]
+                },
             ]
         },
     )
