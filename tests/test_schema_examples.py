@@ -17,7 +17,7 @@ def _examples(model: type[BaseModel]) -> list[dict[str, Any]]:
     examples = extra["examples"]
     assert isinstance(examples, list)
     assert examples
-    return examples
+    return [dict(example) for example in examples if isinstance(example, dict)]
 
 
 @pytest.mark.parametrize("model", [LogEvent, ScoreResult, TrainRequest])
