@@ -13,14 +13,13 @@ single extreme value moves the baseline by at most ``3 * scale / weight``.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from app.events import EventBatch
+from app.service_states import ServiceStates
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -121,43 +120,20 @@ class SeedBaseline:
     events: int
 
 
-class BaselineStore:
+class BaselineStore(ServiceStates[ServiceBaseline]):
     """Baselines of at most ``max_services`` services; the least recently seen is evicted."""
 
     def __init__(self, warmup: int, halflife_seconds: float, max_services: int) -> None:
+        super().__init__(ServiceBaseline, max_services)
         self.warmup = warmup
         self.halflife = halflife_seconds
-        self.max_services = max_services
-        self.evictions = 0
-        self._services: OrderedDict[str, ServiceBaseline] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._services)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._services)
-
-    def get(self, service: str) -> ServiceBaseline | None:
-        return self._services.get(service)
-
-    def _baseline_for(self, service: str) -> ServiceBaseline:
-        baseline = self._services.get(service)
-        if baseline is None:
-            baseline = ServiceBaseline()
-            self._services[service] = baseline
-            if len(self._services) > self.max_services:
-                self._services.popitem(last=False)
-                self.evictions += 1
-        else:
-            self._services.move_to_end(service)
-        return baseline
 
     def seed(self, seeds: list[SeedBaseline]) -> None:
         """Adopt trained baselines for services that have no live baseline yet."""
         for seed in seeds:
-            if seed.service in self._services:
+            if seed.service in self:
                 continue
-            baseline = self._baseline_for(seed.service)
+            baseline = self.state_for(seed.service)
             baseline.events_seen = seed.events
             if seed.events >= self.warmup:
                 baseline.warmup_values = None
@@ -176,7 +152,7 @@ class BaselineStore:
         log_latency = np.log1p(batch.latency_ms).tolist()
         times = batch.timestamps.tolist()
         for i, service in enumerate(batch.services):
-            baseline = self._baseline_for(service)
+            baseline = self.state_for(service)
             seen[i] = baseline.events_seen
             baseline.events_seen += 1
             value = log_latency[i]

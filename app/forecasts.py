@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from scipy.special import bdtrc, ndtr
 
 from app.baselines import CLIPPED_VARIANCE, MIN_LOG_SCALE
 from app.events import EventBatch
+from app.service_states import ServiceStates
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -108,7 +109,7 @@ class ForecastView:
     error_rarity: FloatArray  # 1 for events that are not errors
 
 
-class ForecastStore:
+class ForecastStore(ServiceStates[ServiceForecast]):
     def __init__(
         self,
         slots: int = 48,
@@ -119,30 +120,13 @@ class ForecastStore:
         interval_z: float = 3.29,
         max_services: int = 100_000,
     ) -> None:
+        super().__init__(partial(ServiceForecast, slots), max_services)
         self.slots = slots
         self.halflife = halflife_seconds
         self.season_halflife = season_halflife_days * DAY_SECONDS
         self.bucket_seconds = bucket_seconds
         self.warmup = warmup
         self.interval_z = interval_z
-        self.max_services = max_services
-        self._services: OrderedDict[str, ServiceForecast] = OrderedDict()
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._services)
-
-    def _service(self, name: str) -> ServiceForecast:
-        state = self._services.get(name)
-        if state is None:
-            state = ServiceForecast(self.slots)
-            self._services[name] = state
-            if len(self._services) > self.max_services:
-                self._services.popitem(last=False)
-                self.evictions += 1  # exported by /metrics
-        else:
-            self._services.move_to_end(name)
-        return state
 
     def _close_bucket(self, state: ServiceForecast, slot_seconds: float) -> None:
         if state.bucket_events == 0:
@@ -181,7 +165,7 @@ class ForecastStore:
         times = batch.timestamps.tolist()
         errors = batch.is_error.tolist()
         for i, service in enumerate(batch.services):
-            state = self._service(service)
+            state = self.state_for(service)
             now = times[i]
             slot = int((now % DAY_SECONDS) // slot_seconds)
             # -- error rate: forecast for this slot, then count the event into its bucket.

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from app.service_states import ServiceStates
 from app.templates import NO_TEMPLATE
 
 FloatArray = npt.NDArray[np.float64]
@@ -80,30 +81,13 @@ def _blend(
     return blended, escape * lower_unseen
 
 
-class SequenceStore:
+class SequenceStore(ServiceStates[ServiceSequence]):
     """Next-template models of at most ``max_services`` services (least recently seen evicted)."""
 
     def __init__(self, top_k: int = 5, max_contexts: int = 4096, max_services: int = 100_000):
+        super().__init__(ServiceSequence, max_services)
         self.top_k = top_k
         self.max_contexts = max_contexts
-        self.max_services = max_services
-        self._services: OrderedDict[str, ServiceSequence] = OrderedDict()
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._services)
-
-    def _service(self, name: str) -> ServiceSequence:
-        state = self._services.get(name)
-        if state is None:
-            state = ServiceSequence()
-            self._services[name] = state
-            if len(self._services) > self.max_services:
-                self._services.popitem(last=False)
-                self.evictions += 1  # exported by /metrics
-        else:
-            self._services.move_to_end(name)
-        return state
 
     def _context(self, state: ServiceSequence, key: tuple[int, ...]) -> _Counts:
         counts = state.contexts.get(key)
@@ -128,7 +112,7 @@ class SequenceStore:
         ):
             if template_id == NO_TEMPLATE:
                 continue
-            state = self._service(service)
+            state = self.state_for(service)
             a, b = state.previous
             pair = state.contexts.get((a, b))
             single = state.contexts.get((b,))

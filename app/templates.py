@@ -45,6 +45,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import gammainc
 
+from app.service_states import ServiceStates
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -255,7 +257,7 @@ class SeedTemplates:
     counts: dict[str, int]  # template text -> messages
 
 
-class TemplateStore:
+class TemplateStore(ServiceStates[ServiceTemplates]):
     """The engine's online template state: one miner shared by all services, counters per service.
 
     Services are bounded like baselines (least recently seen evicted); each service keeps at most
@@ -269,27 +271,10 @@ class TemplateStore:
         surge_halflife_messages: float = 50.0,
         max_services: int = 100_000,
     ) -> None:
+        super().__init__(ServiceTemplates, max_services)
         self.miner = TemplateMiner(max_templates, similarity)
         self.max_templates = max_templates
         self.surge_halflife_messages = surge_halflife_messages
-        self.max_services = max_services
-        self._services: OrderedDict[str, ServiceTemplates] = OrderedDict()
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._services)
-
-    def _service(self, name: str) -> ServiceTemplates:
-        state = self._services.get(name)
-        if state is None:
-            state = ServiceTemplates()
-            self._services[name] = state
-            if len(self._services) > self.max_services:
-                self._services.popitem(last=False)
-                self.evictions += 1  # exported by /metrics
-        else:
-            self._services.move_to_end(name)
-        return state
 
     def seed(
         self, miner_arrays: dict[str, npt.NDArray[Any]] | None, seeds: list[SeedTemplates]
@@ -300,9 +285,9 @@ class TemplateStore:
                 miner_arrays, "", self.miner.max_templates, self.miner.similarity
             )
         for seed in seeds:
-            if seed.service in self._services:
+            if seed.service in self:
                 continue
-            state = self._service(seed.service)
+            state = self.state_for(seed.service)
             for text, count in seed.counts.items():
                 template_id = self.miner.find(text)
                 if template_id is None:
@@ -327,7 +312,7 @@ class TemplateStore:
             ids[i] = template_id
             if template_id == NO_TEMPLATE:
                 continue
-            state = self._service(service)
+            state = self.state_for(service)
             n_messages = state.messages
             count = state.counts.get(template_id, 0)
             seen[i] = n_messages
@@ -380,5 +365,5 @@ class TemplateStore:
         return TemplateView(ids, seen, counts, novelty, rare, surge, surge_count, surge_expected)
 
     def service_counts(self, service: str) -> dict[int, int]:
-        state = self._services.get(service)
+        state = self.get(service)
         return dict(state.counts) if state is not None else {}

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 
 from app.baselines import MIN_LOG_SCALE
 from app.events import EventBatch
+from app.service_states import ServiceStates
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -192,7 +193,7 @@ class WindowSnapshot:
     window_end: float | None
 
 
-class WindowStore:
+class WindowStore(ServiceStates[ServiceWindow]):
     """Windows of at most ``max_services`` services, least recently seen evicted first."""
 
     def __init__(
@@ -203,29 +204,12 @@ class WindowStore:
         halflife_seconds: float,
         max_services: int,
     ) -> None:
+        super().__init__(partial(ServiceWindow, n_buckets), max_services)
         self.window_seconds = window_seconds
         self.n_buckets = n_buckets
         self.bucket_seconds = window_seconds / n_buckets
         self.min_events = min_events
         self.halflife = halflife_seconds
-        self.max_services = max_services
-        self.evictions = 0
-        self._windows: OrderedDict[str, ServiceWindow] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._windows)
-
-    def _window_for(self, service: str) -> ServiceWindow:
-        window = self._windows.get(service)
-        if window is None:
-            window = ServiceWindow(self.n_buckets)
-            self._windows[service] = window
-            if len(self._windows) > self.max_services:
-                self._windows.popitem(last=False)
-                self.evictions += 1
-        else:
-            self._windows.move_to_end(service)
-        return window
 
     def observe(self, batch: EventBatch) -> WindowView:
         """Read each event's window, then count the event in: sequential, in batch order."""
@@ -240,7 +224,7 @@ class WindowStore:
         times = batch.timestamps.tolist()
         error_flags = batch.is_error.tolist()
         for i, service in enumerate(batch.services):
-            window = self._window_for(service)
+            window = self.state_for(service)
             bucket_id = math.floor(times[i] / self.bucket_seconds)
             window.advance(bucket_id, n_buckets)
             expected[i] = window.expected_error_rate
@@ -263,7 +247,7 @@ class WindowStore:
 
     def snapshot(self, service: str) -> WindowSnapshot | None:
         """The service's current window (ending at its newest event time); None if never seen."""
-        window = self._windows.get(service)
+        window = self.get(service)
         if window is None:
             return None
         low, high = window.latency_extremes(self.n_buckets)

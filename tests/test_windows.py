@@ -79,7 +79,8 @@ def test_a_jump_past_the_whole_window_starts_from_exact_zeros() -> None:
     assert (snap.total, snap.errors) == (1, 0)
     assert snap.avg_latency is None
     assert (snap.min_latency, snap.max_latency) == (None, None)
-    window = windows._windows["a"]
+    window = windows.get("a")
+    assert window is not None
     assert (window.lat_sum, window.log_sum, window.log_sumsq) == (0.0, 0.0, 0.0)
 
 
@@ -129,7 +130,8 @@ def test_long_run_error_rate_starts_at_the_prior_and_learns() -> None:
 def test_window_memory_does_not_grow_with_events() -> None:
     windows = store()
     windows.observe(batch(("busy", "INFO", 1.0, 0)))
-    window = windows._windows["busy"]
+    window = windows.get("busy")
+    assert window is not None
     assert not hasattr(window, "__dict__")  # slots only: no per-event attributes can appear
     size_before = sys.getsizeof(window.buckets)
     length_before = len(window.buckets)
@@ -139,7 +141,7 @@ def test_window_memory_does_not_grow_with_events() -> None:
     windows.observe(batch(*rows))
     assert len(window.buckets) == length_before == 60 * 9
     assert sys.getsizeof(window.buckets) == size_before
-    assert windows._windows["busy"] is window
+    assert windows.get("busy") is window
 
 
 def test_least_recently_seen_service_is_evicted_past_max_services() -> None:

@@ -49,7 +49,8 @@ def test_events_without_a_message_are_skipped_not_counted() -> None:
 def test_contexts_per_service_are_bounded() -> None:
     store = SequenceStore(top_k=3, max_contexts=32)
     store.observe(["a"] * 5000, np.arange(5000, dtype=np.int64) % 997)
-    state = store._services["a"]
+    state = store.get("a")
+    assert state is not None
     assert len(state.contexts) <= 32
     assert len(state.unigram.counts) <= 33
 
