@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from app.service_states import ServiceStates
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -148,7 +149,7 @@ class _ServiceCalibration:
         self.last_alarm = -math.inf
 
 
-class OnlineRecalibration:
+class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
     """Per service and method, how often the method's rarities are really as small as they claim.
 
     A method's rarity is exact only when its model of the service is right; a series with a
@@ -173,8 +174,7 @@ class OnlineRecalibration:
     """
 
     def __init__(self, max_services: int = 100_000) -> None:
-        self.max_services = max_services
-        self._services: OrderedDict[str, _ServiceCalibration] = OrderedDict()
+        super().__init__(_ServiceCalibration, max_services)
 
     def observe(
         self,
@@ -204,14 +204,7 @@ class OnlineRecalibration:
         rarity_rows = stacked.tolist()
         time_list = times.tolist()
         for i, service in enumerate(services):
-            service_state = self._services.get(service)
-            if service_state is None:
-                service_state = _ServiceCalibration()
-                self._services[service] = service_state
-                if len(self._services) > self.max_services:
-                    self._services.popitem(last=False)
-            else:
-                self._services.move_to_end(service)
+            service_state = self.state_for(service)
             state = service_state.counts
             flagged = False
             for m, name in enumerate(names):
