@@ -13,7 +13,6 @@ computed on the same lines as the floor to beat.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import pandas as pd
 
 from app.eval.metrics import Confusion
 from app.eval.replay import Replayer
-from app.eval.report import describe_run, table
+from app.eval.report import describe_run, explanation_kind, publish, table
 from app.schemas.events import MAX_MESSAGE_CHARS, Level
 
 # BGL's severities (Oliner & Stearley 2007) onto ours. FAILURE and FATAL both mean a component
@@ -135,7 +134,8 @@ def run(
             "flagged_anomalous": int((replay.flagged & lines.anomalous)[rows].sum()),
         }
     false_alarms = Counter(
-        _reason(replay.explanations[i]) for i in np.flatnonzero(replay.flagged & ~lines.anomalous)
+        explanation_kind(replay.explanations[i], 100)
+        for i in np.flatnonzero(replay.flagged & ~lines.anomalous)
     )
     missed = Counter(
         (lines.raw_levels[i], lines.events[i]["message"][:60])
@@ -156,16 +156,8 @@ def run(
         "missed_examples": [f"{lvl}: {msg}" for (lvl, msg), _ in missed.most_common(10)],
         "cost": replayer.cost.as_dict(),
     }
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(render(summary))
+    publish(summary, json_out, render(summary))
     return summary
-
-
-def _reason(explanation: str) -> str:
-    """The explanation without its numbers, so that false alarms group by kind."""
-    return re.sub(r"\d+(\.\d+)?", "N", explanation)[:100]
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -63,3 +65,16 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def explanation_kind(explanation: str, width: int) -> str:
+    """An explanation with its numbers masked, so that false alarms group by kind."""
+    return re.sub(r"\d+(\.\d+)?", "N", explanation)[:width]
+
+
+def publish(summary: dict[str, Any], json_out: Path | None, rendered: str) -> None:
+    """Write the summary as JSON where asked, and print its tables."""
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(rendered)

@@ -23,7 +23,6 @@ be flagged, reported per service.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy.typing as npt
 
 from app.eval.metrics import Confusion
 from app.eval.replay import Replayer
-from app.eval.report import describe_run, table
+from app.eval.report import describe_run, explanation_kind, publish, table
 from app.schemas.events import Level, LogEvent
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -335,7 +334,7 @@ def run(
     false_alarms: dict[str, int] = {}
     normal = ~np.asarray(stream.labels) & np.asarray(stream.scored)
     for row in np.flatnonzero(replay.flagged & normal):
-        key = f"{stream.events[row].service}: {_shape(replay.explanations[row])}"
+        key = f"{stream.events[row].service}: {explanation_kind(replay.explanations[row], 90)}"
         false_alarms[key] = false_alarms.get(key, 0) + 1
     summary["false_alarm_reasons"] = dict(
         sorted(false_alarms.items(), key=lambda item: -item[1])[:12]
@@ -345,17 +344,8 @@ def run(
     summary["seed"] = seed
     summary["settings"] = replayer.settings_summary()
     summary["cost"] = replayer.cost.as_dict()
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(render(summary))
+    publish(summary, json_out, render(summary))
     return summary
-
-
-def _shape(explanation: str) -> str:
-    import re
-
-    return re.sub(r"\d+(\.\d+)?", "N", explanation)[:90]
 
 
 def _pct(value: float) -> str:
