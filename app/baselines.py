@@ -149,7 +149,7 @@ class BaselineStore(ServiceStates[ServiceBaseline]):
         latency_z, median, shift = np.full((3, n), np.nan)
         seen = np.zeros(n, dtype=np.int64)
         ready = np.zeros(n, dtype=np.bool_)
-        log_latency = np.log1p(batch.latency_ms).tolist()
+        log_latency = batch.log_latency.tolist()
         times = batch.timestamps.tolist()
         for i, service in enumerate(batch.services):
             baseline = self.state_for(service)

@@ -136,12 +136,35 @@ class ScoringEngine:
         if not events:
             return []
         model = self._model
-        batch = EventBatch.from_events(events, received_at)
+        context = self.observe(events, EventBatch.from_events(events, received_at))
+        outputs: dict[str, MethodOutput] = {}
+        failures: dict[str, str] = {}
+        for detector in self._detectors(model):
+            try:
+                outputs[detector.name] = detector.rarity(context)
+            except Exception as exc:
+                # One broken method must not fail the request: it is reported as degraded.
+                log.exception("detector %s failed; scoring without it", detector.name)
+                failures[detector.name] = f"{type(exc).__name__}: {exc}"
+                self.detector_failures[detector.name] += 1
+        return self._render(
+            model,
+            context.batch,
+            context.baseline,
+            context.window,
+            outputs,
+            failures,
+            context.templates,
+        )
+
+    def observe(self, events: Sequence[LogEvent], batch: EventBatch) -> ScoringContext:
+        """Read every per-service store for each event, then learn the event, in batch order:
+        everything the detectors see. ``score`` is this, the detectors and the rendering."""
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
         templates = self.templates.observe(batch.services, [event.message for event in events])
         forecasts = self.forecasts.observe(batch)
-        context = ScoringContext(
+        return ScoringContext(
             batch,
             feature_matrix(
                 expected_latency_z(baseline.latency_z, forecasts.latency_residual_z),
@@ -153,17 +176,6 @@ class ScoringEngine:
             self.sequences.observe(batch.services, templates.template_id),
             forecasts,
         )
-        outputs: dict[str, MethodOutput] = {}
-        failures: dict[str, str] = {}
-        for detector in self._detectors(model):
-            try:
-                outputs[detector.name] = detector.rarity(context)
-            except Exception as exc:
-                # One broken method must not fail the request: it is reported as degraded.
-                log.exception("detector %s failed; scoring without it", detector.name)
-                failures[detector.name] = f"{type(exc).__name__}: {exc}"
-                self.detector_failures[detector.name] += 1
-        return self._render(model, batch, baseline, window, outputs, failures, templates)
 
     def _render(
         self,

@@ -29,9 +29,12 @@ class EventBatch:
 
     # Derived once (windows, the sliding window and the explanation all read it), not stored.
     is_error: npt.NDArray[np.bool_] = field(init=False, repr=False, compare=False)
+    # log(1 + latency_ms), NaN where missing: baselines, windows and forecasts all work on it.
+    log_latency: FloatArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_error", np.asarray(self.level_scores >= ERROR_LEVEL_SCORE))
+        object.__setattr__(self, "log_latency", np.log1p(self.latency_ms))
 
     def __len__(self) -> int:
         return len(self.services)

@@ -161,7 +161,7 @@ class ForecastStore(ServiceStates[ServiceForecast]):
         bucket_events = np.zeros(n, dtype=np.int64)
         is_error_mask = np.zeros(n, dtype=np.bool_)
         slot_seconds = DAY_SECONDS / self.slots
-        log_latency = np.log1p(batch.latency_ms).tolist()
+        log_latency = batch.log_latency.tolist()
         times = batch.timestamps.tolist()
         errors = batch.is_error.tolist()
         for i, service in enumerate(batch.services):

@@ -220,7 +220,7 @@ class WindowStore(ServiceStates[ServiceWindow]):
         in_window = np.ones(n, dtype=np.bool_)
         n_buckets = self.n_buckets
         latencies = batch.latency_ms.tolist()
-        log_latencies = np.log1p(batch.latency_ms).tolist()
+        log_latencies = batch.log_latency.tolist()
         times = batch.timestamps.tolist()
         error_flags = batch.is_error.tolist()
         for i, service in enumerate(batch.services):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from app.detectors.base import ScoringContext
 from app.detectors.forest import COMPILED_AVAILABLE
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
@@ -126,10 +125,9 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
     size = len(events)
     calls = 3000 if size == 1 else 10
     batch = EventBatch.from_events(events)
-    baseline = engine.baselines.observe(batch)
-    window = engine.windows.observe(batch)
-    features = feature_matrix(baseline.latency_z, batch.level_scores)
-    context = ScoringContext(batch, features, baseline, window)
+    # The engine's own observe step, so the detectors see exactly what they see when scoring.
+    context = engine.observe(events, batch)
+    baseline, features = context.baseline, context.features
     forest = engine.model.isolation_forest.forest_
     assert forest is not None
     stages: dict[str, Callable[[], object]] = {
@@ -137,6 +135,7 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
         "baselines.observe": partial(engine.baselines.observe, batch),
         "windows.observe": partial(engine.windows.observe, batch),
         "feature_matrix": partial(feature_matrix, baseline.latency_z, batch.level_scores),
+        "all per-service stores (engine.observe)": partial(engine.observe, events, batch),
     }
     for active in engine._detectors(engine.model):
         stages[f"detector {active.name}"] = partial(active.rarity, context)
