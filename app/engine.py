@@ -106,6 +106,7 @@ class ScoringEngine:
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
+        self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
         self._model = model
         self.baselines.seed(model.baselines)
         self.templates.seed(model.templates, model.template_seeds)
@@ -162,7 +163,9 @@ class ScoringEngine:
         everything the detectors see. ``score`` is this, the detectors and the rendering."""
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
-        templates = self.templates.observe(batch.services, [event.message for event in events])
+        templates = self.templates.observe(
+            batch.services, [event.message for event in events], batch.level_scores.tolist()
+        )
         forecasts = self.forecasts.observe(batch)
         return ScoringContext(
             batch,
@@ -189,12 +192,14 @@ class ScoringEngine:
     ) -> list[ScoreDict]:
         q = self.settings.target_false_alarm_rate
         threshold = self.settings.anomaly_threshold
+        exact = self._not_recalibrated
         rarities = self.recalibration.observe(
             batch.services,
             batch.timestamps,
-            {name: out.rarity for name, out in outputs.items()},
+            {name: out.rarity for name, out in outputs.items() if name not in exact},
             {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
         )
+        rarities.update({name: out.rarity for name, out in outputs.items() if name in exact})
         scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
         method_names = self._method_names

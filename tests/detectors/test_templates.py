@@ -13,7 +13,7 @@ from app.detectors.base import ScoringContext
 from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
 from app.local import AnomalyDetector
-from app.schemas.events import Level, LogEvent
+from app.schemas.events import LEVEL_SCORES, Level, LogEvent
 from app.templates import NO_TEMPLATE, TemplateMiner, TemplateStore
 from app.windows import WindowView
 from tests.conftest import make_settings
@@ -159,3 +159,77 @@ async def test_a_novel_message_with_normal_latency_is_flagged_and_explained(
     assert odd["methods"]["templates"]["is_anomaly"]
     assert not odd["methods"]["isolation_forest"]["is_anomaly"]
     assert "never seen before in this service" in odd["explanation"]
+
+
+def test_the_miner_counts_messages_and_one_off_templates_system_wide() -> None:
+    miner = TemplateMiner(max_templates=2)
+    assert miner.observe("disk full on volume 1") == (0, True)
+    assert miner.observe("disk full on volume 2") == (0, False)
+    assert miner.observe("user logged in") == (1, True)
+    assert (miner.messages, miner.singletons) == (3, 1)
+    assert miner.novelty() == (1 + 1) / (3 + 2)
+    miner.add("cache warmed")  # evicts the two-message template, adds a one-off
+    assert (miner.messages, miner.singletons) == (4, 2)
+    restored = TemplateMiner.from_arrays(miner.to_arrays(""), "")
+    assert (restored.messages, restored.singletons) == (2, 2)
+
+
+def test_a_template_new_to_every_service_is_judged_by_the_whole_systems_history() -> None:
+    # A service with 100 lines of its own cannot call a new template rarer than ~1 in 100, but
+    # when 3,000 lines from every service held no new template, one is about 1 in 3,000.
+    store = TemplateStore()
+    _normal_traffic(store, 3000)
+    store.observe(["young"] * 100, [f"job {i} done" for i in range(100)])
+    view = store.observe(["young", "young"], ["segfault in worker 3", "api: cache hit key 9"])
+    assert view.novelty_rarity[0] > 0.005
+    assert view.system_novelty_rarity[0] < 1e-3
+    # New to this service but not to the system: only the service's own history judges it.
+    store.observe(["other"] * 30, [f"job {i} done" for i in range(30)])
+    again = store.observe(["other"], ["segfault in worker 5"])
+    assert again.novelty_rarity[0] < 1.0
+    assert again.system_novelty_rarity[0] == 1.0
+
+
+def test_the_surge_test_judges_warnings_and_errors_but_not_info_lines() -> None:
+    messages = ["served request"] * 990 + ["retrying upstream call"] * 10
+    np.random.default_rng(1).shuffle(messages)
+    flood = ["retrying upstream call"] * 30
+    surges = {}
+    for level in (Level.INFO, Level.WARN):
+        store = TemplateStore(surge_halflife_messages=20.0)
+        store.observe(["api"] * 1000, messages, [0.0] * 1000)
+        score = float(LEVEL_SCORES[level])
+        surges[level] = store.observe(["api"] * 30, flood, [score] * 30).surge_rarity[-1]
+    assert surges[Level.INFO] == 1.0
+    assert surges[Level.WARN] < 1e-6
+
+
+async def test_a_novelty_after_an_incident_is_still_flagged(tmp_path: Path) -> None:
+    # A warning flood makes the template method alarm for a while; it must not teach the
+    # service that the method's rare findings are common (the online recalibration would), so a
+    # never-seen template later is still flagged.
+    detector = AnomalyDetector(make_settings(tmp_path))
+    rng = np.random.default_rng(5)
+    start = 1_795_000_000.0
+
+    def event(i: int, level: str, message: str) -> dict[str, object]:
+        return {
+            "service": "api",
+            "level": level,
+            "message": message,
+            "latency_ms": float(50 * np.exp(0.2 * rng.standard_normal())),
+            "timestamp": f"{np.datetime64(int(start + i), 's')}Z",
+        }
+
+    events = [event(i, "INFO", f"GET /items/{i} 200") for i in range(3000)]
+    events += [
+        event(3000 + i, "WARN", f"pool at {90 + i % 10}% capacity")
+        if i % 2
+        else event(3000 + i, "INFO", f"GET /items/{i} 200")
+        for i in range(200)
+    ]
+    events += [event(3200 + i, "INFO", f"GET /items/{i} 200") for i in range(1000)]
+    results = detector.predict_batch(events)
+    assert sum(r["methods"]["templates"]["is_anomaly"] for r in results[3000:3200]) > 20
+    odd = detector.predict(event(4300, "INFO", "schema migration rolled back on shard 4"))
+    assert odd["methods"]["templates"]["is_anomaly"]
