@@ -110,6 +110,10 @@ class TemplateMiner:
     def __len__(self) -> int:
         return len(self._templates)
 
+    def count(self, template_id: int) -> int:
+        template = self._templates.get(template_id)
+        return template.count if template is not None else 0
+
     def text(self, template_id: int) -> str | None:
         template = self._templates.get(template_id)
         return template.text if template is not None else None
@@ -122,6 +126,15 @@ class TemplateMiner:
         """Good-Turing probability that the next message, from any service, has a template never
         mined before: ``(n1 + 1) / (n + 2)`` over every message mined so far."""
         return (self.singletons + 1.0) / (self.messages + 2.0)
+
+    def tail_messages(self, template_id: int, prior_count: int) -> int:
+        """Messages whose templates had at most ``prior_count`` messages, counting
+        ``template_id`` (which has just gained one) at ``prior_count``. O(templates)."""
+        total = prior_count
+        for template in self._templates.values():
+            if template.count <= prior_count and template.template_id != template_id:
+                total += template.count
+        return total
 
     def observe(self, message: str) -> tuple[int, bool]:
         """Like ``add``, and whether the message made a new template (new to every service)."""
@@ -276,7 +289,9 @@ class TemplateView:
     service_messages: IntArray  # the service's templated messages before this one
     template_count: IntArray  # this template's messages in the service before this one
     novelty_rarity: FloatArray  # 1 unless the template is new to the service
-    system_novelty_rarity: FloatArray  # 1 unless the template is new to every service
+    # 1 unless the template is new to the service: then the share of the system's messages
+    # whose templates are new or at most as frequent (Good-Turing mass for the new ones)
+    system_rarity: FloatArray
     rarity_of_rare: FloatArray  # share of the service's messages at most this frequent
     surge_rarity: FloatArray  # Poisson tail of this template's recent count
     surge_count: FloatArray  # this template's recent (decayed) count, this event included
@@ -346,14 +361,14 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         seen = np.zeros(n, dtype=np.int64)
         counts = np.zeros(n, dtype=np.int64)
         novelty = np.ones(n)
-        system_novelty = np.ones(n)
+        system_rarity = np.ones(n)
         rare = np.ones(n)
         surge = np.ones(n)
         surge_count = np.zeros(n)
         surge_expected = np.zeros(n)
         miner = self.miner
         for i, (service, message, level) in enumerate(zip(services, messages, levels, strict=True)):
-            system_new = miner.novelty()
+            prior_singletons, prior_messages = miner.singletons, miner.messages
             template_id, created = miner.observe(message) if message else (NO_TEMPLATE, False)
             ids[i] = template_id
             if template_id == NO_TEMPLATE:
@@ -366,11 +381,14 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             judged = n_messages >= MIN_SERVICE_MESSAGES
             if judged and count == 0:
                 novelty[i] = (state.singletons + 1.0) / (n_messages + 2.0)
-                if created:
-                    # New to every service, not only this one: "new anywhere" is a rarer class
-                    # whose rate the whole system's history estimates, which is what lets a
-                    # young service call a new template rarer than 1 in its own few hundred.
-                    system_novelty[i] = system_new
+                # New to this service: how rare is the template in the whole system? Never mined
+                # (Good-Turing) or at most this frequent anywhere is a rarer class whose rate the
+                # whole system's history estimates, which is what lets a young service call a
+                # new template rarer than 1 in its own few hundred lines.
+                prior = 0 if created else miner.count(template_id) - 1
+                if prior <= RARE_SHARE * prior_messages:
+                    tail = miner.tail_messages(template_id, prior) if prior else 0
+                    system_rarity[i] = (prior_singletons + 1.0 + tail) / (prior_messages + 2.0)
             elif judged and count < RARE_SHARE * n_messages:
                 at_most = sum(c for c in state.counts.values() if c <= count)
                 rare[i] = at_most / n_messages
@@ -414,7 +432,7 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             state.counts[template_id] = count + 1
             state.messages += 1
         return TemplateView(
-            ids, seen, counts, novelty, system_novelty, rare, surge, surge_count, surge_expected
+            ids, seen, counts, novelty, system_rarity, rare, surge, surge_count, surge_expected
         )
 
     def service_counts(self, service: str) -> dict[int, int]:

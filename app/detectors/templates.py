@@ -11,9 +11,9 @@ from app.detectors.base import Detector, MethodOutput, ScoringContext
 
 class TemplateDetector(Detector):
     """Four tail probabilities per event from ``app.templates.TemplateStore``: Good-Turing
-    novelty for the service and for the whole system, empirical rarity of the template, and a
-    Poisson surge test of its recent count (warnings and errors only). The rarity is the smallest
-    of the four times four (Bonferroni)."""
+    novelty for the service, the system-wide rarity of a template new to the service, the
+    empirical rarity of the template in the service, and a Poisson surge test of its recent count
+    (warnings and errors only). The rarity is the smallest of the four times four (Bonferroni)."""
 
     name: ClassVar[str] = "templates"
     method: ClassVar[str] = "Message templates (Drain-style): new, rare or surging template"
@@ -49,7 +49,7 @@ class TemplateDetector(Detector):
             raise RuntimeError("templates detector needs the engine's template view")
         tests = [
             view.novelty_rarity,
-            view.system_novelty_rarity,
+            view.system_rarity,
             view.rarity_of_rare,
             view.surge_rarity,
         ]
@@ -62,7 +62,7 @@ class TemplateDetector(Detector):
                 "template_count": np.where(has_template, view.template_count, np.nan),
                 "service_messages": view.service_messages.astype(np.float64),
                 "novelty_rarity": view.novelty_rarity,
-                "system_novelty_rarity": view.system_novelty_rarity,
+                "system_rarity": view.system_rarity,
                 "rare_rarity": view.rarity_of_rare,
                 "surge_count": view.surge_count,
                 "surge_expected": view.surge_expected,

@@ -174,20 +174,22 @@ def test_the_miner_counts_messages_and_one_off_templates_system_wide() -> None:
     assert (restored.messages, restored.singletons) == (2, 2)
 
 
-def test_a_template_new_to_every_service_is_judged_by_the_whole_systems_history() -> None:
+def test_a_template_new_to_a_service_is_judged_by_the_whole_systems_history() -> None:
     # A service with 100 lines of its own cannot call a new template rarer than ~1 in 100, but
     # when 3,000 lines from every service held no new template, one is about 1 in 3,000.
     store = TemplateStore()
     _normal_traffic(store, 3000)
     store.observe(["young"] * 100, [f"job {i} done" for i in range(100)])
-    view = store.observe(["young", "young"], ["segfault in worker 3", "api: cache hit key 9"])
+    view = store.observe(["young", "young"], ["segfault in worker 3", "cache hit key 9"])
     assert view.novelty_rarity[0] > 0.005
-    assert view.system_novelty_rarity[0] < 1e-3
-    # New to this service but not to the system: only the service's own history judges it.
+    assert view.system_rarity[0] < 1e-3
+    assert view.system_rarity[1] == 1.0  # common elsewhere: only the service's history judges
+    # New to this service, seen once elsewhere (the only one-off): Good-Turing's (1 + 1) for
+    # templates never mined plus its own one message, over the 3,132 messages mined + 2.
     store.observe(["other"] * 30, [f"job {i} done" for i in range(30)])
     again = store.observe(["other"], ["segfault in worker 5"])
-    assert again.novelty_rarity[0] < 1.0
-    assert again.system_novelty_rarity[0] == 1.0
+    assert again.novelty_rarity[0] > 0.01
+    assert again.system_rarity[0] == (1 + 1 + 1) / (3132 + 2)
 
 
 def test_the_surge_test_judges_warnings_and_errors_but_not_info_lines() -> None:
@@ -233,3 +235,31 @@ async def test_a_novelty_after_an_incident_is_still_flagged(tmp_path: Path) -> N
     assert sum(r["methods"]["templates"]["is_anomaly"] for r in results[3000:3200]) > 20
     odd = detector.predict(event(4300, "INFO", "schema migration rolled back on shard 4"))
     assert odd["methods"]["templates"]["is_anomaly"]
+
+
+async def test_a_template_rare_everywhere_is_explained_as_such(tmp_path: Path) -> None:
+    detector = AnomalyDetector(make_settings(tmp_path))
+    start = 1_795_000_000.0
+    events = [
+        {
+            "service": "api" if i % 10 else "young",
+            "level": "INFO",
+            "message": f"GET /items/{i} 200",
+            "latency_ms": 50.0 + i % 7,
+            "timestamp": f"{np.datetime64(int(start + i), 's')}Z",
+        }
+        for i in range(6000)
+    ]
+    detector.predict_batch(events)
+    odd = detector.predict(
+        {
+            "service": "young",
+            "level": "INFO",
+            "message": "segfault in worker 3: core dumped",
+            "latency_ms": 52.0,
+            "timestamp": f"{np.datetime64(int(start + 6001), 's')}Z",
+        }
+    )
+    assert odd["methods"]["templates"]["is_anomaly"]
+    expected = "never seen before in this service (600 messages seen; as rare as 1 in 6,002 "
+    assert expected in odd["explanation"]
