@@ -36,6 +36,7 @@ The per-service statistics answer three questions for every event, each as a tai
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,16 @@ MIN_SERVICE_MESSAGES = 20
 SURGE_MIN_LEVEL_SCORE = 1  # LEVEL_SCORES[Level.WARN]
 # Scaled surge counters are renormalised before 2**exponent leaves float range comfortably.
 RESCALE_EXPONENT = 200.0
+
+
+def without_service_name(service: str, message: str) -> str:
+    """``message`` with its own service's name, as a whole word, masked: ``auth: upstream 503``
+    and ``checkout: upstream 503`` are one template logged by two services. Without this a
+    service's first error, worded like every other service's, was a template "never seen in any
+    service" (the miner splits on the first token)."""
+    if len(service) < 3 or service not in message:
+        return message
+    return re.sub(rf"(?<![\w.-]){re.escape(service)}(?![\w.-])", WILDCARD, message)
 
 
 def tokens_of(message: str) -> tuple[str, ...]:
@@ -369,7 +380,11 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         miner = self.miner
         for i, (service, message, level) in enumerate(zip(services, messages, levels, strict=True)):
             prior_singletons, prior_messages = miner.singletons, miner.messages
-            template_id, created = miner.observe(message) if message else (NO_TEMPLATE, False)
+            template_id, created = (
+                miner.observe(without_service_name(service, message))
+                if message
+                else (NO_TEMPLATE, False)
+            )
             ids[i] = template_id
             if template_id == NO_TEMPLATE:
                 continue

@@ -263,3 +263,18 @@ async def test_a_template_rare_everywhere_is_explained_as_such(tmp_path: Path) -
     assert odd["methods"]["templates"]["is_anomaly"]
     expected = "never seen before in this service (600 messages seen; as rare as 1 in 6,002 "
     assert expected in odd["explanation"]
+
+
+def test_a_message_naming_its_own_service_shares_the_template_of_other_services() -> None:
+    store = TemplateStore()
+    view = store.observe(
+        ["auth", "checkout", "auth"],
+        [
+            "auth: upstream 10.0.0.1 returned 503",
+            "checkout: upstream 10.0.0.2 returned 503",
+            "authenticated auth-proxy user",
+        ],
+    )
+    assert view.template_id[0] == view.template_id[1]
+    # Only the whole word is the service's name: "authenticated" and "auth-proxy" stay.
+    assert store.miner.text(int(view.template_id[2])) == "authenticated auth-proxy user"
