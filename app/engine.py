@@ -36,7 +36,7 @@ from app.explain import explain
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
-from app.schemas.events import LogEvent
+from app.schemas.events import LEVEL_SCORES, LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
 from app.sequences import SequenceStore
@@ -76,6 +76,7 @@ class ScoringEngine:
             settings.template_similarity,
             settings.template_surge_messages,
             settings.max_services,
+            LEVEL_SCORES[settings.template_surge_min_level],
         )
         self.sequences = SequenceStore(
             settings.sequence_top_k, settings.sequence_max_contexts, settings.max_services
@@ -94,6 +95,7 @@ class ScoringEngine:
                 settings.template_max,
                 settings.template_similarity,
                 settings.template_surge_messages,
+                settings.template_surge_min_level.value,
             ),
             SequenceDetector(settings.sequence_top_k, settings.sequence_max_contexts),
             ForecastDetector(

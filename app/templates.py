@@ -20,18 +20,26 @@ long as the engine runs and in every artifact that stores it. Memory is bounded:
 ``max_templates`` templates (the least recently seen is evicted) and, per service, at most
 ``max_templates`` template counters.
 
-The per-service statistics answer three questions for every event, each as a tail probability
-(``rarity``) under the service's own history:
+The per-service statistics answer four questions for every event, each as a tail probability
+(``rarity``) under the service's own history, or the whole system's:
 
 * **never seen**: the Good-Turing estimate of the probability that a service's next message has a
   template it never produced, ``(n1 + 1) / (n + 2)`` with ``n1`` templates seen exactly once among
   ``n`` messages;
+* **rare in the system**, for a template never seen in the service: the same estimate over every
+  service's messages if the miner never saw the template, plus the share of all messages whose
+  templates are at most as frequent if it did. A service with a few hundred lines cannot call a new
+  template rarer than 1 in a few hundred on its own, but the system's history can;
 * **rare**: the share of the service's messages whose templates are at most as frequent as this
   one, ``sum(c_t for c_t <= c) / n``: the exact tail probability of "this uncommon" under the
   empirical distribution;
-* **surge**: the number of this template's messages among the service's last few dozen messages
-  (a half-life in messages, not seconds, so quiet and busy services are judged alike) against
-  what its long-run share of the service's recent traffic predicts, a Poisson upper tail.
+* **surge** (warnings and errors only, ``SURGE_MIN_LEVEL_SCORE``): the number of this template's
+  messages among the service's last few dozen messages (a half-life in messages, not seconds, so
+  quiet and busy services are judged alike) against what its long-run share of the service's
+  recent traffic predicts, a Poisson upper tail.
+
+A message's own service name is masked before mining (``without_service_name``), so one wording
+logged by several services is one template.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ MIN_SERVICE_MESSAGES = 20
 # engine's 556 false alarms were surges of INFO templates (core dumps being written,
 # alignment-exception counters) in normal operation. A
 # surge of a failing template (WARN and above) is what an incident looks like; traffic volume is
-# the sliding window's and the forecast's to judge.
+# the sliding window's and the forecast's to judge. INSIGHTHUB_TEMPLATE_SURGE_MIN_LEVEL sets it.
 SURGE_MIN_LEVEL_SCORE = 1  # LEVEL_SCORES[Level.WARN]
 # Scaled surge counters are renormalised before 2**exponent leaves float range comfortably.
 RESCALE_EXPONENT = 200.0
@@ -330,11 +338,13 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         similarity: float = 0.5,
         surge_halflife_messages: float = 50.0,
         max_services: int = 100_000,
+        surge_min_level_score: float = SURGE_MIN_LEVEL_SCORE,
     ) -> None:
         super().__init__(ServiceTemplates, max_services)
         self.miner = TemplateMiner(max_templates, similarity)
         self.max_templates = max_templates
         self.surge_halflife_messages = surge_halflife_messages
+        self.surge_min_level_score = surge_min_level_score
 
     def seed(
         self, miner_arrays: dict[str, npt.NDArray[Any]] | None, seeds: list[SeedTemplates]
@@ -365,9 +375,10 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         """Read each event's template statistics, then learn from it: sequential, in order.
 
         ``level_scores`` (``app.schemas.events.LEVEL_SCORES``) limit the surge test to events at
-        ``SURGE_MIN_LEVEL_SCORE`` or above; without them every event's surge is judged."""
+        ``surge_min_level_score`` or above; without them every event's surge is judged."""
         n = len(services)
-        levels = [float(SURGE_MIN_LEVEL_SCORE)] * n if level_scores is None else level_scores
+        min_level = self.surge_min_level_score
+        levels = [min_level] * n if level_scores is None else level_scores
         ids = np.full(n, NO_TEMPLATE, dtype=np.int64)
         seen = np.zeros(n, dtype=np.int64)
         counts = np.zeros(n, dtype=np.int64)
@@ -426,7 +437,7 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             state.burst[template_id] = scaled
             state.surge_total += unit
             recent = scaled / unit
-            if judged and level >= SURGE_MIN_LEVEL_SCORE:
+            if judged and level >= min_level:
                 # The template's share in the service's *older* history (its recent messages
                 # taken out), so that a surge does not raise its own expectation.
                 share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)

@@ -31,16 +31,19 @@ class TemplateDetector(Detector):
         max_templates: int = 5000,
         similarity: float = 0.5,
         surge_halflife_messages: float = 50.0,
+        surge_min_level: str = "WARN",
     ) -> None:
         self.max_templates = max_templates
         self.similarity = similarity
         self.surge_halflife_messages = surge_halflife_messages
+        self.surge_min_level = surge_min_level
 
     def get_params(self) -> dict[str, Any]:
         return {
             "max_templates": self.max_templates,
             "similarity": self.similarity,
             "surge_halflife_messages": self.surge_halflife_messages,
+            "surge_min_level": self.surge_min_level,
         }
 
     def rarity(self, context: ScoringContext) -> MethodOutput:

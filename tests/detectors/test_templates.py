@@ -278,3 +278,12 @@ def test_a_message_naming_its_own_service_shares_the_template_of_other_services(
     assert view.template_id[0] == view.template_id[1]
     # Only the whole word is the service's name: "authenticated" and "auth-proxy" stay.
     assert store.miner.text(int(view.template_id[2])) == "authenticated auth-proxy user"
+
+
+def test_the_surge_level_is_a_setting_that_takes_level_aliases(tmp_path: Path) -> None:
+    default = AnomalyDetector(make_settings(tmp_path / "a"))
+    assert default.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.WARN]
+    every = AnomalyDetector(make_settings(tmp_path / "b", template_surge_min_level="info"))
+    assert every.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.INFO]
+    fatal = AnomalyDetector(make_settings(tmp_path / "c", template_surge_min_level="FATAL"))
+    assert fatal.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.CRITICAL]
