@@ -75,6 +75,10 @@ MIN_SERVICE_MESSAGES = 20
 # surge of a failing template (WARN and above) is what an incident looks like; traffic volume is
 # the sliding window's and the forecast's to judge. INSIGHTHUB_TEMPLATE_SURGE_MIN_LEVEL sets it.
 SURGE_MIN_LEVEL_SCORE = 1  # LEVEL_SCORES[Level.WARN]
+# Weight, in a service's own messages, of the system-wide novelty rate as the prior of the
+# service's: about 1/q (q = the default target false-alarm rate, 0.001), the history a service needs
+# before its own messages alone could call anything that rare.
+SYSTEM_PRIOR_MESSAGES = 1000.0
 # Scaled surge counters are renormalised before 2**exponent leaves float range comfortably.
 RESCALE_EXPONENT = 200.0
 
@@ -282,6 +286,7 @@ class ServiceTemplates:
     __slots__ = (
         "burst",
         "counts",
+        "introduced",
         "messages",
         "singletons",
         "surge_events",
@@ -293,6 +298,8 @@ class ServiceTemplates:
         self.counts: dict[int, int] = {}
         self.messages = 0
         self.singletons = 0
+        # Templates this service, past its warm-up, was the first in the system to log.
+        self.introduced = 0
         # Event-time decayed counts over the last few seconds: per template, and of all messages.
         self.burst: dict[int, float] = {}
         self.surge_total = 0.0
@@ -411,10 +418,17 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                 # (Good-Turing) or at most this frequent anywhere is a rarer class whose rate the
                 # whole system's history estimates, which is what lets a young service call a
                 # new template rarer than 1 in its own few hundred lines.
+                # The system's rate is only a prior: shrunk towards the service's own rate of
+                # templates new to the system, with the weight of SYSTEM_PRIOR_MESSAGES, so a
+                # service that keeps logging new templates (free text, unmasked names) is judged
+                # by its own habit, not by the quiet majority's.
                 prior = 0 if created else miner.count(template_id) - 1
                 if prior <= RARE_SHARE * prior_messages:
                     tail = miner.tail_messages(template_id, prior) if prior else 0
-                    system_rarity[i] = (prior_singletons + 1.0 + tail) / (prior_messages + 2.0)
+                    system = (prior_singletons + 1.0 + tail) / (prior_messages + 2.0)
+                    system_rarity[i] = (state.introduced + SYSTEM_PRIOR_MESSAGES * system) / (
+                        n_messages + SYSTEM_PRIOR_MESSAGES
+                    )
             elif judged and count < RARE_SHARE * n_messages:
                 at_most = sum(c for c in state.counts.values() if c <= count)
                 rare[i] = at_most / n_messages
@@ -447,6 +461,8 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                 # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected).
                 surge[i] = float(gammainc(recent, expected))
             # Learn.
+            # Templates a service brings in while warming up are its vocabulary, not a habit.
+            state.introduced += created and judged
             if count == 0:
                 if len(state.counts) >= self.max_templates:
                     least = min(state.counts, key=state.counts.__getitem__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,11 +186,13 @@ def test_a_template_new_to_a_service_is_judged_by_the_whole_systems_history() ->
     assert view.system_rarity[0] < 1e-3
     assert view.system_rarity[1] == 1.0  # common elsewhere: only the service's history judges
     # New to this service, seen once elsewhere (the only one-off): Good-Turing's (1 + 1) for
-    # templates never mined plus its own one message, over the 3,132 messages mined + 2.
+    # templates never mined plus its own one message, over the 3,132 messages mined + 2; that
+    # system rate is the prior of the service's (no one-offs in 30 lines), weighted 1,000 lines.
     store.observe(["other"] * 30, [f"job {i} done" for i in range(30)])
     again = store.observe(["other"], ["segfault in worker 5"])
     assert again.novelty_rarity[0] > 0.01
-    assert again.system_rarity[0] == (1 + 1 + 1) / (3132 + 2)
+    system = (1 + 1 + 1) / (3132 + 2)
+    assert again.system_rarity[0] == pytest.approx((0 + 1000 * system) / (30 + 1000))
 
 
 def test_the_surge_test_judges_warnings_and_errors_but_not_info_lines() -> None:
@@ -261,7 +264,8 @@ async def test_a_template_rare_everywhere_is_explained_as_such(tmp_path: Path) -
         }
     )
     assert odd["methods"]["templates"]["is_anomaly"]
-    expected = "never seen before in this service (600 messages seen; as rare as 1 in 6,002 "
+    # (0 one-offs + 1,000 * 1/6,002 for the system) / (600 + 1,000) lines: 1 in 9,603.
+    expected = "never seen before in this service (600 messages seen; as rare as 1 in 9,603 "
     assert expected in odd["explanation"]
 
 
@@ -287,3 +291,18 @@ def test_the_surge_level_is_a_setting_that_takes_level_aliases(tmp_path: Path) -
     assert every.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.INFO]
     fatal = AnomalyDetector(make_settings(tmp_path / "c", template_surge_min_level="FATAL"))
     assert fatal.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.CRITICAL]
+
+
+def test_a_service_that_keeps_logging_new_templates_is_judged_by_its_own_habit() -> None:
+    store = TemplateStore()
+    _normal_traffic(store, 20_000)
+    # A free-text service: a never-seen template every 20 lines or so.
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    noisy = [
+        f"{words[k % 8]}{words[(k // 8) % 8]}{words[k // 64]} mode" if i % 20 == 0 else "tick"
+        for i, k in ((i, i // 20) for i in range(2000))
+    ]
+    store.observe(["noisy"] * len(noisy), noisy)
+    view = store.observe(["noisy"], ["zuluyankeexray mode"])
+    assert view.novelty_rarity[0] > 0.02
+    assert view.system_rarity[0] > 0.02
