@@ -132,7 +132,7 @@ def _method_findings(
             if templates.novelty_rarity[i] < 1.0:
                 system = templates.system_rarity[i]
                 elsewhere = (
-                    f"; as rare as 1 in {1.0 / system:,.0f} messages of all services"
+                    f"; 1 in {1.0 / system:,.0f} judged with every service's history"
                     if system < templates.novelty_rarity[i]
                     else ""
                 )

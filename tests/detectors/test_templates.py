@@ -265,7 +265,7 @@ async def test_a_template_rare_everywhere_is_explained_as_such(tmp_path: Path) -
     )
     assert odd["methods"]["templates"]["is_anomaly"]
     # (0 one-offs + 1,000 * 1/6,002 for the system) / (600 + 1,000) lines: 1 in 9,603.
-    expected = "never seen before in this service (600 messages seen; as rare as 1 in 9,603 "
+    expected = "never seen before in this service (600 messages seen; 1 in 9,603 judged with "
     assert expected in odd["explanation"]
 
 
