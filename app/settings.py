@@ -88,7 +88,6 @@ class Settings(BaseSettings):
         default=Level.WARN,
         description="Lowest level whose template surges are judged (INFO lines are bursty).",
     )
-
     sequence_top_k: int = Field(default=5, ge=1, le=1000)
     sequence_max_contexts: int = Field(default=4096, ge=16, le=1_000_000)
 
