@@ -36,7 +36,9 @@ The per-service statistics answer four questions for every event, each as a tail
 * **surge** (warnings and errors only, ``SURGE_MIN_LEVEL_SCORE``): the number of this template's
   messages among the service's last few dozen messages (a half-life in messages, not seconds, so
   quiet and busy services are judged alike) against what its long-run share of the service's
-  recent traffic predicts, a Poisson upper tail.
+  recent traffic predicts, a Poisson upper tail; for a template that has surged ``k`` times
+  before (and got over it), at least ``k / n``: a habitually bursty template is judged by its
+  habit.
 
 A message's own service name is masked before mining (``without_service_name``), so one wording
 logged by several services is one template.
@@ -75,6 +77,10 @@ MIN_SERVICE_MESSAGES = 20
 # surge of a failing template (WARN and above) is what an incident looks like; traffic volume is
 # the sliding window's and the forecast's to judge. INSIGHTHUB_TEMPLATE_SURGE_MIN_LEVEL sets it.
 SURGE_MIN_LEVEL_SCORE = 1  # LEVEL_SCORES[Level.WARN]
+# A surge rarer than this opens a surge episode of the template; it is over once the template's
+# recent (decayed) count has fallen below SURGE_OVER_COUNT. Completed episodes are its habit.
+SURGE_EPISODE_RARITY = 1e-4
+SURGE_OVER_COUNT = 1.0
 # Weight, in a service's own messages, of the system-wide novelty rate as the prior of the
 # service's: about 1/q (q = the default target false-alarm rate, 0.001), the history a service needs
 # before its own messages alone could call anything that rare.
@@ -286,12 +292,14 @@ class ServiceTemplates:
     __slots__ = (
         "burst",
         "counts",
+        "episodes",
         "introduced",
         "messages",
         "singletons",
         "surge_events",
         "surge_ref_events",
         "surge_total",
+        "surging",
     )
 
     def __init__(self) -> None:
@@ -305,6 +313,9 @@ class ServiceTemplates:
         self.surge_total = 0.0
         self.surge_events = 0
         self.surge_ref_events = 0
+        # Per template: surges it has had and got over, and whether one is under way now.
+        self.episodes: dict[int, int] = {}
+        self.surging: set[int] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +470,17 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                 surge_count[i] = recent
                 surge_expected[i] = expected
                 # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected).
-                surge[i] = float(gammainc(recent, expected))
+                poisson = float(gammainc(recent, expected))
+                # A template's habit: one that has surged k times and got over it (its recent
+                # count decayed below one) starts another surge about k times in the service's n
+                # lines, however un-Poisson the burst; the first surge is judged by Poisson alone.
+                if template_id in state.surging and before < SURGE_OVER_COUNT:
+                    state.surging.discard(template_id)
+                    state.episodes[template_id] = state.episodes.get(template_id, 0) + 1
+                if poisson < SURGE_EPISODE_RARITY:
+                    state.surging.add(template_id)
+                habit = state.episodes.get(template_id, 0)
+                surge[i] = max(poisson, habit / n_messages) if habit else poisson
             # Learn.
             # Templates a service brings in while warming up are its vocabulary, not a habit.
             state.introduced += created and judged
@@ -468,6 +489,8 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                     least = min(state.counts, key=state.counts.__getitem__)
                     state.messages -= state.counts.pop(least)
                     state.burst.pop(least, None)
+                    state.episodes.pop(least, None)
+                    state.surging.discard(least)
                 state.singletons += 1
             elif count == 1:
                 state.singletons -= 1

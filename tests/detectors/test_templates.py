@@ -306,3 +306,22 @@ def test_a_service_that_keeps_logging_new_templates_is_judged_by_its_own_habit()
     view = store.observe(["noisy"], ["zuluyankeexray mode"])
     assert view.novelty_rarity[0] > 0.02
     assert view.system_rarity[0] > 0.02
+
+
+def test_a_template_that_habitually_bursts_is_judged_by_its_habit() -> None:
+    # A retry loop: now and then a run of 15 warnings among ordinary lines.
+    store = TemplateStore(surge_halflife_messages=20.0)
+    quiet = ["served request"] * 400
+    burst = ["retrying upstream call"] * 15
+    store.observe(["api"] * 400, quiet, [0.0] * 400)
+    first = store.observe(["api"] * 15, burst, [1.0] * 15).surge_rarity.min()
+    for _ in range(4):
+        store.observe(["api"] * 400, quiet, [0.0] * 400)
+        later = store.observe(["api"] * 15, burst, [1.0] * 15).surge_rarity
+    assert first < 1e-8
+    # Four surges got over before the fifth: at least 4 in the ~2,000 lines before it.
+    state = store.get("api")
+    assert state is not None
+    assert state.episodes == {store.miner.find("retrying upstream call"): 4}
+    assert later.min() >= 4 / (state.messages + 15)
+    assert later.min() > 1e-3
