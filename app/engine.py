@@ -36,7 +36,7 @@ from app.explain import explain
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
-from app.schemas.events import LogEvent
+from app.schemas.events import LEVEL_SCORES, LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
 from app.sequences import SequenceStore
@@ -76,6 +76,7 @@ class ScoringEngine:
             settings.template_similarity,
             settings.template_surge_messages,
             settings.max_services,
+            LEVEL_SCORES[settings.template_surge_min_level],
         )
         self.sequences = SequenceStore(
             settings.sequence_top_k, settings.sequence_max_contexts, settings.max_services
@@ -94,6 +95,7 @@ class ScoringEngine:
                 settings.template_max,
                 settings.template_similarity,
                 settings.template_surge_messages,
+                settings.template_surge_min_level.value,
             ),
             SequenceDetector(settings.sequence_top_k, settings.sequence_max_contexts),
             ForecastDetector(
@@ -106,6 +108,7 @@ class ScoringEngine:
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
+        self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
         self._model = model
         self.baselines.seed(model.baselines)
         self.templates.seed(model.templates, model.template_seeds)
@@ -162,7 +165,9 @@ class ScoringEngine:
         everything the detectors see. ``score`` is this, the detectors and the rendering."""
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
-        templates = self.templates.observe(batch.services, [event.message for event in events])
+        templates = self.templates.observe(
+            batch.services, [event.message for event in events], batch.level_scores.tolist()
+        )
         forecasts = self.forecasts.observe(batch)
         return ScoringContext(
             batch,
@@ -189,12 +194,14 @@ class ScoringEngine:
     ) -> list[ScoreDict]:
         q = self.settings.target_false_alarm_rate
         threshold = self.settings.anomaly_threshold
+        exact = self._not_recalibrated
         rarities = self.recalibration.observe(
             batch.services,
             batch.timestamps,
-            {name: out.rarity for name, out in outputs.items()},
+            {name: out.rarity for name, out in outputs.items() if name not in exact},
             {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
         )
+        rarities.update({name: out.rarity for name, out in outputs.items() if name in exact})
         scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
         method_names = self._method_names

@@ -130,9 +130,15 @@ def _method_findings(
             template = _quoted(int(templates.template_id[i]), template_text)
             seen = int(templates.service_messages[i])
             if templates.novelty_rarity[i] < 1.0:
+                system = templates.system_rarity[i]
+                elsewhere = (
+                    f"; 1 in {1.0 / system:,.0f} judged with every service's history"
+                    if system < templates.novelty_rarity[i]
+                    else ""
+                )
                 findings[i].append(
                     f"message template {template} never seen before in this service "
-                    f"({seen} messages seen)"
+                    f"({seen} messages seen{elsewhere})"
                 )
             elif templates.rarity_of_rare[i] < templates.surge_rarity[i]:
                 findings[i].append(

@@ -19,7 +19,7 @@ from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.features import FEATURE_NAMES, feature_matrix
 from app.schemas.events import LEVEL_SCORES, Level
-from app.templates import NO_TEMPLATE, SeedTemplates, TemplateMiner
+from app.templates import NO_TEMPLATE, SeedTemplates, TemplateMiner, without_service_name
 
 FloatArray = npt.NDArray[np.float64]
 ArrayMap = dict[str, npt.NDArray[Any]]
@@ -173,8 +173,15 @@ def _mine_templates(data: TrainingData, max_templates: int = 5000) -> ArrayMap:
     """Templates of the training messages and each service's count of each, as arrays."""
     miner = TemplateMiner(max_templates)
     messages = data.messages or []
+    service_of = data.service_names
+    # Masked as the live store masks them (app.templates.without_service_name).
     ids = np.fromiter(
-        (miner.add(m) if m else NO_TEMPLATE for m in messages), np.int64, len(messages)
+        (
+            miner.add(without_service_name(service_of[code], m)) if m else NO_TEMPLATE
+            for m, code in zip(messages, data.service_codes.tolist(), strict=False)
+        ),
+        np.int64,
+        len(messages),
     )
     arrays = miner.to_arrays("templates_")
     kept = (ids != NO_TEMPLATE) & np.isin(ids, arrays["templates_ids"])

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.schemas.events import LEVEL_ALIASES, Level
+
 KiB = 1024
 MiB = 1024 * KiB
 MIN_API_KEY_CHARS = 16
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Half-life, in the service's own messages, of a template's recent count.",
     )
+    template_surge_min_level: Level = Field(
+        default=Level.WARN,
+        description="Lowest level whose template surges are judged (INFO lines are bursty).",
+    )
     sequence_top_k: int = Field(default=5, ge=1, le=1000)
     sequence_max_contexts: int = Field(default=4096, ge=16, le=1_000_000)
 
@@ -129,6 +135,12 @@ class Settings(BaseSettings):
         "/health, /ready and /metrics are not counted.",
     )
     retry_after_seconds: int = Field(default=1, ge=1, le=3600)
+
+    @field_validator("template_surge_min_level", mode="before")
+    @classmethod
+    def _level_alias(cls, value: Any) -> Any:
+        # Levels are accepted as events accept them: any case, WARNING and FATAL included.
+        return LEVEL_ALIASES.get(value.upper(), value) if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

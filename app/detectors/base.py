@@ -57,6 +57,10 @@ class Detector(ABC):
     kind: ClassVar[Literal["batch", "online"]]
     requires: ClassVar[tuple[str, ...]]
     unavailable_reason: ClassVar[str | None] = None
+    # False for a method whose rarities are already frequencies of the service's own history,
+    # learned online (see ``TemplateDetector``): the engine's online recalibration, which learns
+    # the same thing again from the method's alarms, would count every long incident twice.
+    recalibrated: ClassVar[bool] = True
 
     @classmethod
     def available(cls) -> bool:

@@ -10,45 +10,62 @@ from app.detectors.base import Detector, MethodOutput, ScoringContext
 
 
 class TemplateDetector(Detector):
-    """Three exact tail probabilities per event from ``app.templates.TemplateStore``: Good-Turing
-    novelty, empirical rarity of the template, and a Poisson surge test of its recent count. The
-    rarity is the smallest of the three times three (Bonferroni)."""
+    """Four tail probabilities per event from ``app.templates.TemplateStore``: Good-Turing
+    novelty for the service, the system-wide rarity of a template new to the service, the
+    empirical rarity of the template in the service, and a Poisson surge test of its recent count
+    (warnings and errors only). The rarity is the smallest of the four times four (Bonferroni)."""
 
     name: ClassVar[str] = "templates"
     method: ClassVar[str] = "Message templates (Drain-style): new, rare or surging template"
     kind: ClassVar[Literal["batch", "online"]] = "online"
     requires: ClassVar[tuple[str, ...]] = ("message",)
+    # Every test here is already judged against the service's own (and the system's) history,
+    # learned online; the surge test's expectation is the template's older share, which rises
+    # with a long incident. Recalibrating on top silenced the method through every long run of
+    # alarms (on BGL a 60-line "data TLB error interrupt" run fell from a raw rarity of 1e-10 to
+    # a score of 0.11 after a dozen lines) and, after one warning flood, for every later novelty.
+    recalibrated: ClassVar[bool] = False
 
     def __init__(
         self,
         max_templates: int = 5000,
         similarity: float = 0.5,
         surge_halflife_messages: float = 50.0,
+        surge_min_level: str = "WARN",
     ) -> None:
         self.max_templates = max_templates
         self.similarity = similarity
         self.surge_halflife_messages = surge_halflife_messages
+        self.surge_min_level = surge_min_level
 
     def get_params(self) -> dict[str, Any]:
         return {
             "max_templates": self.max_templates,
             "similarity": self.similarity,
             "surge_halflife_messages": self.surge_halflife_messages,
+            "surge_min_level": self.surge_min_level,
         }
 
     def rarity(self, context: ScoringContext) -> MethodOutput:
         view = context.templates
         if view is None:
             raise RuntimeError("templates detector needs the engine's template view")
-        smallest = np.minimum.reduce([view.novelty_rarity, view.rarity_of_rare, view.surge_rarity])
+        tests = [
+            view.novelty_rarity,
+            view.system_rarity,
+            view.rarity_of_rare,
+            view.surge_rarity,
+        ]
+        smallest = np.minimum.reduce(tests)
         has_template = view.template_id >= 0
         return MethodOutput(
-            rarity=np.minimum(1.0, 3.0 * smallest),
+            rarity=np.minimum(1.0, len(tests) * smallest),
             metrics={
                 "template_id": np.where(has_template, view.template_id, np.nan),
                 "template_count": np.where(has_template, view.template_count, np.nan),
                 "service_messages": view.service_messages.astype(np.float64),
                 "novelty_rarity": view.novelty_rarity,
+                "system_rarity": view.system_rarity,
                 "rare_rarity": view.rarity_of_rare,
                 "surge_count": view.surge_count,
                 "surge_expected": view.surge_expected,

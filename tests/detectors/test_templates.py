@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,7 @@ from app.detectors.base import ScoringContext
 from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
 from app.local import AnomalyDetector
-from app.schemas.events import Level, LogEvent
+from app.schemas.events import LEVEL_SCORES, Level, LogEvent
 from app.templates import NO_TEMPLATE, TemplateMiner, TemplateStore
 from app.windows import WindowView
 from tests.conftest import make_settings
@@ -159,3 +160,168 @@ async def test_a_novel_message_with_normal_latency_is_flagged_and_explained(
     assert odd["methods"]["templates"]["is_anomaly"]
     assert not odd["methods"]["isolation_forest"]["is_anomaly"]
     assert "never seen before in this service" in odd["explanation"]
+
+
+def test_the_miner_counts_messages_and_one_off_templates_system_wide() -> None:
+    miner = TemplateMiner(max_templates=2)
+    assert miner.observe("disk full on volume 1") == (0, True)
+    assert miner.observe("disk full on volume 2") == (0, False)
+    assert miner.observe("user logged in") == (1, True)
+    assert (miner.messages, miner.singletons) == (3, 1)
+    assert miner.novelty() == (1 + 1) / (3 + 2)
+    miner.add("cache warmed")  # evicts the two-message template, adds a one-off
+    assert (miner.messages, miner.singletons) == (4, 2)
+    restored = TemplateMiner.from_arrays(miner.to_arrays(""), "")
+    assert (restored.messages, restored.singletons) == (2, 2)
+
+
+def test_a_template_new_to_a_service_is_judged_by_the_whole_systems_history() -> None:
+    # A service with 100 lines of its own cannot call a new template rarer than ~1 in 100, but
+    # when 3,000 lines from every service held no new template, one is about 1 in 3,000.
+    store = TemplateStore()
+    _normal_traffic(store, 3000)
+    store.observe(["young"] * 100, [f"job {i} done" for i in range(100)])
+    view = store.observe(["young", "young"], ["segfault in worker 3", "cache hit key 9"])
+    assert view.novelty_rarity[0] > 0.005
+    assert view.system_rarity[0] < 1e-3
+    assert view.system_rarity[1] == 1.0  # common elsewhere: only the service's history judges
+    # New to this service, seen once elsewhere (the only one-off): Good-Turing's (1 + 1) for
+    # templates never mined plus its own one message, over the 3,132 messages mined + 2; that
+    # system rate is the prior of the service's (no one-offs in 30 lines), weighted 1,000 lines.
+    store.observe(["other"] * 30, [f"job {i} done" for i in range(30)])
+    again = store.observe(["other"], ["segfault in worker 5"])
+    assert again.novelty_rarity[0] > 0.01
+    system = (1 + 1 + 1) / (3132 + 2)
+    assert again.system_rarity[0] == pytest.approx((0 + 1000 * system) / (30 + 1000))
+
+
+def test_the_surge_test_judges_warnings_and_errors_but_not_info_lines() -> None:
+    messages = ["served request"] * 990 + ["retrying upstream call"] * 10
+    np.random.default_rng(1).shuffle(messages)
+    flood = ["retrying upstream call"] * 30
+    surges = {}
+    for level in (Level.INFO, Level.WARN):
+        store = TemplateStore(surge_halflife_messages=20.0)
+        store.observe(["api"] * 1000, messages, [0.0] * 1000)
+        score = float(LEVEL_SCORES[level])
+        surges[level] = store.observe(["api"] * 30, flood, [score] * 30).surge_rarity[-1]
+    assert surges[Level.INFO] == 1.0
+    assert surges[Level.WARN] < 1e-6
+
+
+async def test_a_novelty_after_an_incident_is_still_flagged(tmp_path: Path) -> None:
+    # A warning flood makes the template method alarm for a while; it must not teach the
+    # service that the method's rare findings are common (the online recalibration would), so a
+    # never-seen template later is still flagged.
+    detector = AnomalyDetector(make_settings(tmp_path))
+    rng = np.random.default_rng(5)
+    start = 1_795_000_000.0
+
+    def event(i: int, level: str, message: str) -> dict[str, object]:
+        return {
+            "service": "api",
+            "level": level,
+            "message": message,
+            "latency_ms": float(50 * np.exp(0.2 * rng.standard_normal())),
+            "timestamp": f"{np.datetime64(int(start + i), 's')}Z",
+        }
+
+    events = [event(i, "INFO", f"GET /items/{i} 200") for i in range(3000)]
+    events += [
+        event(3000 + i, "WARN", f"pool at {90 + i % 10}% capacity")
+        if i % 2
+        else event(3000 + i, "INFO", f"GET /items/{i} 200")
+        for i in range(200)
+    ]
+    events += [event(3200 + i, "INFO", f"GET /items/{i} 200") for i in range(1000)]
+    results = detector.predict_batch(events)
+    assert sum(r["methods"]["templates"]["is_anomaly"] for r in results[3000:3200]) > 20
+    odd = detector.predict(event(4300, "INFO", "schema migration rolled back on shard 4"))
+    assert odd["methods"]["templates"]["is_anomaly"]
+
+
+async def test_a_template_rare_everywhere_is_explained_as_such(tmp_path: Path) -> None:
+    detector = AnomalyDetector(make_settings(tmp_path))
+    start = 1_795_000_000.0
+    events = [
+        {
+            "service": "api" if i % 10 else "young",
+            "level": "INFO",
+            "message": f"GET /items/{i} 200",
+            "latency_ms": 50.0 + i % 7,
+            "timestamp": f"{np.datetime64(int(start + i), 's')}Z",
+        }
+        for i in range(6000)
+    ]
+    detector.predict_batch(events)
+    odd = detector.predict(
+        {
+            "service": "young",
+            "level": "INFO",
+            "message": "segfault in worker 3: core dumped",
+            "latency_ms": 52.0,
+            "timestamp": f"{np.datetime64(int(start + 6001), 's')}Z",
+        }
+    )
+    assert odd["methods"]["templates"]["is_anomaly"]
+    # (0 one-offs + 1,000 * 1/6,002 for the system) / (600 + 1,000) lines: 1 in 9,603.
+    expected = "never seen before in this service (600 messages seen; 1 in 9,603 judged with "
+    assert expected in odd["explanation"]
+
+
+def test_a_message_naming_its_own_service_shares_the_template_of_other_services() -> None:
+    store = TemplateStore()
+    view = store.observe(
+        ["auth", "checkout", "auth"],
+        [
+            "auth: upstream 10.0.0.1 returned 503",
+            "checkout: upstream 10.0.0.2 returned 503",
+            "authenticated auth-proxy user",
+        ],
+    )
+    assert view.template_id[0] == view.template_id[1]
+    # Only the whole word is the service's name: "authenticated" and "auth-proxy" stay.
+    assert store.miner.text(int(view.template_id[2])) == "authenticated auth-proxy user"
+
+
+def test_the_surge_level_is_a_setting_that_takes_level_aliases(tmp_path: Path) -> None:
+    default = AnomalyDetector(make_settings(tmp_path / "a"))
+    assert default.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.WARN]
+    every = AnomalyDetector(make_settings(tmp_path / "b", template_surge_min_level="info"))
+    assert every.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.INFO]
+    fatal = AnomalyDetector(make_settings(tmp_path / "c", template_surge_min_level="FATAL"))
+    assert fatal.engine.templates.surge_min_level_score == LEVEL_SCORES[Level.CRITICAL]
+
+
+def test_a_service_that_keeps_logging_new_templates_is_judged_by_its_own_habit() -> None:
+    store = TemplateStore()
+    _normal_traffic(store, 20_000)
+    # A free-text service: a never-seen template every 20 lines or so.
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    noisy = [
+        f"{words[k % 8]}{words[(k // 8) % 8]}{words[k // 64]} mode" if i % 20 == 0 else "tick"
+        for i, k in ((i, i // 20) for i in range(2000))
+    ]
+    store.observe(["noisy"] * len(noisy), noisy)
+    view = store.observe(["noisy"], ["zuluyankeexray mode"])
+    assert view.novelty_rarity[0] > 0.02
+    assert view.system_rarity[0] > 0.02
+
+
+def test_a_template_that_habitually_bursts_is_judged_by_its_habit() -> None:
+    # A retry loop: now and then a run of 15 warnings among ordinary lines.
+    store = TemplateStore(surge_halflife_messages=20.0)
+    quiet = ["served request"] * 400
+    burst = ["retrying upstream call"] * 15
+    store.observe(["api"] * 400, quiet, [0.0] * 400)
+    first = store.observe(["api"] * 15, burst, [1.0] * 15).surge_rarity.min()
+    for _ in range(4):
+        store.observe(["api"] * 400, quiet, [0.0] * 400)
+        later = store.observe(["api"] * 15, burst, [1.0] * 15).surge_rarity
+    assert first < 1e-8
+    # Four surges got over before the fifth: at least 4 in the ~2,000 lines before it.
+    state = store.get("api")
+    assert state is not None
+    assert state.episodes == {store.miner.find("retrying upstream call"): 4}
+    assert later.min() >= 4 / (state.messages + 15)
+    assert later.min() > 1e-3
