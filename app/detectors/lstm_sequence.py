@@ -54,9 +54,8 @@ def torch_missing_reason() -> str | None:
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
-    # exp of a non-positive argument only: no overflow warning for large |x|.
-    e = np.exp(-np.abs(x))
-    result: FloatArray = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    # The tanh form: one ufunc, and no overflow for large |x| (exp(-x) would warn).
+    result: FloatArray = 0.5 + 0.5 * np.tanh(0.5 * x)
     return result
 
 
@@ -237,10 +236,13 @@ class LstmSequenceDetector(Detector):
             # einsum's own loops, not BLAS: one event scored alone equals the same event in a
             # batch bit for bit (BLAS picks different kernels, and rounding, by batch size).
             gates = projected[:, t] + np.einsum("nh,gh->ng", h, a["w_hh"])
-            i = _sigmoid(gates[:, :hidden])
-            f = _sigmoid(gates[:, hidden : 2 * hidden])
+            squashed = _sigmoid(gates)  # all four quarters in one call; g uses tanh instead
+            i, f, o = (
+                squashed[:, :hidden],
+                squashed[:, hidden : 2 * hidden],
+                squashed[:, 3 * hidden :],
+            )
             g = np.tanh(gates[:, 2 * hidden : 3 * hidden])
-            o = _sigmoid(gates[:, 3 * hidden :])
             c = f * c + i * g
             h = o * np.tanh(c)
         logits = np.einsum("nh,ch->nc", h, a["w_out"]) + a["b_out"]
@@ -254,7 +256,10 @@ class LstmSequenceDetector(Detector):
     ) -> tuple[FloatArray, FloatArray, IntArray]:
         """Per row: the mass of classes at most as likely as the target, the target's
         probability, and its rank (1 = the most likely)."""
-        probabilities = self.next_template_probabilities(windows)
+        # Logs repeat: a batch holds far fewer distinct windows than rows, and each row's
+        # result depends on its own window only, so the network runs once per distinct one.
+        distinct, row_of = np.unique(windows, axis=0, return_inverse=True)
+        probabilities = self.next_template_probabilities(distinct)[row_of.reshape(-1)]
         p = probabilities[np.arange(targets.size), targets]
         at_most = probabilities <= p[:, None]
         tail = np.minimum(np.where(at_most, probabilities, 0.0).sum(axis=1), 1.0)
