@@ -136,19 +136,26 @@ class LstmSequenceDetector(Detector):
         classes: IntArray = np.where(vocabulary[position] == ids, position + 1, UNKNOWN)
         return classes
 
-    def _windows(self, sequences: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
-        """Every (previous ``window`` classes, next class) pair inside each sequence."""
+    def _windows(
+        self, sequences: Sequence[IntArray], rng: np.random.Generator
+    ) -> tuple[IntArray, IntArray]:
+        """(previous ``window`` classes, next class) pairs inside the sequences, at most
+        ``max_windows`` of them, drawn at random when there are more. Only the chosen windows
+        are materialised: a million events would otherwise take ``window`` times their memory."""
         h = self.window
-        inputs, targets = [], []
-        for sequence in sequences:
-            classes = self.classes_of(sequence)
-            if classes.size <= h:
-                continue
-            inputs.append(np.lib.stride_tricks.sliding_window_view(classes[:-1], h))
-            targets.append(classes[h:])
-        if not inputs:
+        classes = [self.classes_of(s) for s in sequences if len(s) > h]
+        if not classes:
             return np.zeros((0, h), dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(inputs).astype(np.int64), np.concatenate(targets).astype(np.int64)
+        flat = np.concatenate(classes)
+        offsets = np.cumsum([0, *(c.size for c in classes[:-1])])
+        # Absolute index of every target that has a full window before it in its own sequence.
+        targets = np.concatenate(
+            [offset + np.arange(h, c.size) for offset, c in zip(offsets, classes, strict=True)]
+        )
+        if targets.size > self.max_windows:
+            targets = np.sort(rng.choice(targets, self.max_windows, replace=False))
+        windows = flat[targets[:, None] + np.arange(-h, 0)]
+        return windows.astype(np.int64), flat[targets].astype(np.int64)
 
     def fit_sequences(
         self, sequences: Sequence[IntArray], known_ids: npt.ArrayLike | None = None
@@ -171,16 +178,13 @@ class LstmSequenceDetector(Detector):
         # The most frequent templates, ties to the lower id (stable order of np.unique's output).
         keep = np.argsort(-counts, kind="stable")[: self.max_vocabulary]
         self.vocabulary_ = np.sort(ids[keep]).astype(np.int64)
-        inputs, targets = self._windows(sequences)
+        rng = np.random.default_rng(self.random_state)
+        inputs, targets = self._windows(sequences, rng)
         if targets.size < MIN_WINDOWS:
             self.vocabulary_ = None
             raise ValueError(
                 f"the LSTM needs at least {MIN_WINDOWS} windows of {self.window + 1} templates"
             )
-        rng = np.random.default_rng(self.random_state)
-        if targets.size > self.max_windows:
-            chosen = rng.choice(targets.size, self.max_windows, replace=False)
-            inputs, targets = inputs[chosen], targets[chosen]
         order = rng.permutation(targets.size)
         held = max(1, int(targets.size * VALIDATION_SHARE))
         validation, training = order[:held], order[held:]

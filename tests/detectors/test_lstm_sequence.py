@@ -150,6 +150,21 @@ def test_vocabulary_keeps_the_most_frequent_known_templates() -> None:
     assert detector.classes_of([102, 99999])[0] == UNKNOWN
 
 
+def test_training_windows_stay_inside_each_sequence_and_are_capped() -> None:
+    detector = LstmSequenceDetector(window=3, max_windows=40)
+    detector.vocabulary_ = np.arange(100, dtype=np.int64)  # class = id + 1
+    first, second = np.arange(0, 30, dtype=np.int64), np.arange(50, 62, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    inputs, targets = detector._windows([first, second, np.arange(70, 73)], rng)
+    assert inputs.shape == (36, 3)  # 27 + 9 + 0 windows, under the cap of 40: all kept
+    detector.max_windows = 10
+    capped, capped_targets = detector._windows([first, second], rng)
+    assert capped.shape == (10, 3)
+    for rows, nexts in ((inputs, targets), (capped, capped_targets)):
+        # Consecutive ids: each window is the three ids before its target, never across a gap.
+        assert np.array_equal(rows, nexts[:, None] + np.arange(-3, 0))
+
+
 # -- numpy inference --------------------------------------------------------------------------
 
 
