@@ -299,9 +299,7 @@ class ScoringEngine:
             instance = active.get(name)
             reason = cls.unavailable_reason
             if reason is None and instance is None:
-                reason = "the active model has none: it is fitted at training time" + (
-                    " on events with messages" if name == "lstm_sequence" else ""
-                )
+                reason = cls.absent_reason()
             infos.append(
                 DetectorInfo(
                     name=name,

@@ -66,6 +66,11 @@ class Detector(ABC):
     def available(cls) -> bool:
         return cls.unavailable_reason is None
 
+    @classmethod
+    def absent_reason(cls) -> str:
+        """Why a built batch detector is missing from the active model (GET /detectors)."""
+        return "the active model has none: it is fitted at training time"
+
     @abstractmethod
     def get_params(self) -> dict[str, Any]: ...
 

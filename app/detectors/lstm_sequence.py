@@ -68,7 +68,13 @@ class LstmSequenceDetector(Detector):
     method: ClassVar[str] = "LSTM next-template model (DeepLog top-k)"
     kind: ClassVar[Literal["batch", "online"]] = "batch"
     requires: ClassVar[tuple[str, ...]] = ("message templates", "per-service template history")
-    unavailable_reason: ClassVar[str | None] = torch_missing_reason()
+
+    @classmethod
+    def absent_reason(cls) -> str:
+        # Scoring needs only numpy (a model trained elsewhere scores here); training needs torch.
+        return torch_missing_reason() or (
+            "the active model has none: it is fitted by /train on log events with messages"
+        )
 
     vocabulary_: IntArray | None  # template ids of classes 1..V, sorted
     arrays_: dict[str, FloatArray] | None

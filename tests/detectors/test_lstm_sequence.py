@@ -299,11 +299,15 @@ def block_training_data(n_blocks: int, seed: int) -> TrainingData:
 
 
 @needs_torch
-def test_model_store_round_trip_scores_the_same(tmp_path: Path) -> None:
+def test_model_store_round_trip_scores_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = fit_model(block_training_data(150, 0), {"n_estimators": 20}, warmup=10)
     assert "lstm_sequence_parameters" in result.description
     store = ModelStore(tmp_path)
     saved = store.save(result)
+    # Loading and scoring need no torch: "import torch" fails from here on.
+    monkeypatch.setitem(sys.modules, "torch", None)
     loaded = store.load(saved.version)
     assert saved.lstm_sequence is not None
     assert loaded.lstm_sequence is not None
@@ -351,11 +355,20 @@ async def test_detectors_lists_the_lstm_as_unavailable_without_torch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.setattr(LstmSequenceDetector, "unavailable_reason", torch_missing_reason())
     async for running in start_app(make_settings(tmp_path)):
         listed = await _detector(running.client, "lstm_sequence")
         assert listed["available"] is False
         assert "PyTorch" in listed["reason"]
+        assert "pip install '.[deep]'" in listed["reason"]
+
+
+async def test_detectors_lists_why_the_active_model_has_no_lstm(tmp_path: Path) -> None:
+    if torch_missing_reason() is not None:
+        pytest.skip("needs the [deep] extra (torch)")
+    async for running in start_app(make_settings(tmp_path)):  # the bootstrap model: no messages
+        listed = await _detector(running.client, "lstm_sequence")
+        assert listed["available"] is False
+        assert "log events with messages" in listed["reason"]
 
 
 @needs_torch
