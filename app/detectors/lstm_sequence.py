@@ -10,11 +10,15 @@ Training needs PyTorch (the optional ``[deep]`` extra) and runs at model fit tim
 process. The fitted weights are stored as plain arrays with the model, and scoring evaluates the
 network with numpy: the serving path never imports torch.
 
-Rarity: 1 when the template is in the top ``k`` (as in DeepLog). Otherwise the larger of two tail
-probabilities, so that neither an over-confident network nor a small held-out set alone can make
-an event look rarer than it is: the network's own mass of next templates at most as likely as the
-one observed (as the n-gram detector uses), and the share of held-out training windows whose
-surprise ``-log(that mass)`` was at least as large (``TailCalibrator``).
+Rarity: 1 when the template is in the top ``k`` (as in DeepLog). Otherwise the probability that a
+normal event is outside the top ``k`` *and* at least this surprising, from held-out training
+windows (20%): ``P(outside) * P(surprise >= s | outside)``, with ``surprise = -log(mass)`` and
+``mass`` the network's probability of next templates at most as likely as the one observed;
+``P(outside)`` is ``(outside + 1) / (held out + 2)`` (a held-out set of ``n`` windows cannot show
+anything rarer than about ``1/n``) and the conditional tail is a ``TailCalibrator`` over the
+outside windows' surprises (1 when fewer than two were outside). The network's own ``mass`` is a
+floor, so neither an over-confident network nor a small held-out set alone makes an event look
+rarer than it is.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ class LstmSequenceDetector(Detector):
 
     vocabulary_: IntArray | None  # template ids of classes 1..V, sorted
     arrays_: dict[str, FloatArray] | None
-    calibrator_: TailCalibrator | None
+    outside_share_: float | None  # P(a held-out window's next template is outside the top k)
+    calibrator_: TailCalibrator | None  # surprise among those outside; None if too few
 
     def __init__(
         self,
@@ -107,6 +112,7 @@ class LstmSequenceDetector(Detector):
         self.random_state = random_state
         self.vocabulary_ = None
         self.arrays_ = None
+        self.outside_share_ = None
         self.calibrator_ = None
 
     def get_params(self) -> dict[str, Any]:
@@ -126,7 +132,7 @@ class LstmSequenceDetector(Detector):
 
     @property
     def is_fitted(self) -> bool:
-        return self.arrays_ is not None and self.calibrator_ is not None
+        return self.arrays_ is not None and self.outside_share_ is not None
 
     # -- fitting (needs torch) -----------------------------------------------------------------
 
@@ -223,8 +229,14 @@ class LstmSequenceDetector(Detector):
         finally:
             torch.set_num_threads(threads)
         self.arrays_ = network.export()
-        tail, _, _ = self.judge(inputs[validation], targets[validation])
-        self.calibrator_ = TailCalibrator.fit(-np.log(np.maximum(tail, MIN_RARITY)))
+        tail, _, rank = self.judge(inputs[validation], targets[validation])
+        outside = rank > self.top_k
+        self.outside_share_ = (int(outside.sum()) + 1) / (outside.size + 2)
+        self.calibrator_ = (
+            TailCalibrator.fit(-np.log(np.maximum(tail[outside], MIN_RARITY)))
+            if outside.sum() >= 2
+            else None
+        )
         return self
 
     # -- scoring (numpy only) ------------------------------------------------------------------
@@ -277,7 +289,7 @@ class LstmSequenceDetector(Detector):
         return tail, p, rank
 
     def rarity(self, context: ScoringContext) -> MethodOutput:
-        if self.calibrator_ is None or self.arrays_ is None:
+        if self.outside_share_ is None or self.arrays_ is None:
             raise NotFittedError("lstm_sequence is not fitted")
         history, templates = context.template_history, context.templates
         if history is None or templates is None:
@@ -293,7 +305,8 @@ class LstmSequenceDetector(Detector):
             targets = self.classes_of(templates.template_id[judged])
             tail, p, rank = self.judge(windows, targets)
             surprise = -np.log(np.maximum(tail, MIN_RARITY))
-            calibrated = np.maximum(tail, self.calibrator_.rarity(surprise))
+            conditional = self.calibrator_.rarity(surprise) if self.calibrator_ is not None else 1.0
+            calibrated = np.maximum(tail, self.outside_share_ * conditional)
             rarity[judged] = np.where(rank > self.top_k, np.minimum(calibrated, 1.0), 1.0)
             probability[judged] = p
             rank_metric[judged] = rank
@@ -305,10 +318,13 @@ class LstmSequenceDetector(Detector):
     # -- storage -------------------------------------------------------------------------------
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
-        if self.vocabulary_ is None or self.arrays_ is None or self.calibrator_ is None:
+        if self.vocabulary_ is None or self.arrays_ is None or self.outside_share_ is None:
             raise NotFittedError("lstm_sequence is not fitted")
         stored = {k: v for k, v in self.arrays_.items() if k != "input_table"}
-        return {"vocabulary": self.vocabulary_} | stored | self.calibrator_.to_arrays("calibrator_")
+        arrays = {"vocabulary": self.vocabulary_, "outside_share": np.array([self.outside_share_])}
+        if self.calibrator_ is not None:
+            arrays |= self.calibrator_.to_arrays("calibrator_")
+        return arrays | stored
 
     @classmethod
     def from_arrays(cls, params: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Self:
@@ -330,7 +346,15 @@ class LstmSequenceDetector(Detector):
             raise ValueError("lstm holds non-finite weights")
         detector.vocabulary_ = vocabulary
         detector.arrays_ = _with_input_table(weights)
-        detector.calibrator_ = TailCalibrator.from_arrays(arrays, "calibrator_")
+        share = np.asarray(arrays["outside_share"], dtype=np.float64)
+        if share.shape != (1,) or not 0.0 < float(share[0]) <= 1.0:
+            raise ValueError("lstm outside_share must be one probability in (0, 1]")
+        detector.outside_share_ = float(share[0])
+        detector.calibrator_ = (
+            TailCalibrator.from_arrays(arrays, "calibrator_")
+            if "calibrator_quantiles" in arrays
+            else None
+        )
         return detector
 
 

@@ -95,6 +95,7 @@ def random_weights(classes: int, embedding: int, hidden: int, seed: int) -> dict
     arrays["calibrator_quantiles"] = np.linspace(0.0, 2.0, 5)
     arrays["calibrator_levels"] = np.linspace(0.0, 1.0, 5)
     arrays["calibrator_tail"] = np.array([1.8, 0.5])
+    arrays["outside_share"] = np.array([0.1])
     return arrays
 
 
@@ -181,6 +182,7 @@ def test_numpy_forward_pass_equals_torch() -> None:
         "calibrator_quantiles": np.linspace(0.0, 1.0, 3),
         "calibrator_levels": np.linspace(0.0, 1.0, 3),
         "calibrator_tail": np.array([0.9, 0.1]),
+        "outside_share": np.array([0.2]),
     }
     detector = LstmSequenceDetector.from_arrays({"window": 9, "hidden": 6}, arrays)
     windows = np.random.default_rng(0).integers(0, 7, (64, 9))
@@ -210,6 +212,7 @@ def test_from_arrays_rejects_inconsistent_weights() -> None:
         ("w_out", np.zeros((6, 4))),
         ("vocabulary", np.array([3, 2, 1, 0])),
         ("b_out", np.full(5, np.nan)),
+        ("outside_share", np.array([0.0])),
     ):
         with pytest.raises(ValueError, match="lstm"):
             LstmSequenceDetector.from_arrays({}, good | {key: bad})
@@ -275,6 +278,23 @@ def test_rarity_is_one_in_the_top_k_graded_outside_and_unjudged_without_history(
         1.0,
         float(fitted.judge(fitted.classes_of([window]), fitted.classes_of([201]))[2][0]),
     ]
+
+
+def test_rarity_outside_the_top_k_is_the_held_out_share_floored_by_the_network() -> None:
+    arrays = random_weights(classes=9, embedding=4, hidden=8, seed=4)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("calibrator_")}
+    arrays["outside_share"] = np.array([0.01])  # no calibrator: too few outside windows held out
+    detector = LstmSequenceDetector.from_arrays({"window": 3, "top_k": 2}, arrays)
+    rng = np.random.default_rng(5)
+    windows = rng.integers(10, 18, (200, 3))  # raw template ids 10..17 = classes 1..8
+    targets = rng.integers(10, 18, 200)
+    output = detector.rarity(_context(windows, targets))
+    tail, _, rank = detector.judge(detector.classes_of(windows), detector.classes_of(targets))
+    outside = rank > 2
+    assert outside.any()
+    assert not outside.all()
+    np.testing.assert_array_equal(output.rarity[~outside], 1.0)
+    np.testing.assert_array_equal(output.rarity[outside], np.maximum(tail[outside], 0.01))
 
 
 # -- the model store and the API -------------------------------------------------------------
