@@ -209,8 +209,8 @@ class LstmSequenceDetector(Detector):
         x_all = torch.from_numpy(inputs[training])
         y_all = torch.from_numpy(targets[training])
         generator = torch.Generator().manual_seed(self.random_state)
-        # One thread: the batches are small (threads cost more than they save) and training
-        # shares the machine with the scoring process.
+        # One thread: training shares the machine with the scoring process, which must not
+        # wait for cores while a model fits.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
