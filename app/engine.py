@@ -41,6 +41,7 @@ from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
 from app.sequences import SequenceStore
 from app.settings import Settings
+from app.template_history import TemplateHistory
 from app.templates import TemplateStore, TemplateView
 from app.windows import WindowStore, WindowView
 
@@ -81,6 +82,7 @@ class ScoringEngine:
         self.sequences = SequenceStore(
             settings.sequence_top_k, settings.sequence_max_contexts, settings.max_services
         )
+        self.template_history = TemplateHistory(settings.max_services)
         self.forecasts = ForecastStore(
             settings.forecast_slots,
             settings.forecast_halflife_minutes * 60.0,
@@ -130,6 +132,8 @@ class ScoringEngine:
         batch_detectors: list[Detector] = [model.isolation_forest]
         if model.autoencoder is not None:
             batch_detectors.append(model.autoencoder)
+        if model.lstm_sequence is not None:
+            batch_detectors.append(model.lstm_sequence)
         return batch_detectors + self.online_detectors
 
     def score(
@@ -169,6 +173,13 @@ class ScoringEngine:
             batch.services, [event.message for event in events], batch.level_scores.tolist()
         )
         forecasts = self.forecasts.observe(batch)
+        lstm = self._model.lstm_sequence
+        # Kept only while the model has an LSTM: without one the history costs nothing.
+        history = (
+            self.template_history.observe(batch.services, templates.template_id, lstm.window)
+            if lstm is not None
+            else None
+        )
         return ScoringContext(
             batch,
             feature_matrix(
@@ -180,6 +191,7 @@ class ScoringEngine:
             templates,
             self.sequences.observe(batch.services, templates.template_id),
             forecasts,
+            history,
         )
 
     def _render(
@@ -292,13 +304,16 @@ class ScoringEngine:
         infos = []
         for name, cls in DETECTOR_TYPES.items():
             instance = active.get(name)
+            reason = cls.unavailable_reason
+            if reason is None and instance is None:
+                reason = cls.absent_reason()
             infos.append(
                 DetectorInfo(
                     name=name,
                     method=cls.method,
                     kind=cls.kind,
                     available=cls.available() and instance is not None,
-                    reason=cls.unavailable_reason,
+                    reason=reason,
                     weight=self.weights.get(name, 0.0),
                     parameters=instance.get_params() if instance is not None else {},
                     requires=list(cls.requires),

@@ -17,6 +17,7 @@ import pandas as pd
 from app.baselines import MIN_LOG_SCALE, SeedBaseline
 from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.isolation_forest import IsolationForestDetector
+from app.detectors.lstm_sequence import LstmSequenceDetector, fit_on_events
 from app.features import FEATURE_NAMES, feature_matrix
 from app.schemas.events import LEVEL_SCORES, Level
 from app.templates import NO_TEMPLATE, SeedTemplates, TemplateMiner, without_service_name
@@ -95,6 +96,7 @@ class Model:
     autoencoder: AutoencoderDetector | None = None  # None in versions stored before it existed
     templates: ArrayMap | None = None  # TemplateMiner arrays (prefix stripped)
     template_seeds: list[SeedTemplates] = field(default_factory=list)
+    lstm_sequence: LstmSequenceDetector | None = None  # only with the [deep] extra at training
 
 
 def library_versions() -> dict[str, str]:
@@ -154,8 +156,21 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
     autoencoder = AutoencoderDetector(random_state=int(parameters.get("random_state", 42)))
     autoencoder.fit(features)
     arrays.update({f"autoencoder_{k}": v for k, v in autoencoder.to_arrays().items()})
+    lstm_note: dict[str, Any] = {}
     if data.messages is not None and data.keep_baselines:
-        arrays.update(_mine_templates(data))
+        template_arrays, template_ids = _mine_templates(data)
+        arrays.update(template_arrays)
+        lstm, why_not = fit_on_events(
+            data.service_codes,
+            template_ids,
+            template_arrays["templates_ids"],
+            int(parameters.get("random_state", 42)),
+        )
+        if lstm is not None:
+            arrays.update({f"lstm_{k}": v for k, v in lstm.to_arrays().items()})
+            lstm_note = {"lstm_sequence_parameters": lstm.get_params()}
+        else:
+            lstm_note = {"lstm_sequence_skipped": why_not}
     description = {
         "format": FORMAT,
         "source": data.source,
@@ -165,12 +180,16 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
         "autoencoder_parameters": autoencoder.get_params(),
         "feature_names": list(FEATURE_NAMES),
         "library_versions": library_versions(),
+        **lstm_note,
     }
     return FitResult(arrays, description)
 
 
-def _mine_templates(data: TrainingData, max_templates: int = 5000) -> ArrayMap:
-    """Templates of the training messages and each service's count of each, as arrays."""
+def _mine_templates(
+    data: TrainingData, max_templates: int = 5000
+) -> tuple[ArrayMap, npt.NDArray[np.int64]]:
+    """Templates of the training messages and each service's count of each, as arrays, and
+    each event's template id (``NO_TEMPLATE`` without a message)."""
     miner = TemplateMiner(max_templates)
     messages = data.messages or []
     service_of = data.service_names
@@ -192,7 +211,7 @@ def _mine_templates(data: TrainingData, max_templates: int = 5000) -> ArrayMap:
     arrays["template_seed_services"] = names[pairs[:, 0]] if pairs.size else names[:0]
     arrays["template_seed_ids"] = pairs[:, 1].astype(np.int64) if pairs.size else ids[:0]
     arrays["template_seed_counts"] = counts.astype(np.int64)
-    return arrays
+    return arrays, ids
 
 
 def _templates_from_arrays(arrays: ArrayMap) -> tuple[ArrayMap | None, list[SeedTemplates]]:
@@ -266,7 +285,15 @@ def model_from_arrays(version: str, arrays: ArrayMap, manifest: dict[str, Any]) 
             },
         )
     templates, template_seeds = _templates_from_arrays(arrays)
-    return Model(version, detector, baselines, manifest, autoencoder, templates, template_seeds)
+    lstm = None
+    if "lstm_sequence_parameters" in manifest:
+        lstm = LstmSequenceDetector.from_arrays(
+            dict(manifest["lstm_sequence_parameters"]),
+            {k.removeprefix("lstm_"): v for k, v in arrays.items() if k.startswith("lstm_")},
+        )
+    return Model(
+        version, detector, baselines, manifest, autoencoder, templates, template_seeds, lstm
+    )
 
 
 __all__ = [

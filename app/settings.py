@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     weight_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_forecast: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_autoencoder: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_lstm_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
     confidence_events: int = Field(
         default=100,
         ge=1,
@@ -198,4 +199,5 @@ class Settings(BaseSettings):
             "sequence": self.weight_sequence,
             "forecast": self.weight_forecast,
             "autoencoder": self.weight_autoencoder,
+            "lstm_sequence": self.weight_lstm_sequence,
         }

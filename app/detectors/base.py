@@ -25,6 +25,7 @@ from app.templates import TemplateView
 from app.windows import WindowView
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 class NotFittedError(RuntimeError):
@@ -43,6 +44,9 @@ class ScoringContext:
     templates: TemplateView | None = None
     sequences: SequenceView | None = None
     forecasts: ForecastView | None = None
+    # Each event's service's previous template ids (app.template_history); None unless a
+    # detector of the model reads them.
+    template_history: IntArray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,11 @@ class Detector(ABC):
     @classmethod
     def available(cls) -> bool:
         return cls.unavailable_reason is None
+
+    @classmethod
+    def absent_reason(cls) -> str:
+        """Why a built batch detector is missing from the active model (GET /detectors)."""
+        return "the active model has none: it is fitted at training time"
 
     @abstractmethod
     def get_params(self) -> dict[str, Any]: ...

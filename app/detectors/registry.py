@@ -6,10 +6,10 @@ from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.base import Detector
 from app.detectors.forecast import ForecastDetector
 from app.detectors.isolation_forest import IsolationForestDetector
+from app.detectors.lstm_sequence import LstmSequenceDetector
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
-from app.detectors.unavailable import LstmSequenceDetector
 
 DETECTOR_TYPES: dict[str, type[Detector]] = {
     cls.name: cls
