@@ -98,15 +98,3 @@ class BatchDetector(Detector):
     @classmethod
     @abstractmethod
     def from_arrays(cls, params: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Self: ...
-
-
-class UnavailableDetector(Detector):
-    """A method we mean to offer that is not built yet: listed, never scored."""
-
-    kind: ClassVar[Literal["batch", "online"]] = "batch"
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
-
-    def rarity(self, context: ScoringContext) -> MethodOutput:
-        raise NotImplementedError(f"{self.name} is not available: {self.unavailable_reason}")

@@ -14,8 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from app.baselines import BaselineStore
-from app.detectors import DETECTOR_TYPES, BatchDetector, Detector, NotFittedError, ScoringContext
-from app.detectors.base import UnavailableDetector
+from app.detectors import DETECTOR_TYPES, BatchDetector, NotFittedError, ScoringContext
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.events import EventBatch
 from app.features import FEATURE_NAMES, feature_matrix
@@ -30,15 +29,11 @@ FloatArray = npt.NDArray[np.float64]
 
 BATCH = [name for name, cls in DETECTOR_TYPES.items() if issubclass(cls, BatchDetector)]
 ONLINE = [name for name, cls in DETECTOR_TYPES.items() if cls.kind == "online"]
-# Methods listed but not built (none now). lstm_sequence is built; without torch it cannot be
-# trained and says so (tests/detectors/test_lstm_sequence.py).
-UNAVAILABLE = [name for name, cls in DETECTOR_TYPES.items() if issubclass(cls, UnavailableDetector)]
 SMALL_PARAMS: dict[str, dict[str, Any]] = {"isolation_forest": {"n_estimators": 30}}
 
 
 def test_registry_has_the_required_detectors() -> None:
     assert {"isolation_forest", "sliding_window"} <= set(DETECTOR_TYPES)
-    assert UNAVAILABLE == []
     assert BATCH == ["isolation_forest", "autoencoder"]
     assert ONLINE == ["sliding_window", "templates", "sequence", "forecast"]
 
@@ -285,18 +280,3 @@ def test_sliding_window_rarity_is_in_range() -> None:
     rarity = detector.rarity(stream_context(stores, events)).rarity
     assert rarity.shape == (90,)
     assert np.all((rarity > 0.0) & (rarity <= 1.0))
-
-
-# -- unavailable detectors --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", UNAVAILABLE)
-def test_unavailable_detector_says_why_and_never_scores(name: str) -> None:
-    cls = DETECTOR_TYPES[name]
-    assert issubclass(cls, UnavailableDetector)
-    assert cls.available() is False
-    assert isinstance(cls.unavailable_reason, str)
-    assert len(cls.unavailable_reason) > 10
-    detector: Detector = cls()
-    with pytest.raises(NotImplementedError, match="not available"):
-        detector.rarity(context_for(normal_features(3, 0)))
