@@ -61,7 +61,23 @@ async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepte
     return TrainAccepted(job_id=job.job_id, status=job.status)
 
 
-@router.get("/train/{job_id}", responses=problem_responses(UnknownJob))
+@router.get(
+    "/train/{job_id}",
+    responses={
+        200: {
+            "description": "The job; `model_version` is set once it succeeded.",
+            # The version a job produced can be activated (again) later: train -> status ->
+            # activate is the sequence clients and the stateful fuzzer follow.
+            "links": {
+                "ActivateTrainedModel": {
+                    "operationId": "models-activate_model",
+                    "parameters": {"version": "$response.body#/model_version"},
+                }
+            },
+        },
+        **problem_responses(UnknownJob),
+    },
+)
 async def training_job(job_id: str, state: StateDep) -> TrainingJob:
     """Status of a training job and, once it succeeded, the model version it produced."""
     job = state.trainer.get(job_id)
