@@ -12,6 +12,7 @@ cores.
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import tempfile
 import time
@@ -33,8 +34,6 @@ from tests.hardening_support import API_KEY, seeded_settings
 EXAMPLES_PER_OPERATION = 300
 STATEFUL_SCENARIOS = 15
 STATEFUL_STEPS = 25
-TRAIN_MIN_ROWS = 10
-TRAIN_MAX_ROWS = 200
 JOB_WAIT_SECONDS = 60.0
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -46,8 +45,8 @@ app = create_app(
         _artifacts,
         api_key=API_KEY,
         max_services=50,
-        train_min_rows=TRAIN_MIN_ROWS,
-        train_max_rows=TRAIN_MAX_ROWS,
+        train_min_rows=10,
+        train_max_rows=200,
         max_body_bytes=4096,
         max_body_bytes_score=8192,
         max_body_bytes_batch=65536,
@@ -82,11 +81,16 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(headers=AUTH)
 
 
-# The stateful run: positive cases only (the run above covers invalid input operation by
-# operation), so that sequences of valid calls reach the operations behind the links.
+# The stateful run: its own app with the default limits (at least 50 training rows), and positive
+# cases only (the run above covers invalid input operation by operation), so that sequences of
+# valid calls reach the operations behind the links.
+_stateful_artifacts = Path(tempfile.mkdtemp(prefix="insighthub-fuzz-stateful-"))
+atexit.register(shutil.rmtree, _stateful_artifacts, True)
+stateful_settings = seeded_settings(_stateful_artifacts, api_key=API_KEY)
+TRAIN_MIN_ROWS = stateful_settings.train_min_rows
 stateful_schema = schemathesis.openapi.from_asgi(
     "/openapi.json",
-    app,
+    create_app(stateful_settings),
     config=SchemathesisConfig.from_dict(
         {
             "generation": {"mode": "positive"},
@@ -100,7 +104,7 @@ _latency = st.floats(min_value=0.0, max_value=10_000.0, allow_nan=False)
 _rows = st.lists(
     st.tuples(_latency, st.sampled_from([0, 1, 2, 3])).map(list),
     min_size=TRAIN_MIN_ROWS,
-    max_size=3 * TRAIN_MIN_ROWS,
+    max_size=2 * TRAIN_MIN_ROWS,
 )
 _events = st.lists(
     st.fixed_dictionaries(
@@ -108,7 +112,7 @@ _events = st.lists(
         optional={"latency_ms": _latency, "message": st.sampled_from(["ok", "timeout after 3 s"])},
     ),
     min_size=TRAIN_MIN_ROWS,
-    max_size=3 * TRAIN_MIN_ROWS,
+    max_size=2 * TRAIN_MIN_ROWS,
 )
 # Small forests: a fit must take a fraction of a second, and the stateful run waits for each.
 _parameters = st.fixed_dictionaries(
@@ -132,8 +136,9 @@ VALID_TRAINING_BODIES = st.one_of(
 
 @stateful_schema.hook
 def before_generate_body(context: HookContext, strategy: st.SearchStrategy[Any]) -> Any:
-    """The schema cannot say "at least train_min_rows rows" (a setting), so bodies generated
-    from it alone are almost never accepted and POST /train never starts the chain."""
+    """The schema cannot say "at least train_min_rows rows" (a setting): apart from the
+    document's two examples, bodies generated from it are refused, and the chain from POST /train
+    would only ever start from those two."""
     if context.operation is not None and context.operation.label == "POST /train":
         return st.one_of(VALID_TRAINING_BODIES, strategy)
     return strategy
@@ -146,6 +151,7 @@ class Workflow(stateful_schema.as_state_machine()):  # type: ignore[misc]
     # every scenario of the run
     reached: ClassVar[Counter[tuple[str, int, str]]] = Counter()
     job_outcomes: ClassVar[Counter[str]] = Counter()
+    trained_bodies: ClassVar[set[str]] = set()
 
     def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
         return {"headers": AUTH}
@@ -164,6 +170,7 @@ class Workflow(stateful_schema.as_state_machine()):  # type: ignore[misc]
             # Like a client that polls its job: the next steps see a finished job, so the
             # version it made can be followed to activation.
             self.job_outcomes[_wait_for_job(response.json()["job_id"])] += 1
+            self.trained_bodies.add(json.dumps(case.body, sort_keys=True))
         if (
             case.operation.label == "POST /models/{version}/activate"
             and response.status_code == 200
@@ -210,6 +217,8 @@ def test_stateful_sequences_reach_linked_operations() -> None:
 
     assert not [key for key in reached if key[1] >= 500]
     assert Workflow.job_outcomes["succeeded"] > 0
+    # Trained on more than the OpenAPI document's two examples.
+    assert len(Workflow.trained_bodies) > 2
     # Each link was followed with the value it carries, and its target answered 2xx.
     assert successes("POST /train", "GetTrainingJob", "GET /train/{job_id}") > 0
     activate = "POST /models/{version}/activate"
