@@ -7,18 +7,23 @@ and a JSON-able description, never live objects, and that is also exactly what g
 from __future__ import annotations
 
 import platform
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import ValidationError
 
 from app.baselines import MIN_LOG_SCALE, SeedBaseline
 from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.features import FEATURE_NAMES, feature_matrix
 from app.schemas.events import LEVEL_SCORES, Level
+from app.schemas.training import TrainRequest
 from app.templates import NO_TEMPLATE, SeedTemplates, TemplateMiner
 
 FloatArray = npt.NDArray[np.float64]
@@ -76,6 +81,47 @@ class TrainingData:
             source=source,
             messages=messages,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingInput:
+    """A validated POST /train body with its rows already as arrays."""
+
+    data: TrainingData
+    field: str  # "data" or "logs": which request field the rows came from
+    parameters: dict[str, Any]  # the request's forest parameters (unset ones left out)
+    activate: bool
+
+
+def training_input(request: TrainRequest) -> TrainingInput:
+    if request.data is not None:
+        data = TrainingData.from_raw_rows(request.data)
+        source_field = "data"
+    else:
+        logs = request.logs or []
+        data = TrainingData.from_columns(
+            [e.service for e in logs],
+            [e.level for e in logs],
+            np.array([np.nan if e.latency_ms is None else e.latency_ms for e in logs]),
+            source="logs",
+            messages=[e.message for e in logs],
+        )
+        source_field = "logs"
+    return TrainingInput(
+        data, source_field, request.parameters.model_dump(exclude_none=True), request.activate
+    )
+
+
+def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
+    """Validate a JSON POST /train body and turn its rows into arrays, or return pydantic's errors
+    (without the input). Runs in a worker process for large bodies: pydantic-core holds the GIL
+    while it validates (~0.5 s for a million rows), which on the event loop would stall scoring.
+    The arrays it returns cross back as a few buffers, not a million small lists."""
+    try:
+        request = TrainRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        return [dict(error) for error in exc.errors(include_url=False, include_input=False)]
+    return training_input(request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +213,39 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
         "library_versions": library_versions(),
     }
     return FitResult(arrays, description)
+
+
+class TrainingTimeout(Exception):
+    """A fit ran past ``train_timeout_seconds``."""
+
+
+def fit_model_within(
+    seconds: float,
+    fit: Callable[[TrainingData, dict[str, Any], int], FitResult],
+    data: TrainingData,
+    parameters: dict[str, Any],
+    warmup: int,
+) -> FitResult:
+    """``fit`` (``fit_model``; tests pass failing stand-ins), stopped with TrainingTimeout after
+    ``seconds``. Runs in a worker process's main thread, where SIGALRM is delivered: the handler
+    raises between bytecodes, so it lands within one tree (scikit-learn builds trees in a Python
+    loop) and the worker lives on for the next job, instead of the whole pool being killed with
+    every queued job in it."""
+    if not hasattr(signal, "setitimer"):  # not on Windows: no timeout there
+        return fit(data, parameters, warmup)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TrainingTimeout(
+            f"training stopped after the {seconds:g} s limit (train_timeout_seconds)"
+        )
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fit(data, parameters, warmup)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _mine_templates(data: TrainingData, max_templates: int = 5000) -> ArrayMap:
