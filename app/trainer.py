@@ -21,17 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.engine import ScoringEngine
-from app.model import (
-    Model,
-    TrainingData,
-    TrainingInput,
-    fit_model,
-    fit_model_within,
-    parse_training_body,
-)
+from app.model import Model, fit_model, fit_model_within
 from app.model_store import ModelStore
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
+from app.training_data import TrainingData, TrainingInput, parse_training_body
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from pydantic import TypeAdapter
 
 from app.bootstrap import forest_parameters
 from app.errors import UNAUTHORIZED_RESPONSE, TrainingRejected, UnknownJob, problem_responses
-from app.model import TrainingInput, training_input
 from app.routers.fast_json import JSONBodyRoute, body_validation_error
 from app.schemas.training import TrainAccepted, TrainingJob, TrainRequest
 from app.security import RequireApiKey
 from app.state import StateDep, get_state
+from app.training_data import TrainingInput, training_input
 
 # Bodies above this are validated in the parsing process (see TrainingBodyRoute). Below it,
 # validating on the event loop costs well under ten milliseconds and no hop to another process.
