@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import pytest_asyncio
 from pydantic import TypeAdapter, ValidationError
 
 from app.model import FitResult, TrainingTimeout, fit_model_within
@@ -43,12 +44,19 @@ def large(body: dict[str, Any]) -> bytes:
     return raw
 
 
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[RunningApp]:
-    async for running in start_app(seeded_settings(tmp_path, train_max_row_trees=200_000)):
+# The async tests share the module's event loop, which the module-scoped app runs on.
+module_loop = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningApp]:
+    # One app (one parsing and one fitting process to start) for the module's tests.
+    root = tmp_path_factory.mktemp("hardening-training")
+    async for running in start_app(seeded_settings(root, train_max_row_trees=200_000)):
         yield running
 
 
+@module_loop
 async def test_a_large_body_is_validated_in_another_process(
     service: RunningApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +71,7 @@ async def test_a_large_body_is_validated_in_another_process(
     assert response.status_code == 202, response.text
 
 
+@module_loop
 async def test_a_large_body_trains_on_every_row(service: RunningApp) -> None:
     client = service.client
     body = {"data": rows(LARGE_ROWS), "parameters": {"n_estimators": 5}, "activate": False}
@@ -92,6 +101,7 @@ def _inline_errors(raw: bytes) -> list[dict[str, Any]]:
     raise AssertionError("the body was valid")
 
 
+@module_loop
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
@@ -117,6 +127,7 @@ async def test_bad_large_bodies_are_422_naming_the_field(
     assert [error["field"] for error in response.json()["errors"]] == expected
 
 
+@module_loop
 async def test_bad_large_logs_name_the_event(service: RunningApp) -> None:
     logs = [{"service": "api", "level": "INFO", "latency_ms": 5.0}] * 8_000
     logs[7_000] = {"service": "api", "level": "LOUD", "latency_ms": 5.0}
@@ -124,6 +135,7 @@ async def test_bad_large_logs_name_the_event(service: RunningApp) -> None:
     assert_problem(response, 422, "logs.7000.level")
 
 
+@module_loop
 async def test_a_dead_parser_falls_back_to_validating_here(
     service: RunningApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +149,7 @@ async def test_a_dead_parser_falls_back_to_validating_here(
     assert job["rows"] == LARGE_ROWS
 
 
+@module_loop
 async def test_too_many_rows_times_trees_is_422(service: RunningApp) -> None:
     client = service.client
     # The fixture allows 200,000 row-trees.
@@ -154,6 +167,7 @@ async def test_too_many_rows_times_trees_is_422(service: RunningApp) -> None:
     assert response.status_code == 202, response.text
 
 
+@module_loop
 async def test_a_fit_past_the_timeout_fails_and_the_worker_goes_on(tmp_path: Path) -> None:
     settings = seeded_settings(tmp_path, train_timeout_seconds=0.001)
     async for running in start_app(settings):
