@@ -25,7 +25,7 @@ from app.model import Model, fit_model, fit_model_within
 from app.model_store import ModelStore
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
-from app.training_data import TrainingData, TrainingInput, parse_training_body
+from app.training_data import TrainingData, TrainingInput, lower_priority, parse_training_body
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,12 @@ class Trainer:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.settings.train_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-            )
+            self._pool = _worker_pool(self.settings.train_workers)
         return self._pool
 
     def _parser(self) -> ProcessPoolExecutor:
         if self._parse_pool is None:
-            self._parse_pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
+            self._parse_pool = _worker_pool(1)
         return self._parse_pool
 
     async def parse(self, raw: bytes) -> TrainingInput | list[dict[str, Any]]:
@@ -177,6 +172,14 @@ class Trainer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=lower_priority,
+    )
 
 
 async def _stop_pool(pool: ProcessPoolExecutor) -> None:

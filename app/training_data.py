@@ -7,6 +7,7 @@ only numpy, pandas and the schemas.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.schemas.events import LEVEL_SCORES, Level
 from app.schemas.training import TrainRequest
 
 FloatArray = npt.NDArray[np.float64]
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +112,11 @@ def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
     except ValidationError as exc:
         return [dict(error) for error in exc.errors(include_url=False, include_input=False)]
     return training_input(request)
+
+
+def lower_priority() -> None:
+    """Initializer of the parsing and fitting processes (here, so the parser imports nothing
+    heavier). Niced: on a busy machine the kernel runs the event loop's process first, so scoring
+    answers stay quick while a worker validates or fits; the workers take the idle time."""
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(WORKER_NICENESS)

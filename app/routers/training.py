@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 from pydantic import TypeAdapter
+from starlette.types import Scope
 
 from app.bootstrap import forest_parameters
 from app.errors import UNAUTHORIZED_RESPONSE, TrainingRejected, UnknownJob, problem_responses
-from app.routers.fast_json import JSONBodyRoute, body_validation_error
+from app.routers.fast_json import JSONBodyRoute, body_validation_error, content_type
 from app.schemas.training import TrainAccepted, TrainingJob, TrainRequest
 from app.security import RequireApiKey
 from app.state import StateDep, get_state
@@ -24,10 +25,16 @@ class TrainingBodyRoute(JSONBodyRoute):
     """JSONBodyRoute whose large bodies are validated in another process.
 
     pydantic-core holds the GIL while it validates, so a 15 MB body (a million rows) would stop
-    the event loop, and every /score waiting on it, for ~0.5 s; a thread would not help. The
+    the event loop, and every /score waiting on it, for most of a second; a thread would not
+    help. The
     parsing process returns the rows as arrays or pydantic's errors, which become the same 422
     naming each field as a body validated here.
     """
+
+    def reads_as_json(self, scope: Scope) -> bool:
+        # FastAPI reads a body without a Content-Type as JSON too (requests' data=bytes sends
+        # none): those must not be parsed on the loop either.
+        return super().reads_as_json(scope) or not content_type(scope)
 
     async def validate_body(self, request: Request, adapter: TypeAdapter[Any], raw: bytes) -> Any:
         if len(raw) < OFFLOAD_BODY_BYTES:

@@ -58,8 +58,8 @@ class TrainRequest(BaseModel):
     activate: bool = Field(
         default=True, strict=True, description="Make the new version active when done."
     )
-    # A large body is validated in another process and arrives as an app.model.TrainingInput
-    # (rows as arrays): data and logs are then left None. Any, so schemas need not import models.
+    # A large body is validated in another process and arrives as a TrainingInput (rows as
+    # arrays, app.training_data): data and logs are then None. Any: schemas import no models.
     _prepared: Any = PrivateAttr(default=None)
 
     @classmethod
