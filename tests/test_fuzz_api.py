@@ -32,7 +32,7 @@ from app.factory import create_app
 from tests.hardening_support import API_KEY, seeded_settings
 
 EXAMPLES_PER_OPERATION = 300
-STATEFUL_SCENARIOS = 15
+STATEFUL_SCENARIOS = 10
 STATEFUL_STEPS = 25
 JOB_WAIT_SECONDS = 60.0
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
