@@ -7,7 +7,10 @@ and a JSON-able description, never live objects, and that is also exactly what g
 from __future__ import annotations
 
 import platform
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -19,64 +22,14 @@ from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.detectors.lstm_sequence import LstmSequenceDetector, fit_on_events
 from app.features import FEATURE_NAMES, feature_matrix
-from app.schemas.events import LEVEL_SCORES, Level
 from app.templates import NO_TEMPLATE, SeedTemplates, TemplateMiner, without_service_name
+from app.training_data import TrainingData as TrainingData
 
 FloatArray = npt.NDArray[np.float64]
 ArrayMap = dict[str, npt.NDArray[Any]]
 
 FORMAT = "insighthub-npz-1"
 BOOTSTRAP_EVENTS = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingData:
-    """Training events as columns. ``service_codes`` index ``service_names``; raw rows (which
-    carry no service) are one anonymous service whose baseline is not kept."""
-
-    latency_ms: FloatArray
-    level_scores: FloatArray
-    service_codes: npt.NDArray[np.int64]
-    service_names: list[str]
-    source: str
-    keep_baselines: bool = True
-    messages: list[str] | None = None  # one per event when trained on log events
-
-    def __len__(self) -> int:
-        return int(self.latency_ms.shape[0])
-
-    @classmethod
-    def from_raw_rows(cls, rows: list[list[float]]) -> TrainingData:
-        array = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-        return cls(
-            latency_ms=array[:, 0].copy(),
-            level_scores=array[:, 1].copy(),
-            service_codes=np.zeros(array.shape[0], dtype=np.int64),
-            service_names=["(raw rows)"],
-            source="raw_rows",
-            keep_baselines=False,
-        )
-
-    @classmethod
-    def from_columns(
-        cls,
-        services: list[str],
-        levels: list[Level],
-        latency_ms: FloatArray,
-        source: str,
-        messages: list[str] | None = None,
-    ) -> TrainingData:
-        # Sorted names and codes into them, as np.unique(return_inverse=True) gives, but by hashing:
-        # np.unique sorts every one of the (up to millions of) strings.
-        codes, names = pd.factorize(pd.Series(services, dtype=object), sort=True)
-        return cls(
-            latency_ms=np.asarray(latency_ms, dtype=np.float64),
-            level_scores=np.fromiter((LEVEL_SCORES[lv] for lv in levels), np.float64, len(levels)),
-            service_codes=codes.astype(np.int64),
-            service_names=[str(name) for name in names],
-            source=source,
-            messages=messages,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +136,39 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
         **lstm_note,
     }
     return FitResult(arrays, description)
+
+
+class TrainingTimeout(Exception):
+    """A fit ran past ``train_timeout_seconds``."""
+
+
+def fit_model_within(
+    seconds: float,
+    fit: Callable[[TrainingData, dict[str, Any], int], FitResult],
+    data: TrainingData,
+    parameters: dict[str, Any],
+    warmup: int,
+) -> FitResult:
+    """``fit`` (``fit_model``; tests pass failing stand-ins), stopped with TrainingTimeout after
+    ``seconds``. Runs in a worker process's main thread, where SIGALRM is delivered: the handler
+    raises between bytecodes, so it lands within one tree (scikit-learn builds trees in a Python
+    loop) and the worker lives on for the next job, instead of the whole pool being killed with
+    every queued job in it."""
+    if not hasattr(signal, "setitimer"):  # not on Windows: no timeout there
+        return fit(data, parameters, warmup)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TrainingTimeout(
+            f"training stopped after the {seconds:g} s limit (train_timeout_seconds)"
+        )
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fit(data, parameters, warmup)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _mine_templates(

@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     train_workers: int = Field(default=1, ge=1, le=16, description="Processes that fit models.")
     train_max_rows: int = Field(default=2_000_000, ge=100)
     train_min_rows: int = Field(default=50, ge=10)
+    train_max_row_trees: int = Field(
+        default=200_000_000,
+        ge=1,
+        description="Largest rows x n_estimators of one job (2,000,000 rows x 100 trees by "
+        "default); beyond it POST /train is a 422. Fitting and scoring the training rows cost "
+        "about this product.",
+    )
+    train_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0.0,
+        le=7 * 24 * 3600,
+        description="A fit running longer fails with a message; the worker takes the next job.",
+    )
 
     # Access control
     api_key: SecretStr | None = Field(

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.engine import ScoringEngine
-from app.model import Model, TrainingData, fit_model
+from app.model import Model, fit_model, fit_model_within
 from app.model_store import ModelStore
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
+from app.training_data import TrainingData, TrainingInput, lower_priority, parse_training_body
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class Trainer:
         self.store = store
         self.engine = engine
         self._pool: ProcessPoolExecutor | None = None
+        # Large training bodies are validated here, not in the fitting pool: a body must get its
+        # 202 or 422 at once, not after the fits queued before it.
+        self._parse_pool: ProcessPoolExecutor | None = None
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         # Saves and activations change artifacts/ and the engine: one at a time.
@@ -69,11 +73,27 @@ class Trainer:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.settings.train_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-            )
+            self._pool = _worker_pool(self.settings.train_workers)
         return self._pool
+
+    def _parser(self) -> ProcessPoolExecutor:
+        if self._parse_pool is None:
+            self._parse_pool = _worker_pool(1)
+        return self._parse_pool
+
+    async def parse(self, raw: bytes) -> TrainingInput | list[dict[str, Any]]:
+        """``parse_training_body`` in the parsing process, so the event loop keeps scoring while
+        pydantic validates a large body. If that process dies (killed, out of memory), the body
+        is validated here instead: slower for the loop, but no request is lost to it."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._parser(), parse_training_body, raw)
+        except BrokenProcessPool:
+            if self._closing:
+                raise
+            log.warning("training body parser died; validating on the event loop instead")
+            self._parse_pool = None
+            return parse_training_body(raw)
 
     def submit(self, data: TrainingData, parameters: dict[str, Any], activate: bool) -> TrainingJob:
         job = _Job(job_id=uuid.uuid4().hex, rows=len(data))
@@ -96,7 +116,13 @@ class Trainer:
         try:
             job.status = JobStatus.running
             result = await loop.run_in_executor(
-                self._executor(), fit_model, data, parameters, self.settings.baseline_warmup_events
+                self._executor(),
+                fit_model_within,
+                self.settings.train_timeout_seconds,
+                fit_model,  # looked up here, so tests can swap in a failing stand-in
+                data,
+                parameters,
+                self.settings.baseline_warmup_events,
             )
             async with self._publish_lock:
                 model = await asyncio.to_thread(self.store.save, result)
@@ -137,26 +163,41 @@ class Trainer:
         """Cancel every job: stop the fits' processes, then the tasks; nothing is half-written
         (workers write nothing; saves are atomic)."""
         self._closing = True
-        pool, self._pool = self._pool, None
-        workers = list((getattr(pool, "_processes", None) or {}).values()) if pool else []
-        if pool is not None and workers:
-            # A fit cannot be interrupted inside scikit-learn, and the interpreter's exit would
-            # wait for it: its process is stopped instead. The pool's manager thread then fails
-            # every queued and running fit with BrokenProcessPool. This comes before cancelling
-            # the tasks: a cancelled queued future makes Python 3.11's manager thread raise
-            # InvalidStateError when it marks the pool broken.
-            for worker in workers:
-                worker.terminate()
-            await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
-            # Waiting for the manager thread also closes the pool's queues (no semaphores
-            # left for the resource tracker).
-            await asyncio.to_thread(pool.shutdown, wait=True)
-        elif pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        pools = [self._pool, self._parse_pool]
+        self._pool = self._parse_pool = None
+        for pool in pools:
+            if pool is not None:
+                await _stop_pool(pool)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=lower_priority,
+    )
+
+
+async def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    if not workers:
+        pool.shutdown(wait=False, cancel_futures=True)
+        return
+    # A fit cannot be interrupted inside scikit-learn, and the interpreter's exit would wait for
+    # it: its process is stopped instead. The pool's manager thread then fails every queued and
+    # running call with BrokenProcessPool. This comes before cancelling the tasks: a cancelled
+    # queued future makes Python 3.11's manager thread raise InvalidStateError when it marks the
+    # pool broken.
+    for worker in workers:
+        worker.terminate()
+    await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
+    # Waiting for the manager thread also closes the pool's queues (no semaphores left for the
+    # resource tracker).
+    await asyncio.to_thread(pool.shutdown, wait=True)
 
 
 def _join_all(workers: list[Any], timeout: float) -> None:

@@ -366,7 +366,7 @@ def _stop_light_load(load: subprocess.Popen[bytes]) -> Load:
 
 def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path) -> list[Row]:
     """Light load in three phases: idle; while POST /train with 1M rows is received and
-    validated (that runs on the event loop); while the fit runs in the worker process."""
+    validated (in the parsing process); while the fit runs in the worker process."""
     client = httpx.Client(base_url=service.url, timeout=120)
     # Warm the training pool first: spawning the worker and importing numpy/sklearn/numba there
     # is a one-off start-up cost, not the cost of a fit.
@@ -415,8 +415,9 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
             post_seconds, "s"),
         Row("e", "POST /score max latency while that POST /train is handled", posting.max_ms,
             "ms", "idle max", idle.max_ms,
-            note="the body is validated on the event loop (pydantic, a million small lists) "
-            "and freed after the answer: scoring waits meanwhile"),
+            note="bodies of 256 KiB and more are validated in the parsing process (app/"
+            "training_data.py), which returns arrays; the loop only receives and hands over "
+            "the bytes"),
     ]  # fmt: skip
 
 

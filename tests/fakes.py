@@ -1,14 +1,16 @@
-"""Stand-ins for ``app.model.fit_model`` that fail on purpose, in the spirit of MLServer's failing
-test models. The trainer sends the fit function to a *spawned* worker by reference, so a test that
-patches ``app.trainer.fit_model`` with one of these makes the real worker process run it: the
-failure travels the same path (pickled exception, or a dead process) as a real one would."""
+"""Stand-ins for ``app.model.fit_model`` and ``parse_training_body`` that fail on purpose, in the
+spirit of MLServer's failing test models. The trainer sends these functions to *spawned* workers by
+reference, so a test that patches ``app.trainer.fit_model`` with one of these makes the real worker
+process run it: the failure travels the same path (pickled exception, or a dead process) as a real
+one would."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Any, NoReturn
 
-from app.model import TrainingData
+from app.training_data import TrainingData, TrainingInput, parse_training_body
 
 INJECTED_MESSAGE = "injected failure: the fit could not converge"
 
@@ -20,3 +22,16 @@ def failing_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> 
 def dying_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> NoReturn:
     # What the OOM killer does to a worker: no exception, no cleanup, the process is gone.
     os._exit(137)
+
+
+def parse_reporting_pid(raw: bytes) -> list[dict[str, Any]]:
+    """A training-body parser whose one "error" names the process it ran in."""
+    return [{"type": "value_error", "loc": ("parsed_in_pid",), "msg": str(os.getpid())}]
+
+
+def parse_dying_in_worker(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
+    """Dies like an OOM-killed process when run in a worker; the real parser in the test process
+    (where the trainer falls back to validating on the event loop)."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(137)
+    return parse_training_body(raw)

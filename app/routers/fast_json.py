@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -31,12 +31,16 @@ class _ValidatedRequest(Request):
 
 
 def _declares_json(scope: Scope) -> bool:
+    return content_type(scope).startswith(b"application/json")
+
+
+def content_type(scope: Scope) -> bytes:
     # Straight from the raw header list: building starlette's Headers here would be done again
     # by FastAPI on the request handed on, and this runs for every event.
     for name, value in scope["headers"]:
         if name == b"content-type":
-            return bytes(value).lower().startswith(b"application/json")
-    return False
+            return bytes(value).lower()
+    return b""
 
 
 class JSONBodyRoute(APIRoute):
@@ -62,18 +66,27 @@ class JSONBodyRoute(APIRoute):
             except ClientDisconnect:
                 # What FastAPI answers when it cannot read a body (nobody is listening anyway).
                 raise HTTPException(400, "There was an error parsing the body") from None
-            if not raw or not _declares_json(request.scope):
+            if not raw or not self.reads_as_json(request.scope):
                 return await handler(request)
-            try:
-                parsed = adapter.validate_json(raw)
-            except ValidationError as exc:
-                # Same shape as FastAPI's own errors (loc starts with "body"); no input echoed.
-                raise RequestValidationError(
-                    [
-                        {**error, "loc": ("body", *error["loc"])}
-                        for error in exc.errors(include_url=False, include_input=False)
-                    ]
-                ) from None
+            parsed = await self.validate_body(request, adapter, raw)
             return await handler(_ValidatedRequest(request.scope, request.receive, raw, parsed))
 
         return validate_then_handle
+
+    def reads_as_json(self, scope: Scope) -> bool:
+        """Whether this route validates the body itself; the rest take FastAPI's path."""
+        return _declares_json(scope)
+
+    async def validate_body(self, request: Request, adapter: TypeAdapter[Any], raw: bytes) -> Any:
+        """The body model from the raw JSON; a subclass may validate elsewhere (another process)."""
+        try:
+            return adapter.validate_json(raw)
+        except ValidationError as exc:
+            raise body_validation_error(
+                exc.errors(include_url=False, include_input=False)
+            ) from None
+
+
+def body_validation_error(errors: Sequence[Any]) -> RequestValidationError:
+    # Same shape as FastAPI's own errors (loc starts with "body"); no input echoed.
+    return RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors])

@@ -34,7 +34,21 @@ def _info(manifest: dict[str, Any], active: str | None) -> ModelInfo:
     )
 
 
-@router.get("/models")
+@router.get(
+    "/models",
+    responses={
+        200: {
+            "description": "Stored versions, oldest first.",
+            # Activating the oldest stored version is a rollback.
+            "links": {
+                "ActivateOldestModel": {
+                    "operationId": "models-activate_model",
+                    "parameters": {"version": "$response.body#/versions/0/version"},
+                }
+            },
+        }
+    },
+)
 async def list_models(state: StateDep) -> ModelList:
     """Stored model versions, oldest first, and which one is serving."""
     active = state.engine.model.version
@@ -50,6 +64,10 @@ async def list_models(state: StateDep) -> ModelList:
 @router.post(
     "/models/{version}/activate",
     responses={
+        200: {
+            "description": "The version now serving.",
+            "links": {"ListModels": {"operationId": "models-list_models"}},
+        },
         **problem_responses(UnknownModelVersion, UnusableModelVersion),
         **UNAUTHORIZED_RESPONSE,
     },

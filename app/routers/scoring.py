@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -21,13 +23,34 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("/score", response_model=ScoreResult, responses=problem_responses())
+def _stats_link(service: str) -> dict[str, Any]:
+    # Scoring feeds the service's window: its statistics are the natural next read.
+    return {
+        "description": "Scored.",
+        "links": {
+            "GetServiceStats": {
+                "operationId": "stats-service_stats",
+                "parameters": {"service": service},
+            }
+        },
+    }
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResult,
+    responses={200: _stats_link("$request.body#/service"), **problem_responses()},
+)
 async def score_log(event: LogEvent, engine: EngineDep) -> Response:
     """Score one log event: combined verdict, per-method breakdown and an explanation."""
     return _json(await engine.coalescer.score(event))
 
 
-@router.post("/score/batch", response_model=ScoreBatchResponse, responses=problem_responses())
+@router.post(
+    "/score/batch",
+    response_model=ScoreBatchResponse,
+    responses={200: _stats_link("$request.body#/logs/0/service"), **problem_responses()},
+)
 async def score_batch(request: ScoreBatchRequest, engine: EngineDep) -> Response:
     """Score up to 10,000 events in order, exactly as if they had been sent one by one."""
     return _json({"results": engine.score(request.logs)})

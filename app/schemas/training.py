@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from app.schemas.events import MAX_LATENCY_MS, LogEvent
 
@@ -58,9 +58,26 @@ class TrainRequest(BaseModel):
     activate: bool = Field(
         default=True, strict=True, description="Make the new version active when done."
     )
+    # A large body is validated in another process and arrives as a TrainingInput (rows as
+    # arrays, app.training_data): data and logs are then None. Any: schemas import no models.
+    _prepared: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def from_prepared(cls, prepared: Any) -> TrainRequest:
+        """A request standing for a body already validated and converted elsewhere."""
+        request = cls.model_construct(activate=prepared.activate)
+        request._prepared = prepared
+        return request
+
+    def prepared_input(self) -> Any:
+        """The TrainingInput made in another process, or None when the fields hold the rows."""
+        return self._prepared
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TrainRequest:
+        if self._prepared is not None:
+            # Validated in the parsing process; FastAPI hands the instance through here again.
+            return self
         if (self.data is None) == (self.logs is None):
             raise ValueError("give exactly one of 'data' (raw rows) or 'logs' (events)")
         if self.data is not None:

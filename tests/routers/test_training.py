@@ -248,7 +248,7 @@ async def test_scoring_goes_on_while_100k_events_train(service: RunningApp) -> N
     client = service.client
     before = await active_version(client)
     response = await client.post("/train", json={"logs": events(100_000, services=5, seed=3)})
-    assert response.status_code == 202
+    assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     answered_while_training = 0
     statuses_seen: set[str] = set()

@@ -1,0 +1,122 @@
+"""Training input as arrays, and the validation of POST /train bodies into it.
+
+Kept apart from ``app.model`` (scikit-learn, numba, the detectors) so that the process that
+validates large training bodies starts in a fraction of a second and stays small: it imports
+only numpy, pandas and the schemas.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import ValidationError
+
+from app.schemas.events import LEVEL_SCORES, Level
+from app.schemas.training import TrainRequest
+
+FloatArray = npt.NDArray[np.float64]
+WORKER_NICENESS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingData:
+    """Training events as columns. ``service_codes`` index ``service_names``; raw rows (which
+    carry no service) are one anonymous service whose baseline is not kept."""
+
+    latency_ms: FloatArray
+    level_scores: FloatArray
+    service_codes: npt.NDArray[np.int64]
+    service_names: list[str]
+    source: str
+    keep_baselines: bool = True
+    messages: list[str] | None = None  # one per event when trained on log events
+
+    def __len__(self) -> int:
+        return int(self.latency_ms.shape[0])
+
+    @classmethod
+    def from_raw_rows(cls, rows: list[list[float]]) -> TrainingData:
+        array = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+        return cls(
+            latency_ms=array[:, 0].copy(),
+            level_scores=array[:, 1].copy(),
+            service_codes=np.zeros(array.shape[0], dtype=np.int64),
+            service_names=["(raw rows)"],
+            source="raw_rows",
+            keep_baselines=False,
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        services: list[str],
+        levels: list[Level],
+        latency_ms: FloatArray,
+        source: str,
+        messages: list[str] | None = None,
+    ) -> TrainingData:
+        # Sorted names and codes into them, as np.unique(return_inverse=True) gives, but by hashing:
+        # np.unique sorts every one of the (up to millions of) strings.
+        codes, names = pd.factorize(pd.Series(services, dtype=object), sort=True)
+        return cls(
+            latency_ms=np.asarray(latency_ms, dtype=np.float64),
+            level_scores=np.fromiter((LEVEL_SCORES[lv] for lv in levels), np.float64, len(levels)),
+            service_codes=codes.astype(np.int64),
+            service_names=[str(name) for name in names],
+            source=source,
+            messages=messages,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingInput:
+    """A validated POST /train body with its rows already as arrays."""
+
+    data: TrainingData
+    field: str  # "data" or "logs": which request field the rows came from
+    parameters: dict[str, Any]  # the request's forest parameters (unset ones left out)
+    activate: bool
+
+
+def training_input(request: TrainRequest) -> TrainingInput:
+    if request.data is not None:
+        data = TrainingData.from_raw_rows(request.data)
+        source_field = "data"
+    else:
+        logs = request.logs or []
+        data = TrainingData.from_columns(
+            [e.service for e in logs],
+            [e.level for e in logs],
+            np.array([np.nan if e.latency_ms is None else e.latency_ms for e in logs]),
+            source="logs",
+            messages=[e.message for e in logs],
+        )
+        source_field = "logs"
+    return TrainingInput(
+        data, source_field, request.parameters.model_dump(exclude_none=True), request.activate
+    )
+
+
+def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
+    """Validate a JSON POST /train body and turn its rows into arrays, or return pydantic's errors
+    (without the input). Runs in a worker process for large bodies: pydantic-core holds the GIL
+    while it validates (~0.5 s for a million rows), which on the event loop would stall scoring.
+    The arrays it returns cross back as a few buffers, not a million small lists."""
+    try:
+        request = TrainRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        return [dict(error) for error in exc.errors(include_url=False, include_input=False)]
+    return training_input(request)
+
+
+def lower_priority() -> None:
+    """Initializer of the parsing and fitting processes (here, so the parser imports nothing
+    heavier). Niced: on a busy machine the kernel runs the event loop's process first, so scoring
+    answers stay quick while a worker validates or fits; the workers take the idle time."""
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(WORKER_NICENESS)
