@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from app.detectors.compiled import compile_kernel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -68,22 +70,15 @@ PathLengths = Callable[
 ]
 
 
+# Tree by tree, sample by sample; no fastmath, so each sum is added in order as scikit-learn does.
+_PATH_LENGTHS_SIGNATURE = (
+    "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], "
+    "int64[::1], int64)"
+)
+
+
 def _compile() -> PathLengths | None:
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; this keeps numpy-only installs
-        return None
-    # Eager compilation with one signature: the cost (~0.5 s, or a cache load) is paid at import,
-    # not by the first request. No fastmath: the sum must be added in order, as scikit-learn does.
-    signature = "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], "
-    signature += "int64[::1], int64)"
-    try:
-        compiled = numba.njit(signature, cache=True, nogil=True)(_path_lengths_loop)
-    except RuntimeError:  # pragma: no cover - needs an install with no writable cache directory
-        # numba refuses cache=True when neither the package folder nor the user's cache folder
-        # is writable (a read-only image without a home): compile afresh at every start instead.
-        compiled = numba.njit(signature, nogil=True)(_path_lengths_loop)
-    return cast(PathLengths, compiled)
+    return compile_kernel(_path_lengths_loop, _PATH_LENGTHS_SIGNATURE)
 
 
 _COMPILED_PATH_LENGTHS = _compile()
