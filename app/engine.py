@@ -12,9 +12,9 @@ reference assignment made on the same loop; each call reads the model once and k
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from app.baselines import BaselineStore, BaselineView
 from app.batching import ScoreCoalescer
-from app.combiner import combine
+from app.combiner import combine_matrix
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
 from app.detectors.forecast import ForecastDetector
@@ -50,8 +50,11 @@ FloatArray = npt.NDArray[np.float64]
 ScoreDict = dict[str, Any]
 
 
-def _column(values: FloatArray) -> list[float | None]:
-    return [None if math.isnan(v) else v for v in values.tolist()]
+@dataclass(frozen=True, slots=True)
+class _MethodTable:
+    weights: FloatArray  # column vector, one row per method
+    alarms: list[float]  # rarity at which each method alone flags an event
+    labels: list[str]  # human names of the methods
 
 
 class ScoringEngine:
@@ -106,6 +109,7 @@ class ScoringEngine:
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
+        self._method_tables: dict[tuple[str, ...], _MethodTable] = {}
         self._model = model
         self.baselines.seed(model.baselines)
         self.templates.seed(model.templates, model.template_seeds)
@@ -177,6 +181,22 @@ class ScoringEngine:
             forecasts,
         )
 
+    def _method_table(self, names: tuple[str, ...]) -> _MethodTable:
+        """Per-method constants of a set of methods in one order, computed once per set (the set
+        changes only when a method fails or the model gains or loses one)."""
+        table = self._method_tables.get(names)
+        if table is None:
+            q = self.settings.target_false_alarm_rate
+            threshold = self.settings.anomaly_threshold
+            weights = [self.weights.get(name, 1.0) for name in names]
+            table = _MethodTable(
+                np.array(weights, dtype=np.float64)[:, None],
+                [alarm_rarity(q, threshold, weight) for weight in weights],
+                [self._method_names[name] for name in names],
+            )
+            self._method_tables[names] = table
+        return table
+
     def _render(
         self,
         model: Model,
@@ -187,27 +207,25 @@ class ScoringEngine:
         failures: dict[str, str],
         templates: TemplateView | None = None,
     ) -> list[ScoreDict]:
-        q = self.settings.target_false_alarm_rate
+        n = len(batch)
         threshold = self.settings.anomaly_threshold
-        rarities = self.recalibration.observe(
-            batch.services,
-            batch.timestamps,
-            {name: out.rarity for name, out in outputs.items()},
-            {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
-        )
-        scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
-        combined, flagged = combine(scores, self.weights, threshold, len(batch))
-        method_names = self._method_names
-        # Per method: its scores, and its metrics transposed to one tuple per event (zip does the
-        # transposing in C; the per-event loop below then only builds the dicts).
-        columns = {
-            name: (
-                scores[name].tolist(),
-                tuple(out.metrics),
-                list(zip(*(_column(values) for values in out.metrics.values()), strict=True)),
+        names = tuple(outputs)
+        table = self._method_table(names)
+        # Every method's numbers as rows of one matrix: each step below is then one numpy call for
+        # all methods, whose per-call cost is what a batch of one pays.
+        if names:
+            rarities = self.recalibration.observe_matrix(
+                batch.services,
+                batch.timestamps,
+                list(names),
+                np.array([outputs[name].rarity for name in names], dtype=np.float64),
+                table.alarms,
             )
-            for name, out in outputs.items()
-        }
+            score_matrix = rarity_to_score(rarities, self.settings.target_false_alarm_rate)
+        else:
+            score_matrix = np.zeros((0, n))
+        combined, flagged = combine_matrix(score_matrix, table.weights, threshold)
+        scores = {name: score_matrix[m] for m, name in enumerate(names)}
         explanations = explain(
             batch,
             baseline,
@@ -220,28 +238,48 @@ class ScoringEngine:
             templates,
             self.templates.miner.text,
         )
+        # All methods' metrics in one (metric, event) matrix, transposed to one list per event;
+        # NaN ("not known") becomes None at the few places it occurs rather than by a test of
+        # every value.
+        layout: list[tuple[str, str, int, int, tuple[str, ...]]] = []
+        columns: list[FloatArray] = []
+        for name, label in zip(names, table.labels, strict=True):
+            metrics = outputs[name].metrics
+            layout.append((name, label, len(columns), len(columns) + len(metrics), tuple(metrics)))
+            columns.extend(metrics.values())
+        if columns:
+            metric_matrix = np.array(columns, dtype=np.float64).T
+            metric_rows = metric_matrix.tolist()
+            events_with_nan, metrics_with_nan = np.nonzero(np.isnan(metric_matrix))
+            for i, k in zip(events_with_nan.tolist(), metrics_with_nan.tolist(), strict=True):
+                metric_rows[i][k] = None
+        else:
+            metric_rows = [[] for _ in range(n)]
+        score_rows = score_matrix.tolist()
         seen = baseline.events_seen.tolist()
-        confidence = (
-            baseline.events_seen / (baseline.events_seen + self.settings.confidence_events)
-        ).tolist()
+        confidence_events = self.settings.confidence_events
+        confidence = [count / (count + confidence_events) for count in seen]
         ready = baseline.ready.tolist()
         combined_list = combined.tolist()
         flagged_list = flagged.tolist()
+        degraded = [(name, reason, self._method_names[name]) for name, reason in failures.items()]
         results: list[ScoreDict] = []
-        for i in range(len(batch)):
+        for i in range(n):
+            row = metric_rows[i]
             methods: dict[str, Any] = {}
-            for name, (method_scores, metric_names, metric_rows) in columns.items():
+            for m, (name, label, start, stop, metric_names) in enumerate(layout):
+                score = score_rows[m][i]
                 methods[name] = {
-                    "anomaly_score": method_scores[i],
-                    "is_anomaly": method_scores[i] >= threshold,
-                    "method": method_names[name],
-                    "metrics": dict(zip(metric_names, metric_rows[i], strict=True)),
+                    "anomaly_score": score,
+                    "is_anomaly": score >= threshold,
+                    "method": label,
+                    "metrics": dict(zip(metric_names, row[start:stop], strict=True)),
                 }
-            for name, reason in failures.items():
+            for name, reason, label in degraded:
                 methods[name] = {
                     "anomaly_score": 0.0,
                     "is_anomaly": False,
-                    "method": method_names[name],
+                    "method": label,
                     "metrics": None,
                     "degraded": reason,
                 }

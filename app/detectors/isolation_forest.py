@@ -86,18 +86,20 @@ class IsolationForestDetector(BatchDetector):
         raw = -forest.score_samples(context.features)
         latency_z = context.baseline.latency_z
         median = context.baseline.median_latency_ms
+        # A ratio only where the latency was judged against a baseline (z known) and the median
+        # is a usable scale; NaN elsewhere.
         ratio = np.divide(
             context.batch.latency_ms,
             median,
             out=np.full(len(context.batch), np.nan),
-            where=median > MIN_MEDIAN_FOR_RATIO_MS,
+            where=(median > MIN_MEDIAN_FOR_RATIO_MS) & (latency_z == latency_z),
         )
         return MethodOutput(
             rarity=calibrator.rarity(raw),
             metrics={
                 "paper_score": raw,
                 "beyond_contamination_threshold": (-raw < forest.offset).astype(np.float64),
-                "latency_ratio": np.where(np.isnan(latency_z), np.nan, ratio),
+                "latency_ratio": ratio,
                 "latency_zscore_vs_baseline": latency_z,
                 "level_score": context.batch.level_scores,
             },
