@@ -36,5 +36,5 @@ def combine_matrix(
 ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
     """``combine`` on scores stacked as rows (one per method) and weights as a column vector."""
     # initial=0.0: no method (or only zero weights) combines to 0, not an error.
-    combined: FloatArray = np.max(weights * scores, axis=0, initial=0.0)
+    combined: FloatArray = (weights * scores).max(axis=0, initial=0.0)
     return combined, combined >= threshold
