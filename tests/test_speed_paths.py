@@ -21,7 +21,14 @@ from starlette.types import Message
 from app.batching import ScoreCoalescer
 from app.combiner import combine_matrix
 from app.detectors.base import MethodOutput, ScoringContext
-from app.detectors.calibration import BEND_AT, BEND_HEADROOM, MIN_RARITY, rarity_to_score
+from app.detectors.calibration import (
+    BEND_AT,
+    BEND_HEADROOM,
+    MIN_RARITY,
+    TAIL_FRACTION,
+    TailCalibrator,
+    rarity_to_score,
+)
 from app.detectors.templates import TemplateDetector
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
@@ -417,3 +424,22 @@ def test_a_method_without_metrics_renders_an_empty_mapping(tmp_path: Path) -> No
     results = engine.score(_stream(3, services=1))
     assert [r["methods"]["templates"]["metrics"] for r in results] == [{}, {}, {}]
     assert [r["methods"]["templates"]["anomaly_score"] for r in results] == [0.0, 0.0, 0.0]
+
+
+@given(
+    reference=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=200),
+    raw=st.lists(st.floats(-3.0, 3.0), min_size=1, max_size=6),
+)
+@settings(max_examples=200, deadline=None)
+def test_tail_calibrator_skips_the_tail_only_when_no_score_is_in_it(
+    reference: list[float], raw: list[float]
+) -> None:
+    calibrator = TailCalibrator.fit(reference)
+    scores = np.asarray(raw)
+    # The formula as main computed it, tail always evaluated.
+    body = 1.0 - np.interp(scores, calibrator.quantiles, calibrator.levels)
+    body = np.maximum(body, TAIL_FRACTION)
+    excess = np.maximum(scores - calibrator.tail_start, 0.0)
+    tail = TAIL_FRACTION * np.exp(-excess / calibrator.tail_scale)
+    expected = np.where(scores > calibrator.tail_start, tail, body)
+    assert calibrator.rarity(scores).tolist() == expected.tolist()

@@ -227,9 +227,8 @@ class AutoencoderDetector(BatchDetector):
         # While a service's baseline warms up, its latency feature reads "missing" although the
         # event has one: that combination says nothing about the event, so it is not judged.
         missing_column = FEATURE_NAMES.index("latency_missing")
-        warming_up = (context.features[:, missing_column] == 1.0) & ~np.isnan(
-            context.batch.latency_ms
-        )
+        latency = context.batch.latency_ms
+        warming_up = (context.features[:, missing_column] == 1.0) & (latency == latency)
         return MethodOutput(
             rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
             metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},

@@ -169,6 +169,14 @@ class FlatForest:
         ``evaluator`` picks the compiled or the numpy path (the default: compiled when numba is
         installed); both give identical results.
         """
+        # Negating the paper's score is exact: this is bit for bit -paper_scores.
+        scores: FloatArray = -self.paper_scores(features, evaluator)
+        return scores
+
+    def paper_scores(
+        self, features: npt.ArrayLike, evaluator: Evaluator | None = None
+    ) -> FloatArray:
+        """The original paper's anomaly score in (0, 1], ``-score_samples``; higher is odder."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected shape (n, {self.n_features}), got {x.shape}")
@@ -198,10 +206,10 @@ class FlatForest:
                 ]
             )
         if self.denominator == 0.0:
-            # One training sample: scikit-learn takes depth/denominator as 1, so -2**-1.
-            return np.full(n_samples, -0.5)
-        scores: FloatArray = -(2.0 ** (-np.divide(depths, self.denominator)))
-        return scores
+            # One training sample: scikit-learn takes depth/denominator as 1, so 2**-1.
+            return np.full(n_samples, 0.5)
+        paper: FloatArray = 2.0 ** (-np.divide(depths, self.denominator))
+        return paper
 
     def _numpy_path_lengths(self, rounded: FloatArray) -> FloatArray:
         n_samples = rounded.shape[0]

@@ -78,12 +78,11 @@ class IsolationForestDetector(BatchDetector):
     def paper_scores(self, features: FloatArray) -> FloatArray:
         """The original paper's score in (0, 1]; above ~0.5 is the paper's "anomaly"."""
         forest, _ = self._fitted()
-        result: FloatArray = -forest.score_samples(features)
-        return result
+        return forest.paper_scores(features)
 
     def rarity(self, context: ScoringContext) -> MethodOutput:
         forest, calibrator = self._fitted()
-        raw = -forest.score_samples(context.features)
+        raw = forest.paper_scores(context.features)
         latency_z = context.baseline.latency_z
         median = context.baseline.median_latency_ms
         # A ratio only where the latency was judged against a baseline (z known) and the median
@@ -98,7 +97,8 @@ class IsolationForestDetector(BatchDetector):
             rarity=calibrator.rarity(raw),
             metrics={
                 "paper_score": raw,
-                "beyond_contamination_threshold": (-raw < forest.offset).astype(np.float64),
+                # score_samples < offset, with score_samples = -raw (negation is exact).
+                "beyond_contamination_threshold": (raw > -forest.offset).astype(np.float64),
                 "latency_ratio": ratio,
                 "latency_zscore_vs_baseline": latency_z,
                 "level_score": context.batch.level_scores,
