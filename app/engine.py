@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -239,43 +238,21 @@ class ScoringEngine:
             templates,
             self.templates.miner.text,
         )
-        # All methods' metrics in one (metric, event) matrix (one conversion for all), then each
-        # method's block transposed to one list per event; NaN ("not known") becomes None only
-        # where it occurs rather than by a test of every value.
+        # All methods' metrics in one (metric, event) matrix, transposed to one list per event
+        # (one conversion for all methods); NaN ("not known") becomes None only where it occurs
+        # rather than by a test of every value.
+        layout: list[tuple[str, str, int, int, tuple[str, ...]]] = []
         columns: list[FloatArray] = []
-        blocks: list[tuple[int, int]] = []
-        method_of_row: list[int] = []
-        for m, name in enumerate(names):
+        for name, label in zip(names, table.labels, strict=True):
             metrics = outputs[name].metrics
-            blocks.append((len(columns), len(columns) + len(metrics)))
-            method_of_row.extend([m] * len(metrics))
+            layout.append((name, label, len(columns), len(columns) + len(metrics), tuple(metrics)))
             columns.extend(metrics.values())
-        metric_matrix = np.array(columns, dtype=np.float64) if columns else np.empty((0, n))
-        metric_rows = [metric_matrix[start:stop].T.tolist() for start, stop in blocks]
-        nan_rows, nan_events = np.nonzero(np.isnan(metric_matrix))
-        for k, i in zip(nan_rows.tolist(), nan_events.tolist(), strict=True):
-            m = method_of_row[k]
-            metric_rows[m][i][k - blocks[m][0]] = None
-        # Method by method, one comprehension per method builds every event's entry.
-        per_method = [
-            [
-                {
-                    "anomaly_score": score,
-                    "is_anomaly": score >= threshold,
-                    "method": label,
-                    "metrics": dict(zip(metric_names, values, strict=True)),
-                }
-                for score, values in zip(scores_of_method, rows_of_method, strict=True)
-            ]
-            for scores_of_method, rows_of_method, label, metric_names in zip(
-                score_matrix.tolist(),
-                metric_rows,
-                table.labels,
-                (tuple(outputs[name].metrics) for name in names),
-                strict=True,
-            )
-        ]
-        methods_of_event = zip(*per_method, strict=True) if per_method else repeat((), n)
+        metric_matrix = np.array(columns, dtype=np.float64).T if columns else np.empty((n, 0))
+        metric_rows = metric_matrix.tolist()
+        nan_events, nan_metrics = np.isnan(metric_matrix).nonzero()
+        for i, k in zip(nan_events.tolist(), nan_metrics.tolist(), strict=True):
+            metric_rows[i][k] = None
+        score_rows = score_matrix.tolist()
         seen = baseline.events_seen.tolist()
         confidence_events = self.settings.confidence_events
         confidence = [count / (count + confidence_events) for count in seen]
@@ -286,8 +263,17 @@ class ScoringEngine:
         version = model.version
         services = batch.services
         results: list[ScoreDict] = []
-        for i, entries in enumerate(methods_of_event):
-            methods: dict[str, Any] = dict(zip(names, entries, strict=True))
+        for i in range(n):
+            row = metric_rows[i]
+            methods: dict[str, Any] = {}
+            for m, (name, label, start, stop, metric_names) in enumerate(layout):
+                score = score_rows[m][i]
+                methods[name] = {
+                    "anomaly_score": score,
+                    "is_anomaly": score >= threshold,
+                    "method": label,
+                    "metrics": dict(zip(metric_names, row[start:stop], strict=True)),
+                }
             for name, reason, label in degraded:
                 methods[name] = {
                     "anomaly_score": 0.0,
