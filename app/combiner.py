@@ -22,7 +22,19 @@ FloatArray = npt.NDArray[np.float64]
 def combine(
     scores: dict[str, FloatArray], weights: dict[str, float], threshold: float, n_events: int
 ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    combined = np.zeros(n_events)
-    for name, method_scores in scores.items():
-        combined = np.maximum(combined, weights.get(name, 1.0) * method_scores)
+    if not scores:
+        return combine_matrix(np.zeros((0, n_events)), np.zeros((0, 1)), threshold)
+    return combine_matrix(
+        np.vstack(list(scores.values())),
+        np.array([[weights.get(name, 1.0)] for name in scores]),
+        threshold,
+    )
+
+
+def combine_matrix(
+    scores: FloatArray, weights: FloatArray, threshold: float
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """``combine`` on scores stacked as rows (one per method) and weights as a column vector."""
+    # initial=0.0: no method (or only zero weights) combines to 0, not an error.
+    combined: FloatArray = (weights * scores).max(axis=0, initial=0.0)
     return combined, combined >= threshold

@@ -12,9 +12,9 @@ reference assignment made on the same loop; each call reads the model once and k
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from app.baselines import BaselineStore, BaselineView
 from app.batching import ScoreCoalescer
-from app.combiner import combine
+from app.combiner import combine_matrix
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
 from app.detectors.forecast import ForecastDetector
@@ -51,8 +51,12 @@ FloatArray = npt.NDArray[np.float64]
 ScoreDict = dict[str, Any]
 
 
-def _column(values: FloatArray) -> list[float | None]:
-    return [None if math.isnan(v) else v for v in values.tolist()]
+@dataclass(frozen=True, slots=True)
+class _MethodTable:
+    weights: FloatArray  # column vector, one row per method
+    alarms: list[float]  # rarity at which each method alone flags an event
+    labels: list[str]  # human names of the methods
+    recalibrated: list[int]  # rows of the methods whose rarities the online recalibration adjusts
 
 
 class ScoringEngine:
@@ -111,6 +115,7 @@ class ScoringEngine:
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
+        self._method_tables: dict[tuple[str, ...], _MethodTable] = {}
         self._model = model
         self.baselines.seed(model.baselines)
         self.templates.seed(model.templates, model.template_seeds)
@@ -194,6 +199,23 @@ class ScoringEngine:
             history,
         )
 
+    def _method_table(self, names: tuple[str, ...]) -> _MethodTable:
+        """Per-method constants of a set of methods in one order, computed once per set (the set
+        changes only when a method fails or the model gains or loses one)."""
+        table = self._method_tables.get(names)
+        if table is None:
+            q = self.settings.target_false_alarm_rate
+            threshold = self.settings.anomaly_threshold
+            weights = [self.weights.get(name, 1.0) for name in names]
+            table = _MethodTable(
+                np.array(weights, dtype=np.float64)[:, None],
+                [alarm_rarity(q, threshold, weight) for weight in weights],
+                [self._method_names[name] for name in names],
+                [m for m, name in enumerate(names) if name not in self._not_recalibrated],
+            )
+            self._method_tables[names] = table
+        return table
+
     def _render(
         self,
         model: Model,
@@ -204,29 +226,30 @@ class ScoringEngine:
         failures: dict[str, str],
         templates: TemplateView | None = None,
     ) -> list[ScoreDict]:
-        q = self.settings.target_false_alarm_rate
+        n = len(batch)
         threshold = self.settings.anomaly_threshold
-        exact = self._not_recalibrated
-        rarities = self.recalibration.observe(
-            batch.services,
-            batch.timestamps,
-            {name: out.rarity for name, out in outputs.items() if name not in exact},
-            {name: alarm_rarity(q, threshold, self.weights.get(name, 1.0)) for name in outputs},
-        )
-        rarities.update({name: out.rarity for name, out in outputs.items() if name in exact})
-        scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
-        combined, flagged = combine(scores, self.weights, threshold, len(batch))
-        method_names = self._method_names
-        # Per method: its scores, and its metrics transposed to one tuple per event (zip does the
-        # transposing in C; the per-event loop below then only builds the dicts).
-        columns = {
-            name: (
-                scores[name].tolist(),
-                tuple(out.metrics),
-                list(zip(*(_column(values) for values in out.metrics.values()), strict=True)),
-            )
-            for name, out in outputs.items()
-        }
+        names = tuple(outputs)
+        table = self._method_table(names)
+        # Every method's numbers as rows of one matrix: each step below is then one numpy call for
+        # all methods, whose per-call cost is what a batch of one pays.
+        if names:
+            rarities = np.array([outputs[name].rarity for name in names], dtype=np.float64)
+            rows = table.recalibrated
+            if rows:
+                # Methods whose rarities are already frequencies of the service's own history
+                # (recalibrated = False) keep them: learning them again would silence them.
+                rarities[rows] = self.recalibration.observe_matrix(
+                    batch.services,
+                    batch.timestamps,
+                    [names[m] for m in rows],
+                    rarities[rows],
+                    [table.alarms[m] for m in rows],
+                )
+            score_matrix = rarity_to_score(rarities, self.settings.target_false_alarm_rate)
+        else:
+            score_matrix = np.zeros((0, n))
+        combined, flagged = combine_matrix(score_matrix, table.weights, threshold)
+        scores = {name: score_matrix[m] for m, name in enumerate(names)}
         explanations = explain(
             batch,
             baseline,
@@ -239,28 +262,47 @@ class ScoringEngine:
             templates,
             self.templates.miner.text,
         )
+        # All methods' metrics in one (metric, event) matrix, transposed to one list per event
+        # (one conversion for all methods); NaN ("not known") becomes None only where it occurs
+        # rather than by a test of every value.
+        layout: list[tuple[str, str, int, int, tuple[str, ...]]] = []
+        columns: list[FloatArray] = []
+        for name, label in zip(names, table.labels, strict=True):
+            metrics = outputs[name].metrics
+            layout.append((name, label, len(columns), len(columns) + len(metrics), tuple(metrics)))
+            columns.extend(metrics.values())
+        metric_matrix = np.array(columns, dtype=np.float64).T if columns else np.empty((n, 0))
+        metric_rows = metric_matrix.tolist()
+        nan_events, nan_metrics = np.isnan(metric_matrix).nonzero()
+        for i, k in zip(nan_events.tolist(), nan_metrics.tolist(), strict=True):
+            metric_rows[i][k] = None
+        score_rows = score_matrix.tolist()
         seen = baseline.events_seen.tolist()
-        confidence = (
-            baseline.events_seen / (baseline.events_seen + self.settings.confidence_events)
-        ).tolist()
+        confidence_events = self.settings.confidence_events
+        confidence = [count / (count + confidence_events) for count in seen]
         ready = baseline.ready.tolist()
         combined_list = combined.tolist()
         flagged_list = flagged.tolist()
+        degraded = [(name, reason, self._method_names[name]) for name, reason in failures.items()]
+        version = model.version
+        services = batch.services
         results: list[ScoreDict] = []
-        for i in range(len(batch)):
+        for i in range(n):
+            row = metric_rows[i]
             methods: dict[str, Any] = {}
-            for name, (method_scores, metric_names, metric_rows) in columns.items():
+            for m, (name, label, start, stop, metric_names) in enumerate(layout):
+                score = score_rows[m][i]
                 methods[name] = {
-                    "anomaly_score": method_scores[i],
-                    "is_anomaly": method_scores[i] >= threshold,
-                    "method": method_names[name],
-                    "metrics": dict(zip(metric_names, metric_rows[i], strict=True)),
+                    "anomaly_score": score,
+                    "is_anomaly": score >= threshold,
+                    "method": label,
+                    "metrics": dict(zip(metric_names, row[start:stop], strict=True)),
                 }
-            for name, reason in failures.items():
+            for name, reason, label in degraded:
                 methods[name] = {
                     "anomaly_score": 0.0,
                     "is_anomaly": False,
-                    "method": method_names[name],
+                    "method": label,
                     "metrics": None,
                     "degraded": reason,
                 }
@@ -269,9 +311,9 @@ class ScoringEngine:
                     "is_anomaly": flagged_list[i],
                     "anomaly_score": combined_list[i],
                     "methods": methods,
-                    "model_version": model.version,
+                    "model_version": version,
                     "explanation": explanations[i],
-                    "service": batch.services[i],
+                    "service": services[i],
                     "service_events_seen": seen[i],
                     "baseline_ready": ready[i],
                     "confidence": confidence[i],

@@ -50,7 +50,9 @@ def explain(
     errors = window.errors.tolist()
     expected = window.expected_error_rate.tolist()
     is_error = batch.is_error.tolist()
-    window_score = scores.get("sliding_window", np.zeros(len(batch))).tolist()
+    window_score = (
+        scores["sliding_window"].tolist() if "sliding_window" in scores else [0.0] * len(batch)
+    )
     extra = _method_findings(batch, scores, outputs or {}, templates, template_text, settings)
     sentences = []
     for i in range(len(batch)):
@@ -111,6 +113,19 @@ def _quoted(template_id: int, template_text: Callable[[int], str | None] | None)
     return f'#{template_id} "{text if len(text) <= 80 else text[:77] + "..."}"'
 
 
+def _notable_events(scores: dict[str, FloatArray]) -> dict[str, list[int]]:
+    """Per method, the events whose score is notable, in event order (one comparison for all
+    methods: most events have none)."""
+    if not scores:
+        return {}
+    names = list(scores)
+    methods, events = np.nonzero(np.array(list(scores.values())) >= NOTABLE_SCORE)
+    notable: dict[str, list[int]] = {}
+    for m, i in zip(methods.tolist(), events.tolist(), strict=True):
+        notable.setdefault(names[m], []).append(i)
+    return notable
+
+
 def _method_findings(
     batch: EventBatch,
     scores: dict[str, FloatArray],
@@ -123,10 +138,9 @@ def _method_findings(
     where a method's score is notable (most events have none, so this loops over few)."""
     n = len(batch)
     findings: list[list[str]] = [[] for _ in range(n)]
-    zeros = np.zeros(n)
-    template_score = scores.get("templates", zeros)
+    notable = _notable_events(scores)
     if templates is not None:
-        for i in np.flatnonzero(template_score >= NOTABLE_SCORE).tolist():
+        for i in notable.get("templates", ()):
             template = _quoted(int(templates.template_id[i]), template_text)
             seen = int(templates.service_messages[i])
             if templates.novelty_rarity[i] < 1.0:
@@ -153,7 +167,7 @@ def _method_findings(
     sequence = outputs.get("sequence")
     if sequence is not None:
         rank = sequence.metrics["next_template_rank"]
-        for i in np.flatnonzero(scores.get("sequence", zeros) >= NOTABLE_SCORE).tolist():
+        for i in notable.get("sequence", ()):
             findings[i].append(
                 f"unexpected message order: this template ranks #{rank[i]:.0f} among the likely "
                 f"next ones (top {settings.sequence_top_k} expected)"
@@ -161,7 +175,7 @@ def _method_findings(
     forecast = outputs.get("forecast")
     if forecast is not None:
         metrics = forecast.metrics
-        for i in np.flatnonzero(scores.get("forecast", zeros) >= NOTABLE_SCORE).tolist():
+        for i in notable.get("forecast", ()):
             low = metrics["latency_interval_low_ms"][i]
             high = metrics["latency_interval_high_ms"][i]
             latency = batch.latency_ms[i]
@@ -179,7 +193,7 @@ def _method_findings(
                 )
     autoencoder = outputs.get("autoencoder")
     if autoencoder is not None:
-        for i in np.flatnonzero(scores.get("autoencoder", zeros) >= NOTABLE_SCORE).tolist():
+        for i in notable.get("autoencoder", ()):
             findings[i].append(
                 "unusual combination of latency and level for this service (reconstruction "
                 f"error {autoencoder.metrics['reconstruction_error'][i]:.2f})"

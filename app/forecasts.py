@@ -236,11 +236,16 @@ class ForecastStore(ServiceStates[ServiceForecast]):
             state.season_time[slot] = now
             state.season[slot] = stored + deviation / slot_weight
         has_forecast = ~np.isnan(residual_z)
-        latency_rarity = np.where(has_forecast, 2.0 * ndtr(-np.abs(np.nan_to_num(residual_z))), 1.0)
-        error_rarity = np.where(
-            is_error_mask,
-            bdtrc(np.maximum(bucket_errors - 1.0, 0.0), bucket_events, rate),
-            1.0,
+        # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
+        latency_rarity = np.where(has_forecast, 2.0 * ndtr(-np.abs(residual_z)), 1.0)
+        error_rarity = (
+            np.where(
+                is_error_mask,
+                bdtrc(np.maximum(bucket_errors - 1.0, 0.0), bucket_events, rate),
+                1.0,
+            )
+            if is_error_mask.any()  # the binomial tail is for error events only
+            else np.ones(n)
         )
         return ForecastView(
             latency_forecast_ms=np.expm1(forecast),

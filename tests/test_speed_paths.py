@@ -19,7 +19,17 @@ from hypothesis import strategies as st
 from starlette.types import Message
 
 from app.batching import ScoreCoalescer
-from app.detectors.calibration import BEND_AT, BEND_HEADROOM, MIN_RARITY, rarity_to_score
+from app.combiner import combine_matrix
+from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.calibration import (
+    BEND_AT,
+    BEND_HEADROOM,
+    MIN_RARITY,
+    TAIL_FRACTION,
+    TailCalibrator,
+    rarity_to_score,
+)
+from app.detectors.templates import TemplateDetector
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
 from app.model import TrainingData, bootstrap_training_data, fit_model, model_from_arrays
@@ -351,3 +361,85 @@ async def test_a_client_that_hangs_up_mid_body_gets_fastapis_400(running: Runnin
     }
     await running.app(scope, receive, send)
     assert sent[0]["status"] == 400
+
+
+@given(
+    scores=st.lists(st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3), min_size=0, max_size=6),
+    weights=st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6),
+    threshold=st.floats(0.05, 1.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_combining_the_score_matrix_equals_the_method_by_method_maximum(
+    scores: list[list[float]], weights: list[float], threshold: float
+) -> None:
+    """The engine combines all methods' scores in one call; main took the running maximum
+    method by method. Both must agree exactly, no method at all included (0 everywhere)."""
+    expected = np.zeros(3)
+    for row, weight in zip(scores, weights, strict=False):
+        expected = np.maximum(expected, weight * np.asarray(row))
+    matrix = np.asarray(scores, dtype=np.float64).reshape(len(scores), 3)
+    column = np.asarray(weights[: len(scores)], dtype=np.float64)[:, None]
+    combined, flagged = combine_matrix(matrix, column, threshold)
+    assert combined.tolist() == expected.tolist()
+    assert flagged.tolist() == (expected >= threshold).tolist()
+
+
+class _OddMetricsDetector(TemplateDetector):
+    """The templates method with metrics that are unknown (NaN) for every other event."""
+
+    def rarity(self, context: ScoringContext) -> MethodOutput:
+        n = len(context.batch)
+        unknown = np.where(np.arange(n) % 2 == 0, np.nan, np.arange(n, dtype=np.float64))
+        return MethodOutput(rarity=np.full(n, 0.5), metrics={"maybe": unknown, "none": unknown * 0})
+
+
+def test_metrics_render_unknown_values_as_none_per_event(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    engine.online_detectors = [
+        _OddMetricsDetector() if d.name == "templates" else d for d in engine.online_detectors
+    ]
+    results = engine.score(_stream(5, services=2))
+    got = [result["methods"]["templates"]["metrics"] for result in results]
+    assert got == [
+        {"maybe": None, "none": None},
+        {"maybe": 1.0, "none": 0.0},
+        {"maybe": None, "none": None},
+        {"maybe": 3.0, "none": 0.0},
+        {"maybe": None, "none": None},
+    ]
+    # The other methods keep their own metrics, in their own order.
+    assert list(results[0]["methods"]) == [d.name for d in engine._detectors(engine.model)]
+    assert all(isinstance(r["methods"]["isolation_forest"]["metrics"], dict) for r in results)
+
+
+def test_a_method_without_metrics_renders_an_empty_mapping(tmp_path: Path) -> None:
+    class Silent(_OddMetricsDetector):
+        def rarity(self, context: ScoringContext) -> MethodOutput:
+            return MethodOutput(rarity=np.ones(len(context.batch)))
+
+    engine = _engine(tmp_path)
+    engine.online_detectors = [
+        Silent() if d.name == "templates" else d for d in engine.online_detectors
+    ]
+    results = engine.score(_stream(3, services=1))
+    assert [r["methods"]["templates"]["metrics"] for r in results] == [{}, {}, {}]
+    assert [r["methods"]["templates"]["anomaly_score"] for r in results] == [0.0, 0.0, 0.0]
+
+
+@given(
+    reference=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=200),
+    raw=st.lists(st.floats(-3.0, 3.0), min_size=1, max_size=6),
+)
+@settings(max_examples=200, deadline=None)
+def test_tail_calibrator_skips_the_tail_only_when_no_score_is_in_it(
+    reference: list[float], raw: list[float]
+) -> None:
+    calibrator = TailCalibrator.fit(reference)
+    scores = np.asarray(raw)
+    # The formula as main computed it, tail always evaluated.
+    body = 1.0 - np.interp(scores, calibrator.quantiles, calibrator.levels)
+    body = np.maximum(body, TAIL_FRACTION)
+    excess = np.maximum(scores - calibrator.tail_start, 0.0)
+    tail = TAIL_FRACTION * np.exp(-excess / calibrator.tail_scale)
+    expected = np.where(scores > calibrator.tail_start, tail, body)
+    assert calibrator.rarity(scores).tolist() == expected.tolist()

@@ -6,25 +6,90 @@ it learns; an event whose *combination* of features is unusual, even when each f
 not, reconstructs badly. The raw score is the mean squared reconstruction error, calibrated to a
 rarity on the training events' own errors (``TailCalibrator``).
 
-The fitted network is stored as weight arrays and evaluated with numpy (no pickles, and one matrix
-product per layer for a whole batch).
+The fitted network is stored as weight arrays (no pickles). It is evaluated event by event in a
+numba-compiled loop (``_reconstruction_loop``, ~1 us for one event where numpy's per-call overhead
+cost ~40 us), each weighted sum added input by input in a fixed order, so an event's error does
+not depend on the batch it came in. A numpy evaluator with the same summation order stays as the
+fallback without numba and as a cross-check in the tests; the two agree to rounding (numpy's
+``tanh`` and the C library's differ in the last bit).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
 
 from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
 from app.detectors.calibration import TailCalibrator
+from app.detectors.compiled import compile_kernel
 from app.features import FEATURE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Evaluator = Literal["compiled", "numpy"]
 
 MIN_STD = 1e-3  # a constant feature is left centred, not blown up by a tiny spread
+
+
+def _reconstruction_loop(
+    x: FloatArray,
+    mean: FloatArray,
+    std: FloatArray,
+    weights: FloatArray,
+    biases: FloatArray,
+    widths: IntArray,
+) -> FloatArray:
+    """Mean squared reconstruction error of each row (the compiled evaluator's source).
+
+    ``weights`` and ``biases`` hold every layer's arrays flattened one after the other (a layer's
+    weights row-major, ``inputs x outputs``); ``widths`` are the layer widths, input first. Tanh
+    between layers, identity at the output, as ``MLPRegressor`` with ``activation="tanh"``.
+    """
+    n_rows, n_features = x.shape
+    n_layers = widths.shape[0] - 1
+    widest = 0
+    for layer in range(n_layers + 1):
+        widest = max(widest, widths[layer])
+    scaled = np.empty(n_features)
+    current = np.empty(widest)
+    following = np.empty(widest)
+    errors = np.empty(n_rows)
+    for i in range(n_rows):
+        for k in range(n_features):
+            scaled[k] = (x[i, k] - mean[k]) / std[k]
+            current[k] = scaled[k]
+        weight_at = 0
+        bias_at = 0
+        for layer in range(n_layers):
+            n_in = widths[layer]
+            n_out = widths[layer + 1]
+            for j in range(n_out):
+                total = biases[bias_at + j]
+                for k in range(n_in):
+                    total += current[k] * weights[weight_at + k * n_out + j]
+                following[j] = math.tanh(total) if layer < n_layers - 1 else total
+            for j in range(n_out):
+                current[j] = following[j]
+            weight_at += n_in * n_out
+            bias_at += n_out
+        squares = 0.0
+        for k in range(n_features):
+            difference = current[k] - scaled[k]
+            squares += difference * difference
+        errors[i] = squares / n_features
+    return errors
+
+
+_COMPILED_RECONSTRUCTION = compile_kernel(
+    _reconstruction_loop,
+    "float64[::1](float64[:, ::1], float64[::1], float64[::1], float64[::1], float64[::1], "
+    "int64[::1])",
+)
+COMPILED_AVAILABLE = _COMPILED_RECONSTRUCTION is not None
 
 
 class AutoencoderDetector(BatchDetector):
@@ -56,6 +121,11 @@ class AutoencoderDetector(BatchDetector):
         self.mean_ = None
         self.std_ = None
         self.calibrator_ = None
+        self._flat: tuple[FloatArray, FloatArray, IntArray] = (
+            np.empty(0),
+            np.empty(0),
+            np.empty(0, dtype=np.int64),
+        )
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -97,15 +167,34 @@ class AutoencoderDetector(BatchDetector):
             # Stopping at max_iter is the bounded training time we chose, not an error.
             warnings.simplefilter("ignore", ConvergenceWarning)
             network.fit(scaled, scaled)
-        self.weights_ = [np.asarray(w, dtype=np.float64) for w in network.coefs_]
-        self.biases_ = [np.asarray(b, dtype=np.float64) for b in network.intercepts_]
+        self._set_network(
+            [np.asarray(w, dtype=np.float64) for w in network.coefs_],
+            [np.asarray(b, dtype=np.float64) for b in network.intercepts_],
+        )
         self.calibrator_ = TailCalibrator.fit(self.reconstruction_error(x))
         return self
 
-    def reconstruction_error(self, features: FloatArray) -> FloatArray:
-        """Mean squared error of the reconstruction, in standardised units."""
+    def reconstruction_error(
+        self, features: FloatArray, evaluator: Evaluator | None = None
+    ) -> FloatArray:
+        """Mean squared error of the reconstruction, in standardised units.
+
+        ``evaluator``: the compiled loop (the default when numba is installed) or numpy."""
         if self.weights_ is None or self.biases_ is None or self.mean_ is None or self.std_ is None:
             raise NotFittedError("autoencoder is not fitted")
+        chosen = evaluator or ("compiled" if COMPILED_AVAILABLE else "numpy")
+        if chosen == "compiled":
+            if _COMPILED_RECONSTRUCTION is None:
+                raise RuntimeError("the compiled evaluator needs numba, which is not installed")
+            flat_weights, flat_biases, widths = self._flat
+            return _COMPILED_RECONSTRUCTION(
+                np.ascontiguousarray(features, dtype=np.float64),
+                self.mean_,
+                self.std_,
+                flat_weights,
+                flat_biases,
+                widths,
+            )
         scaled = (np.asarray(features, dtype=np.float64) - self.mean_) / self.std_
         activation = scaled
         last = len(self.weights_) - 1
@@ -122,6 +211,15 @@ class AutoencoderDetector(BatchDetector):
         result: FloatArray = np.mean((activation - scaled) ** 2, axis=1)
         return result
 
+    def _set_network(self, weights: list[FloatArray], biases: list[FloatArray]) -> None:
+        self.weights_, self.biases_ = weights, biases
+        # The layers as the compiled loop takes them, built once per fitted network.
+        self._flat = (
+            np.concatenate([np.ascontiguousarray(w).ravel() for w in weights]),
+            np.concatenate(biases),
+            np.array([weights[0].shape[0], *(w.shape[1] for w in weights)], dtype=np.int64),
+        )
+
     def rarity(self, context: ScoringContext) -> MethodOutput:
         if self.calibrator_ is None:
             raise NotFittedError("autoencoder is not fitted")
@@ -129,9 +227,8 @@ class AutoencoderDetector(BatchDetector):
         # While a service's baseline warms up, its latency feature reads "missing" although the
         # event has one: that combination says nothing about the event, so it is not judged.
         missing_column = FEATURE_NAMES.index("latency_missing")
-        warming_up = (context.features[:, missing_column] == 1.0) & ~np.isnan(
-            context.batch.latency_ms
-        )
+        latency = context.batch.latency_ms
+        warming_up = (context.features[:, missing_column] == 1.0) & (latency == latency)
         return MethodOutput(
             rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
             metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},
@@ -171,7 +268,7 @@ class AutoencoderDetector(BatchDetector):
             raise ValueError("autoencoder arrays are inconsistent")
         if not all(np.all(np.isfinite(a)) for a in (*weights, *biases, mean, std)):
             raise ValueError("autoencoder holds non-finite weights")
-        detector.weights_, detector.biases_ = weights, biases
+        detector._set_network(weights, biases)
         detector.mean_, detector.std_ = mean, std
         detector.calibrator_ = TailCalibrator.from_arrays(arrays, "calibrator_")
         return detector

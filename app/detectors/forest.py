@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from app.detectors.compiled import compile_kernel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -68,22 +70,15 @@ PathLengths = Callable[
 ]
 
 
+# Tree by tree, sample by sample; no fastmath, so each sum is added in order as scikit-learn does.
+_PATH_LENGTHS_SIGNATURE = (
+    "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], "
+    "int64[::1], int64)"
+)
+
+
 def _compile() -> PathLengths | None:
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; this keeps numpy-only installs
-        return None
-    # Eager compilation with one signature: the cost (~0.5 s, or a cache load) is paid at import,
-    # not by the first request. No fastmath: the sum must be added in order, as scikit-learn does.
-    signature = "float64[::1](float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], "
-    signature += "int64[::1], int64)"
-    try:
-        compiled = numba.njit(signature, cache=True, nogil=True)(_path_lengths_loop)
-    except RuntimeError:  # pragma: no cover - needs an install with no writable cache directory
-        # numba refuses cache=True when neither the package folder nor the user's cache folder
-        # is writable (a read-only image without a home): compile afresh at every start instead.
-        compiled = numba.njit(signature, nogil=True)(_path_lengths_loop)
-    return cast(PathLengths, compiled)
+    return compile_kernel(_path_lengths_loop, _PATH_LENGTHS_SIGNATURE)
 
 
 _COMPILED_PATH_LENGTHS = _compile()
@@ -174,6 +169,14 @@ class FlatForest:
         ``evaluator`` picks the compiled or the numpy path (the default: compiled when numba is
         installed); both give identical results.
         """
+        # Negating the paper's score is exact: this is bit for bit -paper_scores.
+        scores: FloatArray = -self.paper_scores(features, evaluator)
+        return scores
+
+    def paper_scores(
+        self, features: npt.ArrayLike, evaluator: Evaluator | None = None
+    ) -> FloatArray:
+        """The original paper's anomaly score in (0, 1], ``-score_samples``; higher is odder."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected shape (n, {self.n_features}), got {x.shape}")
@@ -203,10 +206,10 @@ class FlatForest:
                 ]
             )
         if self.denominator == 0.0:
-            # One training sample: scikit-learn takes depth/denominator as 1, so -2**-1.
-            return np.full(n_samples, -0.5)
-        scores: FloatArray = -(2.0 ** (-np.divide(depths, self.denominator)))
-        return scores
+            # One training sample: scikit-learn takes depth/denominator as 1, so 2**-1.
+            return np.full(n_samples, 0.5)
+        paper: FloatArray = 2.0 ** (-np.divide(depths, self.denominator))
+        return paper
 
     def _numpy_path_lengths(self, rounded: FloatArray) -> FloatArray:
         n_samples = rounded.shape[0]

@@ -78,26 +78,28 @@ class IsolationForestDetector(BatchDetector):
     def paper_scores(self, features: FloatArray) -> FloatArray:
         """The original paper's score in (0, 1]; above ~0.5 is the paper's "anomaly"."""
         forest, _ = self._fitted()
-        result: FloatArray = -forest.score_samples(features)
-        return result
+        return forest.paper_scores(features)
 
     def rarity(self, context: ScoringContext) -> MethodOutput:
         forest, calibrator = self._fitted()
-        raw = -forest.score_samples(context.features)
+        raw = forest.paper_scores(context.features)
         latency_z = context.baseline.latency_z
         median = context.baseline.median_latency_ms
+        # A ratio only where the latency was judged against a baseline (z known) and the median
+        # is a usable scale; NaN elsewhere.
         ratio = np.divide(
             context.batch.latency_ms,
             median,
             out=np.full(len(context.batch), np.nan),
-            where=median > MIN_MEDIAN_FOR_RATIO_MS,
+            where=(median > MIN_MEDIAN_FOR_RATIO_MS) & (latency_z == latency_z),
         )
         return MethodOutput(
             rarity=calibrator.rarity(raw),
             metrics={
                 "paper_score": raw,
-                "beyond_contamination_threshold": (-raw < forest.offset).astype(np.float64),
-                "latency_ratio": np.where(np.isnan(latency_z), np.nan, ratio),
+                # score_samples < offset, with score_samples = -raw (negation is exact).
+                "beyond_contamination_threshold": (raw > -forest.offset).astype(np.float64),
+                "latency_ratio": ratio,
                 "latency_zscore_vs_baseline": latency_z,
                 "level_score": context.batch.level_scores,
             },

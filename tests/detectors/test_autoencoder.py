@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.detectors.autoencoder import AutoencoderDetector
+from app.detectors.autoencoder import COMPILED_AVAILABLE, AutoencoderDetector
 from app.detectors.base import NotFittedError
 
 
@@ -49,3 +49,13 @@ def test_unfitted_and_damaged_models_are_refused(fitted: AutoencoderDetector) ->
     arrays["w0"] = np.full_like(arrays["w0"], np.nan)
     with pytest.raises(ValueError, match="non-finite"):
         AutoencoderDetector.from_arrays(fitted.get_params(), arrays)
+
+
+def test_compiled_and_numpy_evaluators_agree(fitted: AutoencoderDetector) -> None:
+    assert COMPILED_AVAILABLE  # numba is a dependency: the compiled loop is the one served
+    probe = np.vstack([_correlated(300, seed=4), 50.0 * _correlated(30, seed=5), np.zeros((1, 3))])
+    compiled = fitted.reconstruction_error(probe, "compiled")
+    # Same summation order; only numpy's tanh and the C library's may differ in the last bit.
+    np.testing.assert_allclose(compiled, fitted.reconstruction_error(probe, "numpy"), rtol=1e-12)
+    one_at_a_time = [fitted.reconstruction_error(probe[i : i + 1])[0] for i in range(len(probe))]
+    assert compiled.tolist() == one_at_a_time
