@@ -36,6 +36,7 @@ from app.explain import explain
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
+from app.repeats import AlarmRepeats
 from app.schemas.events import LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
@@ -104,6 +105,7 @@ class ScoringEngine:
             ),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
+        self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._model = model
@@ -197,6 +199,8 @@ class ScoringEngine:
         )
         scores = {name: rarity_to_score(rarity, q) for name, rarity in rarities.items()}
         combined, flagged = combine(scores, self.weights, threshold, len(batch))
+        # Still flagged, but ranked below the alarm they repeat (see app/repeats.py).
+        combined = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
         method_names = self._method_names
         # Per method: its scores, and its metrics transposed to one tuple per event (zip does the
         # transposing in C; the per-event loop below then only builds the dicts).
