@@ -129,9 +129,17 @@ class TailCalibrator:
         return cls(quantiles, levels, tail_start, tail_scale)
 
 
-# Online recalibration: surprise levels every half decade of rarity, down to 1e-12.
+# Online recalibration: surprise levels (decades of rarity, -log10) every half decade down to
+# 1e-12, then ever coarser down to MIN_RARITY. The deep levels matter for heavy-tailed services: a
+# method whose model says "1 in 10**80" about a spike the service makes every day must learn that
+# too, and a power fitted at 1e-12 cannot shrink 10**-80 to "1 in 300" (tested on NAB, whose
+# periodic and frequent spikes otherwise all pin at the top of the scale; docs/evaluation.md).
 SURPRISE_STEP = 0.5
-SURPRISE_LEVELS = 24
+SURPRISE_GRID = (
+    *(SURPRISE_STEP * j for j in range(24)),
+    18.0, 27.0, 40.0, 60.0, 90.0, 135.0, 200.0, 299.0,
+)  # fmt: skip
+SURPRISE_LEVELS = len(SURPRISE_GRID)
 # Exceedances a level needs before its empirical frequency is trusted.
 MIN_EXCEEDANCES = 10
 # Counts are halved beyond this many events, so the calibration follows a service that changes.
@@ -154,13 +162,14 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
 
     A method's rarity is exact only when its model of the service is right; a series with a
     trend, a daily cycle or heavy tails makes "one in a million" happen every day. For every
-    service and method this counts the service's events at rarity levels ``10**(-0.5 j)``
-    (j = 0..23). If events claimed at least as rare as level j really occur with frequency
-    ``f_j = E_j / N``, the method's surprise is too large by the factor ``log(claimed_j) /
-    log(f_j)``; the calibrated rarity takes the worst such factor over the levels up to its own
-    (each with at least ``MIN_EXCEEDANCES`` events)::
+    service and method this counts the service's events at rarity levels ``claimed_j =
+    10**(-SURPRISE_GRID[j])`` (every half decade down to 1e-12, then 1e-18, 1e-27, ... 1e-299).
+    If events claimed at least as rare as level j really occur with frequency ``f_j = E_j / N``,
+    the method's surprise is too large by the factor ``log(claimed_j) / log(f_j)``; the calibrated
+    rarity takes the worst such factor over the levels up to its own (each with at least
+    ``MIN_EXCEEDANCES`` events)::
 
-        k = min(1, min over j of log(f_j) / log(10**(-0.5 j)))      calibrated = rarity ** k
+        k = min(1, min over j of log(f_j) / log(claimed_j))      calibrated = rarity ** k
 
     A power, not a factor, because over-confident models are wrong on a log scale (a z-score
     against too small a spread squares its error in the exponent). ``k <= 1`` always: the
@@ -190,13 +199,12 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         if not names:
             return {}
         stacked = np.clip(np.vstack([rarities[name] for name in names]), MIN_RARITY, 1.0)
-        levels = np.minimum(
-            np.floor(-np.log10(stacked) / SURPRISE_STEP), SURPRISE_LEVELS - 1
-        ).astype(np.int64)
-        log_claimed = (-SURPRISE_STEP * math.log(10.0) * np.arange(SURPRISE_LEVELS)).tolist()
+        grid = np.asarray(SURPRISE_GRID)
+        levels = np.searchsorted(grid, -np.log10(stacked), side="right").astype(np.int64) - 1
+        log_claimed = (-math.log(10.0) * grid).tolist()
         alarms = [alarm_rarities.get(name, 0.0) for name in names]
         alarm_levels = [
-            min(int(-math.log10(max(a, MIN_RARITY)) / SURPRISE_STEP), SURPRISE_LEVELS - 1)
+            int(np.searchsorted(grid, -math.log10(max(a, MIN_RARITY)), side="right")) - 1
             for a in alarms
         ]
         calibrated = stacked.copy()
