@@ -27,6 +27,7 @@ from app.combiner import combine
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
 from app.detectors.forecast import ForecastDetector
+from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.registry import DETECTOR_TYPES
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
@@ -103,6 +104,7 @@ class ScoringEngine:
                 settings.forecast_season_halflife_days,
                 settings.forecast_bucket_seconds,
             ),
+            LikelihoodDetector(),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)

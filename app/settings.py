@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     weight_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_forecast: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_autoencoder: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_likelihood: float = Field(default=1.0, ge=0.0, le=1.0)
     confidence_events: int = Field(
         default=100,
         ge=1,
@@ -193,4 +194,5 @@ class Settings(BaseSettings):
             "sequence": self.weight_sequence,
             "forecast": self.weight_forecast,
             "autoencoder": self.weight_autoencoder,
+            "likelihood": self.weight_likelihood,
         }

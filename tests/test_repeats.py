@@ -79,3 +79,27 @@ def test_a_slowdown_keeps_every_event_flagged_but_ranks_its_onset_first(
     assert len(repeats) >= 5
     # The per-method breakdown still says how unusual each repeat is.
     assert all(max(m["anomaly_score"] for m in r["methods"].values()) > 0.5 for r in repeats)
+
+
+def test_a_noisier_stretch_is_explained_by_the_anomaly_likelihood(
+    bootstrapped_settings: Settings,
+) -> None:
+    rng = np.random.default_rng(4)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    steady = 50.0 * np.exp(0.1 * rng.standard_normal(3000))
+    noisy = 50.0 * np.exp(0.28 * np.where(np.arange(10) % 2 == 0, 1.0, -1.0))
+    events = [
+        {
+            "service": "api",
+            "level": "INFO",
+            "message": "GET /items served",
+            "latency_ms": float(ms),
+            "timestamp": start + timedelta(minutes=i),
+        }
+        for i, ms in enumerate(np.concatenate([steady, noisy]))
+    ]
+    results = AnomalyDetector(bootstrapped_settings).predict_batch(events)[-10:]
+    flagged = [r for r in results if r["is_anomaly"]]
+    assert flagged
+    assert all(r["methods"]["likelihood"]["is_anomaly"] for r in flagged)
+    assert "a run of surprising latencies" in flagged[0]["explanation"]

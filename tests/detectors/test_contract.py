@@ -38,7 +38,7 @@ def test_registry_has_the_required_detectors() -> None:
     assert {"isolation_forest", "sliding_window"} <= set(DETECTOR_TYPES)
     assert UNAVAILABLE == ["lstm_sequence"]
     assert BATCH == ["isolation_forest", "autoencoder"]
-    assert ONLINE == ["sliding_window", "templates", "sequence", "forecast"]
+    assert ONLINE == ["sliding_window", "templates", "sequence", "forecast", "likelihood"]
 
 
 @pytest.mark.parametrize("name", list(DETECTOR_TYPES))
