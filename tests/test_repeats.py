@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import numpy as np
 
 from app.local import AnomalyDetector
 from app.repeats import AlarmRepeats
 from app.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import make_settings, start_app
 
 
 def _observe(
@@ -103,3 +104,21 @@ def test_a_noisier_stretch_is_explained_by_the_anomaly_likelihood(
     assert flagged
     assert all(r["methods"]["likelihood"]["is_anomaly"] for r in flagged)
     assert "a run of surprising latencies" in flagged[0]["explanation"]
+
+
+def test_only_alarming_services_are_kept_and_their_number_is_bounded() -> None:
+    repeats = AlarmRepeats(horizon=10, max_services=2)
+    _observe(repeats, ["a", "b", "c", "d"], [0, 0, 0, 0], [0.9, 0.8, 0.7, 0.1])
+    assert len(repeats) == 2  # "d" never alarmed; "a" was evicted
+    assert repeats.evictions == 1
+    assert list(repeats) == ["b", "c"]
+
+
+async def test_metrics_count_the_services_kept_for_repeats(bootstrapped_settings: Settings) -> None:
+    events = _slowdown(datetime(2026, 1, 1, tzinfo=UTC))
+    logs = [event | {"timestamp": event["timestamp"].isoformat()} for event in events]
+    async for running_app in start_app(bootstrapped_settings):
+        client: httpx.AsyncClient = running_app.client
+        assert (await client.post("/score/batch", json={"logs": logs})).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert 'insighthub_services_tracked{store="repeats"} 1.0' in metrics
