@@ -27,6 +27,7 @@ from app.combiner import combine_matrix
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
 from app.detectors.forecast import ForecastDetector
+from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.registry import DETECTOR_TYPES
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
@@ -36,6 +37,7 @@ from app.explain import explain
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
+from app.repeats import AlarmRepeats
 from app.schemas.events import LEVEL_SCORES, LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
@@ -110,8 +112,10 @@ class ScoringEngine:
                 settings.forecast_season_halflife_days,
                 settings.forecast_bucket_seconds,
             ),
+            LikelihoodDetector(),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
+        self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
@@ -250,6 +254,8 @@ class ScoringEngine:
             score_matrix = np.zeros((0, n))
         combined, flagged = combine_matrix(score_matrix, table.weights, threshold)
         scores = {name: score_matrix[m] for m, name in enumerate(names)}
+        # Still flagged, but ranked below the alarm they repeat (see app/repeats.py).
+        combined = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
         explanations = explain(
             batch,
             baseline,

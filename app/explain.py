@@ -134,8 +134,9 @@ def _method_findings(
     template_text: Callable[[int], str | None] | None,
     settings: Settings,
 ) -> list[list[str]]:
-    """Findings of the template, sequence, forecast and autoencoder methods, only for the events
-    where a method's score is notable (most events have none, so this loops over few)."""
+    """Findings of the template, sequence, forecast, likelihood and autoencoder methods, only for
+    the events where a method's score is notable (most events have none, so this loops over
+    few)."""
     n = len(batch)
     findings: list[list[str]] = [[] for _ in range(n)]
     notable = _notable_events(scores)
@@ -191,6 +192,13 @@ def _method_findings(
                     f"{settings.forecast_bucket_seconds:g} s; forecast error rate "
                     f"{metrics['error_rate_forecast'][i]:.1%}"
                 )
+    likelihood = outputs.get("likelihood")
+    if likelihood is not None:
+        for i in notable.get("likelihood", ()):
+            findings[i].append(
+                "a run of surprising latencies: the recent forecast errors run "
+                f"{likelihood.metrics['likelihood_z'][i]:.1f} spreads above their usual size"
+            )
     autoencoder = outputs.get("autoencoder")
     if autoencoder is not None:
         for i in notable.get("autoencoder", ()):

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="Rate of normal events a method may flag; its score is 0.5 at this rarity.",
     )
     anomaly_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    alarm_repeat_events: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description="A flagged event no stronger than one of the service's alarms among its last "
+        "this many events scores the threshold (a repeat); 0 turns this off.",
+    )
     weight_isolation_forest: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_sliding_window: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_templates: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -70,6 +77,7 @@ class Settings(BaseSettings):
     weight_forecast: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_autoencoder: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_lstm_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_likelihood: float = Field(default=1.0, ge=0.0, le=1.0)
     confidence_events: int = Field(
         default=100,
         ge=1,
@@ -213,4 +221,5 @@ class Settings(BaseSettings):
             "forecast": self.weight_forecast,
             "autoencoder": self.weight_autoencoder,
             "lstm_sequence": self.weight_lstm_sequence,
+            "likelihood": self.weight_likelihood,
         }

@@ -142,24 +142,33 @@ class TailCalibrator:
         return cls(quantiles, levels, tail_start, tail_scale)
 
 
-# Online recalibration: surprise levels every half decade of rarity, down to 1e-12.
+# Online recalibration: surprise levels (decades of rarity, -log10) every half decade down to
+# 1e-12, then ever coarser down to MIN_RARITY. The deep levels matter for heavy-tailed services: a
+# method whose model says "1 in 10**80" about a spike the service makes every day must learn that
+# too, and a power fitted at 1e-12 cannot shrink 10**-80 to "1 in 300" (tested on NAB, whose
+# periodic and frequent spikes otherwise all pin at the top of the scale; docs/evaluation.md).
 SURPRISE_STEP = 0.5
-SURPRISE_LEVELS = 24
+SURPRISE_GRID = (
+    *(SURPRISE_STEP * j for j in range(24)),
+    18.0, 27.0, 40.0, 60.0, 90.0, 135.0, 200.0, 299.0,
+)  # fmt: skip
+SURPRISE_LEVELS = len(SURPRISE_GRID)
 # Exceedances a level needs before its empirical frequency is trusted.
 MIN_EXCEEDANCES = 10
 # Counts are halved beyond this many events, so the calibration follows a service that changes.
 MAX_CALIBRATION_EVENTS = 20_000.0
 # An alarm this long after the service's previous one is "isolated": it is learned in full.
 ISOLATED_ALARM_SECONDS = 60.0
-# log of each level's claimed rarity, 10**(-0.5 j), computed once rather than on every call.
-_LOG_CLAIMED = (-SURPRISE_STEP * math.log(10.0) * np.arange(SURPRISE_LEVELS)).tolist()
+_GRID = np.asarray(SURPRISE_GRID)
+# log of each level's claimed rarity, 10**(-SURPRISE_GRID[j]), computed once, not on every call.
+_LOG_CLAIMED = (-math.log(10.0) * _GRID).tolist()
 
 
 @functools.lru_cache(maxsize=64)
 def _alarm_levels(alarms: tuple[float, ...]) -> list[int]:
     """The surprise level of each alarm rarity (the same few per engine: cached)."""
     return [
-        min(int(-math.log10(max(a, MIN_RARITY)) / SURPRISE_STEP), SURPRISE_LEVELS - 1)
+        int(np.searchsorted(_GRID, -math.log10(max(a, MIN_RARITY)), side="right")) - 1
         for a in alarms
     ]
 
@@ -178,13 +187,14 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
 
     A method's rarity is exact only when its model of the service is right; a series with a
     trend, a daily cycle or heavy tails makes "one in a million" happen every day. For every
-    service and method this counts the service's events at rarity levels ``10**(-0.5 j)``
-    (j = 0..23). If events claimed at least as rare as level j really occur with frequency
-    ``f_j = E_j / N``, the method's surprise is too large by the factor ``log(claimed_j) /
-    log(f_j)``; the calibrated rarity takes the worst such factor over the levels up to its own
-    (each with at least ``MIN_EXCEEDANCES`` events)::
+    service and method this counts the service's events at rarity levels ``claimed_j =
+    10**(-SURPRISE_GRID[j])`` (every half decade down to 1e-12, then 1e-18, 1e-27, ... 1e-299).
+    If events claimed at least as rare as level j really occur with frequency ``f_j = E_j / N``,
+    the method's surprise is too large by the factor ``log(claimed_j) / log(f_j)``; the calibrated
+    rarity takes the worst such factor over the levels up to its own (each with at least
+    ``MIN_EXCEEDANCES`` events)::
 
-        k = min(1, min over j of log(f_j) / log(10**(-0.5 j)))      calibrated = rarity ** k
+        k = min(1, min over j of log(f_j) / log(claimed_j))      calibrated = rarity ** k
 
     A power, not a factor, because over-confident models are wrong on a log scale (a z-score
     against too small a spread squares its error in the exponent). ``k <= 1`` always: the
@@ -234,9 +244,7 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         alarm rarity ``alarms[m]``): the engine's form, one array for all methods."""
         # minimum(maximum()): what np.clip computes (NaN included), at a third of its call cost.
         stacked = np.minimum(np.maximum(rarities, MIN_RARITY), 1.0)
-        levels = np.minimum(
-            np.floor(-np.log10(stacked) / SURPRISE_STEP), SURPRISE_LEVELS - 1
-        ).astype(np.int64)
+        levels = np.searchsorted(_GRID, -np.log10(stacked), side="right").astype(np.int64) - 1
         log_claimed = _LOG_CLAIMED
         alarm_levels = _alarm_levels(tuple(alarms))
         calibrated = stacked.copy()

@@ -6,6 +6,7 @@ from app.detectors.autoencoder import AutoencoderDetector
 from app.detectors.base import Detector
 from app.detectors.forecast import ForecastDetector
 from app.detectors.isolation_forest import IsolationForestDetector
+from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.lstm_sequence import LstmSequenceDetector
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
@@ -19,6 +20,7 @@ DETECTOR_TYPES: dict[str, type[Detector]] = {
         TemplateDetector,
         SequenceDetector,
         ForecastDetector,
+        LikelihoodDetector,
         AutoencoderDetector,
         LstmSequenceDetector,
     )

@@ -35,7 +35,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {"isolation_forest": {"n_estimators": 
 def test_registry_has_the_required_detectors() -> None:
     assert {"isolation_forest", "sliding_window"} <= set(DETECTOR_TYPES)
     assert BATCH == ["isolation_forest", "autoencoder"]
-    assert ONLINE == ["sliding_window", "templates", "sequence", "forecast"]
+    assert ONLINE == ["sliding_window", "templates", "sequence", "forecast", "likelihood"]
 
 
 @pytest.mark.parametrize("name", list(DETECTOR_TYPES))

@@ -71,3 +71,32 @@ def test_services_without_latency_get_no_latency_forecast() -> None:
     view = store.observe(_batch(times, np.full(times.size, np.nan)))
     assert np.all(np.isnan(view.latency_forecast_ms))
     assert np.all(view.latency_rarity == 1.0)
+
+
+def _steady(n: int, seed: int, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """One event a minute around 50 ms (no daily cycle within the few hours tested)."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(0.0, 60.0 * n, 60.0)
+    return times, 50.0 * np.exp(noise * rng.standard_normal(n))
+
+
+def test_anomaly_likelihood_rarely_alarms_on_steady_noise() -> None:
+    store = ForecastStore()
+    times, latency = _steady(6000, seed=3)
+    view = store.observe(_batch(times, latency))
+    judged = ~np.isnan(view.likelihood_z)
+    assert judged.sum() > 5000
+    assert (view.likelihood_rarity[judged] < 0.001).mean() < 0.003
+
+
+def test_anomaly_likelihood_sees_a_noisier_stretch_that_no_single_event_shows() -> None:
+    """Every event of the stretch is within about 3 spreads (the forecast alone does not alarm),
+    but ten of them in a row is news to the likelihood."""
+    store = ForecastStore()
+    times, latency = _steady(3000, seed=4)
+    store.observe(_batch(times, latency))
+    later = times[-1] + 60.0 * np.arange(1.0, 11.0)
+    signs = np.where(np.arange(10) % 2 == 0, 1.0, -1.0)
+    view = store.observe(_batch(later, 50.0 * np.exp(0.28 * signs)))
+    assert np.all(view.latency_rarity > 0.001)
+    assert view.likelihood_rarity.min() < 1e-4

@@ -14,7 +14,15 @@ from app.settings import Settings
 from tests.helpers import assert_problem, event
 
 UNAVAILABLE = {"lstm_sequence"}
-SCORING = {"isolation_forest", "sliding_window", "templates", "sequence", "forecast", "autoencoder"}
+SCORING = {
+    "isolation_forest",
+    "sliding_window",
+    "templates",
+    "sequence",
+    "forecast",
+    "likelihood",
+    "autoencoder",
+}
 
 
 @pytest.fixture

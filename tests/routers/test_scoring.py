@@ -31,6 +31,7 @@ def check_result(body: dict[str, Any], service: str, version: str) -> ScoreResul
         "templates",
         "sequence",
         "forecast",
+        "likelihood",
         "autoencoder",
     }
     assert 0.0 <= result.anomaly_score <= 1.0

@@ -1,0 +1,73 @@
+"""Repeated alarms: an alarm no stronger than one the service raised just before ranks as a repeat.
+
+An incident rarely makes one anomalous event: a slowdown or a burst makes many, and each is flagged
+(``is_anomaly`` is unchanged here). What an operator, an alert rule or a ranking needs first is the
+*news*: the event that starts an incident or makes it worse. So the combined score of a flagged
+event is lowered to the threshold itself when some earlier event of the same service, among its
+last ``horizon`` events, was flagged with a combined score at least as high; the event stays
+flagged, and its per-method scores are untouched, so the breakdown still says how unusual it is.
+An event that is more anomalous than everything the service flagged within the horizon keeps its
+score: a worsening incident is news again.
+
+This is the suppression that the Numenta Anomaly Benchmark's scoring assumes of a detector (only
+the first detection in a window earns credit, and every later one outside it costs; Lavin &
+Ahmad 2015), and it plays the part of the "anomaly likelihood" filter that keeps an HTM detector
+from re-alarming on consecutive records (Ahmad et al. 2017).
+
+The horizon counts the service's own events (its baseline's event counter), not seconds, so a busy
+service and a five-minute metric are treated alike. Only flagged events are stored: per service, a
+queue of (event number, score) whose scores decrease from front to back (a monotonic queue), so
+the strongest recent alarm is at the front; each event costs O(1) amortised.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+
+from app.service_states import ServiceStates
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class AlarmRepeats(ServiceStates[deque[tuple[int, float]]]):
+    def __init__(self, horizon: int, max_services: int = 100_000) -> None:
+        super().__init__(deque, max_services)
+        self.horizon = horizon
+
+    def observe(
+        self,
+        services: list[str],
+        event_numbers: IntArray,
+        combined: FloatArray,
+        threshold: float,
+    ) -> FloatArray:
+        """``combined`` with repeats lowered to ``threshold``; then remember the alarms.
+
+        ``event_numbers[i]`` is event i's position in its service's stream (0, 1, 2, ...).
+        """
+        if self.horizon <= 0:
+            return combined
+        alarms = np.flatnonzero(combined >= threshold)
+        if alarms.size == 0:
+            return combined
+        result = combined.copy()
+        numbers = event_numbers.tolist()
+        scores = combined.tolist()
+        for i in alarms.tolist():
+            queue = self.state_for(services[i])
+            number, score = numbers[i], scores[i]
+            if queue and queue[-1][0] >= number:
+                # The service's counter restarted (its baseline was evicted): a new history.
+                queue.clear()
+            while queue and queue[0][0] <= number - self.horizon:
+                queue.popleft()
+            if queue and queue[0][1] >= score:
+                result[i] = threshold
+            while queue and queue[-1][1] <= score:
+                queue.pop()
+            queue.append((number, score))
+        return result
