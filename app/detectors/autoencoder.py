@@ -16,6 +16,7 @@ fallback without numba and as a cross-check in the tests; the two agree to round
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any, ClassVar, Literal, Self
@@ -24,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
-from app.detectors.calibration import TailCalibrator
+from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
 from app.detectors.compiled import compile_kernel
 from app.features import FEATURE_NAMES
 
@@ -92,6 +93,29 @@ _COMPILED_RECONSTRUCTION = compile_kernel(
     "int64[::1])",
 )
 COMPILED_AVAILABLE = _COMPILED_RECONSTRUCTION is not None
+
+
+def covering_calibrator(errors: FloatArray) -> TailCalibrator:
+    """``TailCalibrator.fit`` with its exponential tail widened, if need be, until no training
+    error is rarer by the tail than by its own share of the training errors: P(error >= e) is at
+    least (rows with error >= e) / rows for every training error e.
+
+    The tail's scale is the mean excess over the top 5%, which the bulk of near-typical errors
+    sets; the few events the network reconstructs worst (a latency 3 scales out, when a service's
+    latencies are near normal; an error line) sit far beyond it, and a tail that decays that fast
+    called each of them "1 in 10**5", though normal data has one in ~1000: an alarm per thousand
+    normal events on top of the target rate. Beyond the largest training error the tail still
+    falls off exponentially, so a truly new combination stays ranked and rare."""
+    calibrator = TailCalibrator.fit(errors)
+    ordered = np.sort(np.asarray(errors, dtype=np.float64))[::-1]
+    share = np.arange(1, ordered.size + 1) / ordered.size  # of rows at least this large
+    beyond = (ordered > calibrator.tail_start) & (share < TAIL_FRACTION)
+    if not beyond.any():
+        return calibrator
+    needed = (ordered[beyond] - calibrator.tail_start) / np.log(TAIL_FRACTION / share[beyond])
+    return dataclasses.replace(
+        calibrator, tail_scale=max(calibrator.tail_scale, float(needed.max()))
+    )
 
 
 def _training_sample(x: FloatArray, max_rows: int, random_state: int) -> IntArray:
@@ -193,7 +217,7 @@ class AutoencoderDetector(BatchDetector):
             [np.asarray(w, dtype=np.float64) for w in network.coefs_],
             [np.asarray(b, dtype=np.float64) for b in network.intercepts_],
         )
-        self.calibrator_ = TailCalibrator.fit(self.reconstruction_error(x))
+        self.calibrator_ = covering_calibrator(self.reconstruction_error(x))
         return self
 
     def reconstruction_error(
