@@ -36,6 +36,8 @@ Evaluator = Literal["compiled", "numpy"]
 MIN_STD = 1e-3  # a constant feature is left centred, not blown up by a tiny spread
 # Least share of the training sample each kind of event (level x latency missing) keeps.
 MIN_GROUP_SHARE = 0.05
+# The calibrated tail covers the training errors' own shares from this many rows up.
+MIN_COVERED_ROWS = 10
 
 
 def _reconstruction_loop(
@@ -98,7 +100,8 @@ COMPILED_AVAILABLE = _COMPILED_RECONSTRUCTION is not None
 def covering_calibrator(errors: FloatArray) -> TailCalibrator:
     """``TailCalibrator.fit`` with its exponential tail widened, if need be, until no training
     error is rarer by the tail than by its own share of the training errors: P(error >= e) is at
-    least (rows with error >= e) / rows for every training error e.
+    least (rows with error >= e) / rows for every training error e exceeded by at least
+    ``MIN_COVERED_ROWS`` rows.
 
     The tail's scale is the mean excess over the top 5%, which the bulk of near-typical errors
     sets; the few events the network reconstructs worst (a latency 3 scales out, when a service's
@@ -108,8 +111,15 @@ def covering_calibrator(errors: FloatArray) -> TailCalibrator:
     falls off exponentially, so a truly new combination stays ranked and rare."""
     calibrator = TailCalibrator.fit(errors)
     ordered = np.sort(np.asarray(errors, dtype=np.float64))[::-1]
-    share = np.arange(1, ordered.size + 1) / ordered.size  # of rows at least this large
-    beyond = (ordered > calibrator.tail_start) & (share < TAIL_FRACTION)
+    rows_at_least = np.arange(1, ordered.size + 1)
+    share = rows_at_least / ordered.size
+    # The share of fewer rows than this is mostly chance: the very largest errors of a sample
+    # would otherwise set the scale of the whole tail.
+    beyond = (
+        (ordered > calibrator.tail_start)
+        & (share < TAIL_FRACTION)
+        & (rows_at_least >= MIN_COVERED_ROWS)
+    )
     if not beyond.any():
         return calibrator
     needed = (ordered[beyond] - calibrator.tail_start) / np.log(TAIL_FRACTION / share[beyond])
