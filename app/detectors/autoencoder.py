@@ -16,6 +16,7 @@ fallback without numba and as a cross-check in the tests; the two agree to round
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any, ClassVar, Literal, Self
@@ -24,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
-from app.detectors.calibration import TailCalibrator
+from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
 from app.detectors.compiled import compile_kernel
 from app.features import FEATURE_NAMES
 
@@ -33,6 +34,10 @@ IntArray = npt.NDArray[np.int64]
 Evaluator = Literal["compiled", "numpy"]
 
 MIN_STD = 1e-3  # a constant feature is left centred, not blown up by a tiny spread
+# Least share of the training sample each kind of event (level x latency missing) keeps.
+MIN_GROUP_SHARE = 0.05
+# The calibrated tail covers the training errors' own shares from this many rows up.
+MIN_COVERED_ROWS = 10
 
 
 def _reconstruction_loop(
@@ -92,6 +97,63 @@ _COMPILED_RECONSTRUCTION = compile_kernel(
 COMPILED_AVAILABLE = _COMPILED_RECONSTRUCTION is not None
 
 
+def covering_calibrator(errors: FloatArray) -> TailCalibrator:
+    """``TailCalibrator.fit`` with its exponential tail widened, if need be, until no training
+    error is rarer by the tail than by its own share of the training errors: P(error >= e) is at
+    least (rows with error >= e) / rows for every training error e exceeded by at least
+    ``MIN_COVERED_ROWS`` rows.
+
+    The tail's scale is the mean excess over the top 5%, which the bulk of near-typical errors
+    sets; the few events the network reconstructs worst (a latency 3 scales out, when a service's
+    latencies are near normal; an error line) sit far beyond it, and a tail that decays that fast
+    called each of them "1 in 10**5", though normal data has one in ~1000: an alarm per thousand
+    normal events on top of the target rate. Beyond the largest training error the tail still
+    falls off exponentially, so a truly new combination stays ranked and rare."""
+    calibrator = TailCalibrator.fit(errors)
+    ordered = np.sort(np.asarray(errors, dtype=np.float64))[::-1]
+    rows_at_least = np.arange(1, ordered.size + 1)
+    share = rows_at_least / ordered.size
+    # The share of fewer rows than this is mostly chance: the very largest errors of a sample
+    # would otherwise set the scale of the whole tail.
+    beyond = (
+        (ordered > calibrator.tail_start)
+        & (share < TAIL_FRACTION)
+        & (rows_at_least >= MIN_COVERED_ROWS)
+    )
+    if not beyond.any():
+        return calibrator
+    needed = (ordered[beyond] - calibrator.tail_start) / np.log(TAIL_FRACTION / share[beyond])
+    return dataclasses.replace(
+        calibrator, tail_scale=max(calibrator.tail_scale, float(needed.max()))
+    )
+
+
+def _training_sample(x: FloatArray, max_rows: int, random_state: int) -> IntArray:
+    """Rows to train the network on: all of them up to ``max_rows``, else a random sample in which
+    every combination of the discrete columns (level, latency missing) keeps at least
+    ``max_rows * MIN_GROUP_SHARE`` rows, or all it has.
+
+    A bounded sample keeps training seconds, not minutes (the calibration sees every row). A
+    plain random sample would hold only a handful of rows of a rare but normal kind (a service
+    that logs 0.5% errors gives ~25 of 5000): the network then does not learn to reconstruct them,
+    every such event lands far out in the calibrated tail, and each normal error is an alarm."""
+    rng = np.random.default_rng(random_state)
+    n = x.shape[0]
+    if n <= max_rows:
+        return np.arange(n, dtype=np.int64)
+    discrete = [FEATURE_NAMES.index("level_score"), FEATURE_NAMES.index("latency_missing")]
+    _, group = np.unique(x[:, discrete], axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    sizes = np.bincount(group)
+    floor = int(max_rows * MIN_GROUP_SHARE)
+    wanted = np.maximum(np.round(sizes * max_rows / n), np.minimum(sizes, floor)).astype(np.int64)
+    chosen = [
+        rng.choice(np.flatnonzero(group == g), min(int(k), int(sizes[g])), replace=False)
+        for g, k in enumerate(wanted.tolist())
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 class AutoencoderDetector(BatchDetector):
     name: ClassVar[str] = "autoencoder"
     method: ClassVar[str] = "Autoencoder reconstruction error (MLP with a bottleneck)"
@@ -147,13 +209,7 @@ class AutoencoderDetector(BatchDetector):
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError("the autoencoder needs a 2-d feature matrix of at least two rows")
-        rng = np.random.default_rng(self.random_state)
-        # A bounded sample keeps training seconds, not minutes; the calibration sees every row.
-        sample = (
-            x[rng.choice(x.shape[0], self.max_rows, replace=False)]
-            if (x.shape[0] > self.max_rows)
-            else x
-        )
+        sample = x[_training_sample(x, self.max_rows, self.random_state)]
         self.mean_ = sample.mean(axis=0)
         self.std_ = np.maximum(sample.std(axis=0), MIN_STD)
         scaled = (sample - self.mean_) / self.std_
@@ -171,7 +227,7 @@ class AutoencoderDetector(BatchDetector):
             [np.asarray(w, dtype=np.float64) for w in network.coefs_],
             [np.asarray(b, dtype=np.float64) for b in network.intercepts_],
         )
-        self.calibrator_ = TailCalibrator.fit(self.reconstruction_error(x))
+        self.calibrator_ = covering_calibrator(self.reconstruction_error(x))
         return self
 
     def reconstruction_error(
