@@ -22,10 +22,16 @@ data", Neurocomputing 262): the raw score is the residual's size on a log scale,
 and spread of that same average over the service's longer past (exponentially weighted over
 ``LIKELIHOOD_LONG_EVENTS`` events), by the normal upper tail. It sees what a single residual does
 not: several moderately surprising events in a row, a noisier stretch, spikes coming denser than
-usual. The log makes the short average close to normal, as the tail assumes; on ``|z|`` itself
-the average is skewed and the tail over-confident (synthetic stream: 0.118% false alarms instead
-of 0.067%). Unlike the paper, the long-run statistics are updated every event (O(1), four floats
-per service) instead of re-estimated over a stored window every 100 records.
+usual. A second, slow average (``LIKELIHOOD_SLOW_ALPHA``, a half-life of about fourteen events)
+is judged the same way against its own long-run mean and spread, for changes too gradual for the
+short one (a stretch of events each 1.5 spreads off: the short average stays within its usual
+range); the rarity is the smaller of the two tails times two (Bonferroni). The slow average
+remembers an incident for tens of events after it ends, so it speaks only for an event at least
+as surprising as the slow average itself (one that keeps the run going). The log makes the
+averages close to normal, as the tail assumes; on ``|z|`` itself the average is skewed and the
+tail over-confident (synthetic stream: 0.118% false alarms instead of 0.067%). Unlike the paper,
+the long-run statistics are updated every event (O(1), seven floats per service) instead of
+re-estimated over a stored window every 100 records.
 
 Error rate: each service keeps decayed event and error counts per time-of-day slot; the forecast is
 the slot's rate (shrunk towards the service's overall rate while the slot has little history). The
@@ -68,6 +74,8 @@ MAX_SLOT_EVENTS = 20_000.0
 # Anomaly likelihood (see the module docstring).
 LIKELIHOOD_CLIP = 5.0
 LIKELIHOOD_SHORT_ALPHA = 0.3
+# The slow average: half-life log(0.5) / log(0.95) ~ 14 events (see the module docstring).
+LIKELIHOOD_SLOW_ALPHA = 0.05
 LIKELIHOOD_LONG_EVENTS = 2000.0
 # Short averages learned before the likelihood judges: its spread needs a history.
 LIKELIHOOD_MIN_EVENTS = 200
@@ -96,6 +104,9 @@ class ServiceForecast:
         "season_weight",
         "slot_errors",
         "slot_events",
+        "slow_mean",
+        "slow_short",
+        "slow_var",
         "variance",
         "warmup",
     )
@@ -111,6 +122,9 @@ class ServiceForecast:
         self.lik_mean = 0.0
         self.lik_var = 0.0
         self.lik_n = 0.0
+        self.slow_short = 0.0
+        self.slow_mean = 0.0
+        self.slow_var = 0.0
         self.season = array("d", [0.0]) * slots
         self.season_weight = array("d", [0.0]) * slots
         self.season_time = array("d", [0.0]) * slots
@@ -135,7 +149,8 @@ class ForecastView:
     bucket_errors: FloatArray  # errors in the event's bucket so far, this one included
     bucket_events: FloatArray
     error_rarity: FloatArray  # 1 for events that are not errors
-    # Anomaly likelihood: short average of |residual z| against its own long-run mean and spread.
+    # Anomaly likelihood: the short or slow average of the residuals' size against its own
+    # long-run mean and spread (the larger of the two z's).
     likelihood_z: FloatArray  # NaN while the service has too little history
     likelihood_rarity: FloatArray
 
@@ -242,14 +257,26 @@ class ForecastStore(ServiceStates[ServiceForecast]):
             # then learn it.
             raw = math.log1p(min(abs(z), LIKELIHOOD_CLIP))
             short = state.lik_short + LIKELIHOOD_SHORT_ALPHA * (raw - state.lik_short)
+            slow = state.slow_short + LIKELIHOOD_SLOW_ALPHA * (raw - state.slow_short)
             if state.lik_n >= LIKELIHOOD_MIN_EVENTS:
                 spread = max(math.sqrt(state.lik_var), LIKELIHOOD_MIN_SPREAD)
-                likelihood_z[i] = (short - state.lik_mean) / spread
+                lik_z = (short - state.lik_mean) / spread
+                if raw >= slow:
+                    # The slow average remembers a run for tens of events after it ends; it
+                    # speaks only for an event at least as surprising as the run so far (one
+                    # that keeps it going), so the events after an incident are not flagged.
+                    spread = max(math.sqrt(state.slow_var), LIKELIHOOD_MIN_SPREAD)
+                    lik_z = max(lik_z, (slow - state.slow_mean) / spread)
+                likelihood_z[i] = lik_z
             state.lik_short = short
+            state.slow_short = slow
             state.lik_n = min(state.lik_n + 1.0, LIKELIHOOD_LONG_EVENTS)
             delta = short - state.lik_mean
             state.lik_mean += delta / state.lik_n
             state.lik_var += (delta * (short - state.lik_mean) - state.lik_var) / state.lik_n
+            delta = slow - state.slow_mean
+            state.slow_mean += delta / state.lik_n
+            state.slow_var += (delta * (slow - state.slow_mean) - state.slow_var) / state.lik_n
             if state.judged > SETTLE_EVENTS:
                 forecast[i] = predicted
                 low[i] = predicted - self.interval_z * scale
@@ -282,8 +309,9 @@ class ForecastStore(ServiceStates[ServiceForecast]):
         has_forecast = ~np.isnan(residual_z)
         # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
         latency_rarity = np.where(has_forecast, 2.0 * ndtr(-np.abs(residual_z)), 1.0)
+        # Two averages judged: the smaller tail times two (Bonferroni).
         likelihood_rarity = np.where(
-            np.isnan(likelihood_z), 1.0, ndtr(-np.nan_to_num(likelihood_z))
+            np.isnan(likelihood_z), 1.0, np.minimum(1.0, 2.0 * ndtr(-np.nan_to_num(likelihood_z)))
         )
         error_rarity = (
             np.where(

@@ -95,6 +95,9 @@ class TailCalibrator:
         scores = np.asarray(raw_scores, dtype=np.float64)
         if scores.ndim != 1 or scores.size < 2 or not np.all(np.isfinite(scores)):
             raise ValueError("calibration needs at least two finite reference scores")
+        # Subnormal reference scores flushed to 0: quantiles a subnormal apart make np.interp's
+        # slope overflow, and the body rarity is then no longer monotone in the raw score.
+        scores = np.where(np.abs(scores) < np.finfo(np.float64).tiny, 0.0, scores)
         levels = np.linspace(0.0, 1.0, GRID_POINTS)
         quantiles = np.quantile(scores, levels)
         tail_start = float(np.quantile(scores, 1.0 - TAIL_FRACTION))

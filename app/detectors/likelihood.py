@@ -12,8 +12,9 @@ class LikelihoodDetector(Detector):
     """HTM's "anomaly likelihood" post-processing applied to the seasonal forecast's residuals
     (``app.forecasts``): the short average of the residuals' size against the mean and spread of
     that average over the service's longer past, by the normal upper tail. The forecast detector
-    judges one residual; this one judges a few in a row, so it sees a noisier stretch, a pattern
-    that stops fitting, or spikes coming denser than usual, where no single event is extreme. Its
+    judges one residual; this one judges a few in a row (and, with a slow average, a few dozen),
+    so it sees a noisier stretch, a pattern that stops fitting, or spikes coming denser than
+    usual, where no single event is extreme. Its
     state lives in the engine's forecast store; the method needs latencies and ~300 events of a
     service (the forecast's warm-up and settling, then 200 short averages) before it judges."""
 

@@ -100,3 +100,30 @@ def test_anomaly_likelihood_sees_a_noisier_stretch_that_no_single_event_shows() 
     view = store.observe(_batch(later, 50.0 * np.exp(0.28 * signs)))
     assert np.all(view.latency_rarity > 0.001)
     assert view.likelihood_rarity.min() < 1e-4
+
+
+def test_anomaly_likelihood_sees_a_long_mildly_noisier_stretch() -> None:
+    """Sixty events at 1.5 spreads each: the short average barely moves (its own spread is wide),
+    the slow one (half-life ~14 events) is far outside its usual range."""
+    store = ForecastStore()
+    times, latency = _steady(3000, seed=4)
+    store.observe(_batch(times, latency))
+    later = times[-1] + 60.0 * np.arange(1.0, 61.0)
+    signs = np.where(np.arange(60) % 2 == 0, 1.0, -1.0)
+    view = store.observe(_batch(later, 50.0 * np.exp(0.15 * signs)))
+    assert view.latency_rarity.min() > 0.01
+    assert view.likelihood_rarity.min() < 1e-4
+
+
+def test_anomaly_likelihood_is_quiet_again_soon_after_an_incident_ends() -> None:
+    """Twenty events at ten times the latency, then normal ones: the slow average remembers the
+    incident for tens of events, but speaks only for events that keep a run going."""
+    store = ForecastStore()
+    times, latency = _steady(3000, seed=0)
+    store.observe(_batch(times, latency))
+    later = times[-1] + 60.0 * np.arange(1.0, 61.0)
+    after = 50.0 * np.exp(0.1 * np.random.default_rng(10).standard_normal(60))
+    after[:20] *= 10.0
+    view = store.observe(_batch(later, after))
+    assert view.likelihood_rarity[:20].min() < 1e-20
+    assert view.likelihood_rarity[30:].min() > 0.01
