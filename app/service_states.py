@@ -55,6 +55,8 @@ class ServiceStates(Generic[StateT]):
 
         When the batch brings more new services than there is room for, evictions happen between
         its events and depend on their order: that case takes the per-event path."""
+        if len(services) == 1:  # the /score path: nothing to share
+            return [self.state_for(services[0])]
         known = self._services
         distinct = dict.fromkeys(services)
         new = sum(1 for service in distinct if service not in known)
