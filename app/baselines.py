@@ -151,8 +151,7 @@ class BaselineStore(ServiceStates[ServiceBaseline]):
         ready = np.zeros(n, dtype=np.bool_)
         log_latency = batch.log_latency.tolist()
         times = batch.timestamps.tolist()
-        for i, service in enumerate(batch.services):
-            baseline = self.state_for(service)
+        for i, baseline in enumerate(self.states_for(batch.services)):
             seen[i] = baseline.events_seen
             baseline.events_seen += 1
             value = log_latency[i]

@@ -50,6 +50,8 @@ def explain(
     errors = window.errors.tolist()
     expected = window.expected_error_rate.tolist()
     is_error = batch.is_error.tolist()
+    combined_list = combined.tolist()  # indexing the arrays makes a numpy scalar per event
+    flagged_list = flagged.tolist()
     window_score = (
         scores["sliding_window"].tolist() if "sliding_window" in scores else [0.0] * len(batch)
     )
@@ -95,14 +97,14 @@ def explain(
                 f"latency not judged yet: {seen[i]} of {settings.baseline_warmup_events} events "
                 "of this service seen"
             )
-        verdict = "anomalous" if flagged[i] else "normal"
+        verdict = "anomalous" if flagged_list[i] else "normal"
         if not findings:
             findings.append(
                 f"latency {ratio:.1f}x this service's median"
                 if ready[i] and ratio == ratio
                 else "nothing unusual"
             )
-        sentences.append(f"{verdict} (score {combined[i]:.2f}): " + "; ".join(findings))
+        sentences.append(f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings))
     return sentences
 
 

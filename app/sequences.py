@@ -107,12 +107,17 @@ class SequenceStore(ServiceStates[ServiceSequence]):
         probability = np.full(n, np.nan)
         rank = np.zeros(n, dtype=np.int64)
         k = self.top_k
-        for i, (service, template_id) in enumerate(
-            zip(services, template_ids.tolist(), strict=True)
-        ):
+        ids = template_ids.tolist()
+        # The states of the events that have a template, in order: the others touch none.
+        states = iter(
+            self.states_for(
+                [service for service, t in zip(services, ids, strict=True) if t != NO_TEMPLATE]
+            )
+        )
+        for i, template_id in enumerate(ids):
             if template_id == NO_TEMPLATE:
                 continue
-            state = self.state_for(service)
+            state = next(states)
             a, b = state.previous
             pair = state.contexts.get((a, b))
             single = state.contexts.get((b,))

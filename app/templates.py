@@ -64,6 +64,7 @@ IntArray = npt.NDArray[np.int64]
 WILDCARD = "<*>"
 MAX_TOKENS = 64
 NO_TEMPLATE = -1  # the event had no message
+TOKEN_CACHE_SIZE = 8192  # distinct (service, message) pairs whose tokens are kept
 # The rare-template tail is only computed for templates below this share of a service's messages:
 # above it the event is plainly common and the per-event sum over counters would be wasted.
 RARE_SHARE = 0.05
@@ -167,7 +168,10 @@ class TemplateMiner:
 
     def observe(self, message: str) -> tuple[int, bool]:
         """Like ``add``, and whether the message made a new template (new to every service)."""
-        tokens = tokens_of(message)
+        return self.observe_tokens(tokens_of(message))
+
+    def observe_tokens(self, tokens: tuple[str, ...]) -> tuple[int, bool]:
+        """``observe`` of a message already split by ``tokens_of``."""
         if not tokens:
             return NO_TEMPLATE, False
         self.messages += 1
@@ -363,6 +367,10 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         self.max_templates = max_templates
         self.surge_halflife_messages = surge_halflife_messages
         self.surge_min_level_score = surge_min_level_score
+        # (service, message) -> its tokens with the service's name masked: most messages repeat
+        # verbatim, and splitting and masking them is about half of the miner's cost per event.
+        # A pure function of its key, so the cache changes no result; cleared when full.
+        self._tokens: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def seed(
         self, miner_arrays: dict[str, npt.NDArray[Any]] | None, seeds: list[SeedTemplates]
@@ -407,13 +415,19 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         surge_count = np.zeros(n)
         surge_expected = np.zeros(n)
         miner = self.miner
+        token_cache = self._tokens
         for i, (service, message, level) in enumerate(zip(services, messages, levels, strict=True)):
             prior_singletons, prior_messages = miner.singletons, miner.messages
-            template_id, created = (
-                miner.observe(without_service_name(service, message))
-                if message
-                else (NO_TEMPLATE, False)
-            )
+            if message:
+                key = (service, message)
+                tokens = token_cache.get(key)
+                if tokens is None:
+                    if len(token_cache) >= TOKEN_CACHE_SIZE:
+                        token_cache.clear()
+                    tokens = token_cache[key] = tokens_of(without_service_name(service, message))
+                template_id, created = miner.observe_tokens(tokens)
+            else:
+                template_id, created = NO_TEMPLATE, False
             ids[i] = template_id
             if template_id == NO_TEMPLATE:
                 continue

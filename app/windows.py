@@ -223,8 +223,7 @@ class WindowStore(ServiceStates[ServiceWindow]):
         log_latencies = batch.log_latency.tolist()
         times = batch.timestamps.tolist()
         error_flags = batch.is_error.tolist()
-        for i, service in enumerate(batch.services):
-            window = self.state_for(service)
+        for i, window in enumerate(self.states_for(batch.services)):
             bucket_id = math.floor(times[i] / self.bucket_seconds)
             window.advance(bucket_id, n_buckets)
             expected[i] = window.expected_error_rate

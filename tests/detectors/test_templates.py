@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import app.templates as templates_module
 from app.baselines import BaselineView
 from app.detectors.base import ScoringContext
 from app.detectors.templates import TemplateDetector
@@ -325,3 +327,31 @@ def test_a_template_that_habitually_bursts_is_judged_by_its_habit() -> None:
     assert state.episodes == {store.miner.find("retrying upstream call"): 4}
     assert later.min() >= 4 / (state.messages + 15)
     assert later.min() > 1e-3
+
+
+@pytest.mark.parametrize("cache_size", [2, 8192])
+def test_the_token_cache_changes_no_result(
+    monkeypatch: pytest.MonkeyPatch, cache_size: int
+) -> None:
+    # The same message from two services: the cache must key on the service, whose name is
+    # masked only in its own messages. Size 2 also exercises clearing a full cache.
+    services = ["auth", "checkout", "auth", "checkout", "api"] * 30
+    messages = [
+        "auth: upstream 10.0.0.1 returned 503" if i % 4 else f"cache hit key {i % 7}"
+        for i in range(len(services))
+    ]
+    views = []
+    for size in (0, cache_size):  # 0: every message split afresh, as without the cache
+        monkeypatch.setattr(templates_module, "TOKEN_CACHE_SIZE", size)
+        store = TemplateStore()
+        views.append(
+            [
+                store.observe(services[:75], messages[:75]),
+                store.observe(services[75:], messages[75:]),
+            ]
+        )
+    for fresh, cached in zip(views[0], views[1], strict=True):
+        for field in dataclasses.fields(fresh):
+            np.testing.assert_array_equal(getattr(fresh, field.name), getattr(cached, field.name))
+    auth_first = views[1][0].template_id
+    assert auth_first[1] != auth_first[2]  # "auth: ..." from checkout is not auth's own template
