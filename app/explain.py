@@ -24,6 +24,12 @@ NOTABLE_SCORE = 0.25
 NOTABLE_SHIFT = 3.0
 
 
+def _counted(count: float, noun: str) -> str:
+    """``1 error``, ``3 errors``: explanations are read by people."""
+    whole = round(count)
+    return f"{whole} {noun}" if whole == 1 else f"{whole} {noun}s"
+
+
 def _ms(value: float) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.2g} ms"
 
@@ -77,7 +83,8 @@ def explain(
                 )
         if is_error[i] and window_score[i] >= NOTABLE_SCORE and totals[i] > 0:
             findings.append(
-                f"{errors[i]} errors in the last {totals[i]} events of this service "
+                f"{_counted(errors[i], 'error')} in the last {_counted(totals[i], 'event')} of "
+                "this service "
                 f"({errors[i] / totals[i]:.1%}; usually {expected[i]:.1%})"
             )
         if not math.isnan(window_z[i]) and window_z[i] >= NOTABLE_WINDOW_Z:
@@ -189,8 +196,8 @@ def _method_findings(
                 )
             if batch.is_error[i] and metrics["bucket_events"][i] > 0:
                 findings[i].append(
-                    f"{metrics['bucket_errors'][i]:.0f} errors in "
-                    f"{metrics['bucket_events'][i]:.0f} events within "
+                    f"{_counted(metrics['bucket_errors'][i], 'error')} in "
+                    f"{_counted(metrics['bucket_events'][i], 'event')} within "
                     f"{settings.forecast_bucket_seconds:g} s; forecast error rate "
                     f"{metrics['error_rate_forecast'][i]:.1%}"
                 )

@@ -153,3 +153,23 @@ def test_a_compiled_dict_display_builds_what_dict_of_zip_builds(keys: list[str])
 def test_a_compiled_dict_display_takes_only_string_keys() -> None:
     with pytest.raises(TypeError):
         dict_maker(("a", 1))
+
+
+def test_explanations_count_one_error_in_the_singular(
+    model_and_settings: tuple[Model, Settings],
+) -> None:
+    # The first error of a quiet service reads "1 error in the last N events", never "1 errors".
+    model, settings = model_and_settings
+    engine = ScoringEngine(settings, model)
+    quiet = [
+        LogEvent(
+            service="a", level=Level.INFO, latency_ms=10.0, timestamp=T0 + timedelta(seconds=s)
+        )
+        for s in range(40)
+    ]
+    error = LogEvent(
+        service="a", level=Level.ERROR, latency_ms=10.0, timestamp=T0 + timedelta(seconds=40)
+    )
+    explanation = engine.score([*quiet, error])[-1]["explanation"]
+    assert "1 error in" in explanation
+    assert "1 errors" not in explanation
