@@ -195,9 +195,22 @@ async def _stop_pool(pool: ProcessPoolExecutor) -> None:
     for worker in workers:
         worker.terminate()
     await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
+    _close_result_writer(pool)
     # Waiting for the manager thread also closes the pool's queues (no semaphores left for the
     # resource tracker).
     await asyncio.to_thread(pool.shutdown, wait=True)
+
+
+def _close_result_writer(pool: ProcessPoolExecutor) -> None:
+    """A worker stopped while sending its result leaves half a message in the result pipe; the
+    pool's manager thread then blocks for ever reading the rest, and shutdown (and interpreter
+    exit) waits for that thread. Once every worker is gone, the parent's copy is the last write end
+    of that pipe: closing it turns the blocked read into end-of-file, which the manager thread
+    handles as a broken pool and exits. (The pipe belongs to the executor's internals, hence the
+    guarded attribute access.)"""
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()
 
 
 def _join_all(workers: list[Any], timeout: float) -> None:

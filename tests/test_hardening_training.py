@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -224,3 +226,35 @@ def test_parse_training_body_returns_arrays_or_errors() -> None:
     assert isinstance(errors, list)
     assert errors[0]["type"] == "value_error"
     assert "input" not in errors[0]
+
+
+HALF_SENT_RESULT_SCRIPT = """
+import asyncio, os, struct, time
+from app.trainer import _stop_pool, _worker_pool
+
+if __name__ == "__main__":
+    pool = _worker_pool(1)
+    assert pool.submit(abs, -1).result(timeout=60) == 1  # the worker is up
+    # What a worker stopped in the middle of sending its result leaves: a header announcing
+    # 1,000 bytes, and one byte of them. The manager thread reads the header and waits for more.
+    os.write(pool._result_queue._writer.fileno(), struct.pack("!i", 1000) + b"x")
+    time.sleep(0.5)
+    asyncio.run(_stop_pool(pool))
+    print("stopped")
+"""
+
+
+def test_stopping_a_pool_with_a_half_sent_result_does_not_hang(tmp_path: Path) -> None:
+    # Found in CI: the stateful fuzz run's app hung at shutdown, its pool's manager thread blocked
+    # on a half-written result of a worker stopped mid-send. A real process, as in production.
+    script = tmp_path / "half_sent.py"
+    script.write_text(HALF_SENT_RESULT_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stopped" in done.stdout
