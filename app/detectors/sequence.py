@@ -12,8 +12,9 @@ from app.detectors.base import Detector, MethodOutput, ScoringContext
 class SequenceDetector(Detector):
     """DeepLog's question, answered by an online n-gram model with backoff (``app.sequences``).
 
-    This is not DeepLog's LSTM: an order-2 Witten-Bell n-gram predicts the next template. The LSTM
-    variant is not built (see ``lstm_sequence`` in the registry)."""
+    This is not DeepLog's LSTM: an order-2 Witten-Bell n-gram predicts the next template, online and
+    without training. The LSTM variant is ``lstm_sequence`` (app/detectors/lstm_sequence.py),
+    present in models trained with the ``[deep]`` extra."""
 
     name: ClassVar[str] = "sequence"
     method: ClassVar[str] = "Next-template model (n-gram with backoff, DeepLog-style top-k)"
