@@ -15,6 +15,6 @@ bench:
 
 lint:
 	scripts/setup.sh dev
-	.venv/bin/ruff check app tests bench
-	.venv/bin/ruff format --check app tests bench
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
