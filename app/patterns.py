@@ -111,11 +111,13 @@ class PatternStore(ServiceStates[ServicePatterns]):
     def observe(self, batch: EventBatch) -> PatternView:
         """Judge each event's patterns against its service's past, then learn them: in order."""
         n = len(batch)
-        # Per event and order, the binomial test's numbers where the event is novel there.
-        successes = np.zeros((n, ORDERS))
-        trials = np.ones((n, ORDERS), dtype=np.int64)  # bdtrc wants an integer count
-        rates = np.ones((n, ORDERS))
-        judged = np.zeros((n, ORDERS), dtype=np.bool_)
+        # The binomial tests of the orders at which an event is novel, one entry each: few
+        # events are novel, so lists (and one vectorised tail at the end) cost less per event
+        # than (event, order) matrices would in a batch of one.
+        tested: list[int] = []
+        successes: list[int] = []
+        trials: list[int] = []
+        rates: list[float] = []
         novel_order = np.full(n, np.nan)
         log_latency = batch.log_latency.tolist()
         for i, state in enumerate(self.states_for(batch.services)):
@@ -150,10 +152,10 @@ class PatternStore(ServiceStates[ServicePatterns]):
                     if judge:
                         # Good-Turing: the service's past share of new patterns (plus this one,
                         # so that a service which never made one is not certain it cannot).
-                        successes[i, j] = recent.bit_count()
-                        trials[i, j] = min(state.learned, RECENT_EVENTS)
-                        rates[i, j] = (state.novel[j] + 1.0) / (state.total[j] + 1.0)
-                        judged[i, j] = True
+                        tested.append(i)
+                        successes.append(recent.bit_count())
+                        trials.append(min(state.learned + 1, RECENT_EVENTS))
+                        rates.append((state.novel[j] + 1.0) / (state.total[j] + 1.0))
                     if len(table) >= MAX_PATTERNS:
                         self._forget_singletons(state, j)
                         table = counts[j]
@@ -171,18 +173,22 @@ class PatternStore(ServiceStates[ServicePatterns]):
         rarity = np.ones(n)
         recent_novel = np.full(n, np.nan)
         novelty_rate = np.full(n, np.nan)
-        rows = np.flatnonzero(judged.any(axis=1))
-        if rows.size:
-            # P(X >= k) = bdtrc(k - 1, m, rate); orders where the event is known test nothing.
-            tails = np.where(
-                judged[rows],
-                bdtrc(successes[rows] - 1.0, trials[rows], rates[rows]),
-                1.0,
-            )
-            best = tails.argmin(axis=1)
-            rarity[rows] = np.minimum(1.0, ORDERS * tails[np.arange(rows.size), best])
-            recent_novel[rows] = successes[rows, best]
-            novelty_rate[rows] = rates[rows, best]
+        if tested:
+            # P(X >= k) = bdtrc(k - 1, m, rate); bdtrc wants an integer count m.
+            tails = bdtrc(
+                np.asarray(successes, dtype=np.float64) - 1.0,
+                np.asarray(trials, dtype=np.int64),
+                np.asarray(rates),
+            ).tolist()
+            # Per event, the order with the smallest tail (the entries come in event order).
+            best: dict[int, int] = {}
+            for entry, i in enumerate(tested):
+                if i not in best or tails[entry] < tails[best[i]]:
+                    best[i] = entry
+            for i, entry in best.items():
+                rarity[i] = min(1.0, ORDERS * tails[entry])
+                recent_novel[i] = successes[entry]
+                novelty_rate[i] = rates[entry]
         return PatternView(rarity, novel_order, recent_novel, novelty_rate)
 
     @staticmethod
