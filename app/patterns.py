@@ -24,7 +24,9 @@ either's algorithm:
 
 What it sees that the forecast does not: a change of *shape* where no single value is extreme for
 its time of day (a weekday that runs like a Sunday, a service that starts oscillating between
-two familiar levels, a level it has not held for this long before). The per-service online
+two familiar levels, a slow climb to levels it never reached). It does not see a familiar level
+held for longer than ever: after ``ORDERS`` events of it every pattern is known again, so that
+is left to the forecast and the likelihood. The per-service online
 recalibration (``detectors.calibration``) then learns how often such runs really occur: the
 binomial tail assumes independent patterns, and real novelty comes in bursts.
 
