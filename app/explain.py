@@ -11,7 +11,7 @@ import numpy.typing as npt
 from app.baselines import MIN_MEDIAN_FOR_RATIO_MS, BaselineView
 from app.detectors.base import MethodOutput
 from app.events import EventBatch
-from app.patterns import RECENT_EVENTS
+from app.patterns import NEW_BELOW, RECENT_EVENTS
 from app.settings import Settings
 from app.templates import TemplateView
 from app.windows import WindowView
@@ -215,8 +215,8 @@ def _method_findings(
             findings[i].append(
                 "a new pattern of latencies: "
                 f"{pattern.metrics['recent_novel_patterns'][i]:.0f} of the last {RECENT_EVENTS} "
-                "latency patterns never seen before in this service (usually "
-                f"{pattern.metrics['novelty_rate'][i]:.1%})"
+                f"latency patterns new to this service (seen fewer than {NEW_BELOW} times; "
+                f"usually {pattern.metrics['novelty_rate'][i]:.1%})"
             )
     autoencoder = outputs.get("autoencoder")
     if autoencoder is not None:
