@@ -29,6 +29,7 @@ from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
 from app.detectors.forecast import ForecastDetector
 from app.detectors.likelihood import LikelihoodDetector
+from app.detectors.pattern import PatternDetector
 from app.detectors.registry import DETECTOR_TYPES
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
@@ -38,6 +39,7 @@ from app.explain import explain
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
+from app.patterns import PatternStore
 from app.repeats import AlarmRepeats
 from app.schemas.events import LEVEL_SCORES, LogEvent
 from app.schemas.models import DetectorInfo
@@ -114,6 +116,7 @@ class ScoringEngine:
             settings.baseline_warmup_events,
             max_services=settings.max_services,
         )
+        self.patterns = PatternStore(settings.max_services)
         self.online_detectors: list[Detector] = [
             self.sliding_window,
             TemplateDetector(
@@ -130,6 +133,7 @@ class ScoringEngine:
                 settings.forecast_bucket_seconds,
             ),
             LikelihoodDetector(),
+            PatternDetector(),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)
@@ -218,6 +222,7 @@ class ScoringEngine:
             self.sequences.observe(batch.services, templates.template_id),
             forecasts,
             history,
+            self.patterns.observe(batch),
         )
 
     def _method_table(self, names: tuple[str, ...]) -> _MethodTable:

@@ -11,6 +11,7 @@ import numpy.typing as npt
 from app.baselines import MIN_MEDIAN_FOR_RATIO_MS, BaselineView
 from app.detectors.base import MethodOutput
 from app.events import EventBatch
+from app.patterns import NEW_BELOW, RECENT_EVENTS
 from app.settings import Settings
 from app.templates import TemplateView
 from app.windows import WindowView
@@ -207,6 +208,15 @@ def _method_findings(
             findings[i].append(
                 "a run of surprising latencies: the recent forecast errors run "
                 f"{likelihood.metrics['likelihood_z'][i]:.1f} spreads above their usual size"
+            )
+    pattern = outputs.get("pattern")
+    if pattern is not None:
+        for i in notable.get("pattern", ()):
+            findings[i].append(
+                "a new pattern of latencies: "
+                f"{pattern.metrics['recent_novel_patterns'][i]:.0f} of the last {RECENT_EVENTS} "
+                f"latency patterns new to this service (seen fewer than {NEW_BELOW} times; "
+                f"usually {pattern.metrics['novelty_rate'][i]:.1%})"
             )
     autoencoder = outputs.get("autoencoder")
     if autoencoder is not None:

@@ -21,7 +21,15 @@ PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 # Scoring takes ~0.1-10 ms, a 100k-event /train upload seconds: buckets cover both.
 # Engine stores that keep per-service state, each bounded by max_services.
-SERVICE_STORES = ("baselines", "windows", "templates", "sequences", "forecasts", "repeats")
+SERVICE_STORES = (
+    "baselines",
+    "windows",
+    "templates",
+    "sequences",
+    "forecasts",
+    "patterns",
+    "repeats",
+)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     weight_autoencoder: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_lstm_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_likelihood: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_pattern: float = Field(default=1.0, ge=0.0, le=1.0)
     confidence_events: int = Field(
         default=100,
         ge=1,
@@ -222,4 +223,5 @@ class Settings(BaseSettings):
             "autoencoder": self.weight_autoencoder,
             "lstm_sequence": self.weight_lstm_sequence,
             "likelihood": self.weight_likelihood,
+            "pattern": self.weight_pattern,
         }

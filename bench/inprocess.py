@@ -165,6 +165,7 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
             engine.sequences.observe, batch.services, context.templates.template_id.copy()
         ),
         "forecasts.observe": partial(engine.forecasts.observe, batch),
+        "patterns.observe": partial(engine.patterns.observe, batch),
         "feature_matrix": partial(feature_matrix, baseline.latency_z, batch.level_scores),
         "all per-service stores (engine.observe)": partial(engine.observe, events, batch),
     }

@@ -173,3 +173,29 @@ def test_explanations_count_one_error_in_the_singular(
     explanation = engine.score([*quiet, error])[-1]["explanation"]
     assert "1 error in" in explanation
     assert "1 errors" not in explanation
+
+
+def test_a_new_rhythm_of_familiar_latencies_is_explained_as_a_new_pattern(
+    model_and_settings: tuple[Model, Settings],
+) -> None:
+    """A batch job alternating 100 ms and 400 ms in runs of 20, then every event: each value is
+    familiar, the pattern is not; the pattern method says so in the explanation."""
+    model, settings = model_and_settings
+    engine = ScoringEngine(settings, model)
+    latencies = [400.0 if (k // 20) % 2 == 0 else 100.0 for k in range(2400)]
+    latencies += [400.0 if k % 2 == 0 else 100.0 for k in range(12)]
+    stream = [
+        LogEvent(
+            service="batch",
+            level=Level.INFO,
+            latency_ms=latency * (1.0 + 0.01 * (k % 3)),
+            timestamp=T0 + timedelta(seconds=60 * k),
+        )
+        for k, latency in enumerate(latencies)
+    ]
+    results = engine.score(stream)
+    flip = results[2400:]
+    assert max(r["methods"]["pattern"]["anomaly_score"] for r in results[:2400]) < 0.5
+    strongest = max(flip, key=lambda r: r["methods"]["pattern"]["anomaly_score"])
+    assert strongest["methods"]["pattern"]["anomaly_score"] >= 0.5
+    assert "a new pattern of latencies" in strongest["explanation"]

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from app.baselines import BaselineView
 from app.events import EventBatch
 from app.forecasts import ForecastView
+from app.patterns import PatternView
 from app.sequences import SequenceView
 from app.templates import TemplateView
 from app.windows import WindowView
@@ -47,6 +48,7 @@ class ScoringContext:
     # Each event's service's previous template ids (app.template_history); None unless a
     # detector of the model reads them.
     template_history: IntArray | None = None
+    patterns: PatternView | None = None
 
 
 @dataclass(frozen=True, slots=True)

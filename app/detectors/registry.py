@@ -8,6 +8,7 @@ from app.detectors.forecast import ForecastDetector
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.lstm_sequence import LstmSequenceDetector
+from app.detectors.pattern import PatternDetector
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
@@ -21,6 +22,7 @@ DETECTOR_TYPES: dict[str, type[Detector]] = {
         SequenceDetector,
         ForecastDetector,
         LikelihoodDetector,
+        PatternDetector,
         AutoencoderDetector,
         LstmSequenceDetector,
     )

@@ -19,6 +19,7 @@ from app.detectors.sliding_window import SlidingWindowDetector
 from app.events import EventBatch
 from app.features import FEATURE_NAMES, feature_matrix
 from app.forecasts import ForecastStore
+from app.patterns import PatternStore
 from app.schemas.events import LogEvent
 from app.sequences import SequenceStore
 from app.templates import TemplateStore
@@ -35,7 +36,14 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {"isolation_forest": {"n_estimators": 
 def test_registry_has_the_required_detectors() -> None:
     assert {"isolation_forest", "sliding_window"} <= set(DETECTOR_TYPES)
     assert BATCH == ["isolation_forest", "autoencoder"]
-    assert ONLINE == ["sliding_window", "templates", "sequence", "forecast", "likelihood"]
+    assert ONLINE == [
+        "sliding_window",
+        "templates",
+        "sequence",
+        "forecast",
+        "likelihood",
+        "pattern",
+    ]
 
 
 @pytest.mark.parametrize("name", list(DETECTOR_TYPES))
@@ -169,12 +177,14 @@ def test_batch_detector_scores_batches_row_by_row(name: str) -> None:
 # -- the online sliding window ----------------------------------------------------------------
 
 
-Stores = tuple[BaselineStore, WindowStore, TemplateStore, SequenceStore, ForecastStore]
+Stores = tuple[
+    BaselineStore, WindowStore, TemplateStore, SequenceStore, ForecastStore, PatternStore
+]
 
 
 def stream_context(stores: Stores, events: list[LogEvent]) -> ScoringContext:
     """What the engine builds: every store read, then learned, in event order."""
-    baselines, windows, templates, sequences, forecasts = stores
+    baselines, windows, templates, sequences, forecasts, patterns = stores
     batch = EventBatch.from_events(events)
     baseline = baselines.observe(batch)
     window = windows.observe(batch)
@@ -188,6 +198,7 @@ def stream_context(stores: Stores, events: list[LogEvent]) -> ScoringContext:
         template_view,
         sequences.observe(batch.services, template_view.template_id),
         forecasts.observe(batch),
+        patterns=patterns.observe(batch),
     )
 
 
@@ -212,6 +223,7 @@ def fresh_stores() -> Stores:
         TemplateStore(),
         SequenceStore(),
         ForecastStore(),
+        PatternStore(),
     )
 
 

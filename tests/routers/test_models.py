@@ -21,6 +21,7 @@ SCORING = {
     "sequence",
     "forecast",
     "likelihood",
+    "pattern",
     "autoencoder",
 }
 

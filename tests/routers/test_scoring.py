@@ -32,6 +32,7 @@ def check_result(body: dict[str, Any], service: str, version: str) -> ScoreResul
         "sequence",
         "forecast",
         "likelihood",
+        "pattern",
         "autoencoder",
     }
     assert 0.0 <= result.anomaly_score <= 1.0
