@@ -108,6 +108,28 @@ async def test_train_on_logs_keeps_service_baselines(service: RunningApp) -> Non
     assert scored["service_events_seen"] > 0
 
 
+async def test_model_trained_without_missing_latency_takes_an_event_without_one_calmly(
+    service: RunningApp,
+) -> None:
+    """latency_ms is optional live. A model trained on logs that always carry one must judge a
+    normal event without it on its level (and message) alone: before the autoencoder was shown
+    such rows, it reconstructed them ~330,000 squared spreads off and flagged every one."""
+    client = service.client
+    body = {"logs": events(600, services=3, seed=21), "parameters": {"n_estimators": 25}}
+    response = await client.post("/train", json=body)
+    job = await wait_for_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    for missing in ({"latency_ms": None}, {}):
+        scored = await client.post("/score", json=event("svc-1", "INFO", None) | missing)
+        answer = scored.json()
+        assert scored.status_code == 200, answer
+        assert answer["model_version"] == job["model_version"]
+        for method in ("autoencoder", "isolation_forest"):
+            assert answer["methods"][method]["is_anomaly"] is False, answer["methods"][method]
+        assert answer["methods"]["autoencoder"]["anomaly_score"] < 0.5, answer
+        assert answer["is_anomaly"] is False, answer
+
+
 async def test_train_without_activation_keeps_serving_the_old_version(
     service: RunningApp,
 ) -> None:
