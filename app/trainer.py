@@ -175,6 +175,8 @@ class Trainer:
         try:
             return await asyncio.wait_for(fitting, limit)
         except TimeoutError:
+            if not fitting.cancelled():
+                raise  # the fit's own error, not the watchdog's
             self._fit_pools[slot] = None
             log.error("training worker gave no answer within %g s; killing it", limit)
             await _stop_pool(pool)

@@ -118,12 +118,11 @@ def lower_priority() -> None:
     """Initializer of the parsing and fitting processes (here, so the parser imports nothing
     heavier): every thread of the worker yields the CPU to the service's own threads.
 
-    On Linux each thread is put in SCHED_IDLE: it runs only on a core nothing else wants, and a
-    scoring thread that wakes up takes the core back at once. Niceness alone left /score's p99
-    ~1.4x idle while a fit ran: a niced thread still holds a core until the scheduler's next
-    preemption point, and niceness is per thread on Linux, so the BLAS threads numpy starts at
-    import (before this initializer runs) kept normal priority. Elsewhere, or if the kernel
-    refuses, the threads are niced as before."""
+    On Linux each thread is put in SCHED_IDLE: the kernel preempts it as soon as a normal thread
+    (the event loop) wakes on its core, where a niced thread may first finish its slice. Both
+    are per thread on Linux, which ``os.nice`` here missed: the BLAS threads numpy starts at
+    import, before this initializer runs, kept normal priority. Elsewhere, or if the kernel
+    refuses, the threads are niced instead."""
     for thread in _own_threads():
         try:
             os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
