@@ -30,6 +30,9 @@ ArrayMap = dict[str, npt.NDArray[Any]]
 
 FORMAT = "insighthub-npz-1"
 BOOTSTRAP_EVENTS = 20_000
+# Below this share of training events without a latency, the autoencoder is shown that many
+# (see with_missing_latency_examples).
+MIN_MISSING_LATENCY_SHARE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,9 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
     arrays["baseline_location"] = table["location"].to_numpy()[kept]
     arrays["baseline_scale"] = table["scale"].to_numpy()[kept]
     arrays["baseline_events"] = table["events"].to_numpy().astype(np.int64)[kept]
-    autoencoder = AutoencoderDetector(random_state=int(parameters.get("random_state", 42)))
-    autoencoder.fit(features)
+    seed = int(parameters.get("random_state", 42))
+    autoencoder = AutoencoderDetector(random_state=seed)
+    autoencoder.fit(with_missing_latency_examples(features, seed))
     arrays.update({f"autoencoder_{k}": v for k, v in autoencoder.to_arrays().items()})
     lstm_note: dict[str, Any] = {}
     if data.messages is not None and data.keep_baselines:
@@ -136,6 +140,35 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
         **lstm_note,
     }
     return FitResult(arrays, description)
+
+
+def with_missing_latency_examples(features: FloatArray, random_state: int) -> FloatArray:
+    """``features`` plus, when fewer than ``MIN_MISSING_LATENCY_SHARE`` of its rows lack a
+    latency, copies of random rows with the latency removed (z 0, ``latency_missing`` 1, level
+    kept) until that share do.
+
+    Live events may always lack a latency (it is optional, and a service's baseline warms up).
+    Trained on data where every event has one, the autoencoder standardises a constant
+    ``latency_missing`` column with a near-zero spread, so a missing latency reconstructs a
+    thousand spreads off and every such event is an alarm. An event without latency carries only
+    its level, so a typical row minus its latency is what a normal one looks like. The forest
+    is not given these rows: a feature constant in training is never split on, so it already
+    judges a missing latency as typical, and a small cluster of copies would be isolated quickly
+    and read as rare."""
+    missing_column = FEATURE_NAMES.index("latency_missing")
+    have_latency = np.flatnonzero(features[:, missing_column] == 0.0)
+    rows, missing = features.shape[0], features.shape[0] - have_latency.size
+    if missing >= MIN_MISSING_LATENCY_SHARE * rows:
+        return features
+    # (missing + k) / (rows + k) = share, rounded up.
+    added = int(
+        np.ceil((MIN_MISSING_LATENCY_SHARE * rows - missing) / (1.0 - MIN_MISSING_LATENCY_SHARE))
+    )
+    rng = np.random.default_rng(random_state)
+    copies = features[rng.choice(have_latency, min(added, have_latency.size), replace=False)]
+    copies[:, FEATURE_NAMES.index("latency_z")] = 0.0
+    copies[:, missing_column] = 1.0
+    return np.concatenate([features, copies])
 
 
 class TrainingTimeout(Exception):

@@ -1,10 +1,11 @@
 """Background training: fit in another process, store a version, swap it in.
 
-Fitting is CPU-bound and would hold the GIL in a thread, so it runs in a process pool (started
+Fitting is CPU-bound and would hold the GIL in a thread, so it runs in worker processes (started
 with "spawn": forking a process that already runs an event loop and threads is unsafe). The event
 loop only awaits the result; saving (file I/O and fsync) runs in a thread. A job that fails leaves
 the active model exactly as it was: a version is stored only when whole and loadable, and the
-engine sees a new model only after that.
+engine sees a new model only after that. A fit that outlives its timeout without answering is
+stuck where the worker's own timeout cannot reach it, and its process is killed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.engine import ScoringEngine
-from app.model import Model, fit_model, fit_model_within
+from app.model import FitResult, Model, fit_model, fit_model_within
 from app.model_store import ModelStore
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_JOBS = 1000
 WORKER_EXIT_SECONDS = 5.0
+
+
+class TrainingStuck(Exception):
+    """A fit gave no answer by ``train_timeout_seconds`` plus the watchdog's grace."""
 
 
 @dataclass(slots=True)
@@ -56,11 +61,23 @@ class _Job:
 
 
 class Trainer:
+    # The worker's own timeout (SIGALRM, app.model.fit_model_within) lands between bytecodes, so
+    # one long compiled call (numba, a C loop) outlives it. The parent waits this much longer
+    # (room for a fresh worker's start-up and for the result to travel back), then kills the
+    # worker. A class attribute: tests shorten it.
+    watchdog_grace_seconds: float = 30.0
+
     def __init__(self, settings: Settings, store: ModelStore, engine: ScoringEngine) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
-        self._pool: ProcessPoolExecutor | None = None
+        # One single-process pool per concurrent fit (train_workers of them): a stuck fit's
+        # process can be killed, and its pool replaced, without failing the fits beside it, and
+        # the watchdog's clock starts when a fit gets a process, not while it waits for one.
+        self._fit_pools: list[ProcessPoolExecutor | None] = [None] * settings.train_workers
+        self._free_slots: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(settings.train_workers):
+            self._free_slots.put_nowait(slot)
         # Large training bodies are validated here, not in the fitting pool: a body must get its
         # 202 or 422 at once, not after the fits queued before it.
         self._parse_pool: ProcessPoolExecutor | None = None
@@ -70,11 +87,6 @@ class Trainer:
         self._publish_lock = asyncio.Lock()
         self._closing = False
         self.job_outcomes: Counter[str] = Counter()  # exported by /metrics
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = _worker_pool(self.settings.train_workers)
-        return self._pool
 
     def _parser(self) -> ProcessPoolExecutor:
         if self._parse_pool is None:
@@ -112,18 +124,13 @@ class Trainer:
     async def _run(
         self, job: _Job, data: TrainingData, parameters: dict[str, Any], activate: bool
     ) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            job.status = JobStatus.running
-            result = await loop.run_in_executor(
-                self._executor(),
-                fit_model_within,
-                self.settings.train_timeout_seconds,
-                fit_model,  # looked up here, so tests can swap in a failing stand-in
-                data,
-                parameters,
-                self.settings.baseline_warmup_events,
-            )
+            slot = await self._free_slots.get()
+            try:
+                job.status = JobStatus.running
+                result = await self._fit(slot, data, parameters)
+            finally:
+                self._free_slots.put_nowait(slot)
             async with self._publish_lock:
                 model = await asyncio.to_thread(self.store.save, result)
                 if activate:
@@ -139,8 +146,7 @@ class Trainer:
             if self._closing:
                 job.error = "cancelled: the service shut down"
             else:
-                log.exception("training worker died; restarting the pool")
-                self._pool = None
+                log.exception("training worker died; the next fit starts a new one")
                 job.error = "the training process died (out of memory?)"
         except Exception as exc:
             log.exception("training job %s failed", job.job_id)
@@ -149,6 +155,39 @@ class Trainer:
         finally:
             job.finished_at = datetime.now(UTC)
             self.job_outcomes[job.status.value] += 1
+
+    async def _fit(self, slot: int, data: TrainingData, parameters: dict[str, Any]) -> FitResult:
+        """Fit in slot ``slot``'s process; kill it if it does not answer in time."""
+        pool = self._fit_pools[slot]
+        if pool is None:
+            pool = self._fit_pools[slot] = _worker_pool(1)
+        timeout = self.settings.train_timeout_seconds
+        fitting = asyncio.get_running_loop().run_in_executor(
+            pool,
+            fit_model_within,
+            timeout,
+            fit_model,  # looked up here, so tests can swap in a failing stand-in
+            data,
+            parameters,
+            self.settings.baseline_warmup_events,
+        )
+        limit = timeout + self.watchdog_grace_seconds
+        try:
+            return await asyncio.wait_for(fitting, limit)
+        except TimeoutError:
+            if not fitting.cancelled():
+                raise  # the fit's own error, not the watchdog's
+            self._fit_pools[slot] = None
+            log.error("training worker gave no answer within %g s; killing it", limit)
+            await _stop_pool(pool)
+            raise TrainingStuck(
+                f"training stopped after the {timeout:g} s limit (train_timeout_seconds): the "
+                f"training process gave no answer within {limit:g} s and was killed"
+            ) from None
+        except BrokenProcessPool:
+            if self._fit_pools[slot] is pool:
+                self._fit_pools[slot] = None
+            raise
 
     async def activate(self, model: Model, *, locked: bool = False) -> None:
         """Make ``model`` the active version on disk, then in the engine."""
@@ -163,8 +202,9 @@ class Trainer:
         """Cancel every job: stop the fits' processes, then the tasks; nothing is half-written
         (workers write nothing; saves are atomic)."""
         self._closing = True
-        pools = [self._pool, self._parse_pool]
-        self._pool = self._parse_pool = None
+        pools = [*self._fit_pools, self._parse_pool]
+        self._fit_pools = [None] * len(self._fit_pools)
+        self._parse_pool = None
         for pool in pools:
             if pool is not None:
                 await _stop_pool(pool)

@@ -116,7 +116,33 @@ def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
 
 def lower_priority() -> None:
     """Initializer of the parsing and fitting processes (here, so the parser imports nothing
-    heavier). Niced: on a busy machine the kernel runs the event loop's process first, so scoring
-    answers stay quick while a worker validates or fits; the workers take the idle time."""
-    if hasattr(os, "nice"):  # not on Windows
-        os.nice(WORKER_NICENESS)
+    heavier): every thread of the worker yields the CPU to the service's own threads.
+
+    On Linux each thread is put in SCHED_IDLE: the kernel preempts it as soon as a normal thread
+    (the event loop) wakes on its core, where a niced thread may first finish its slice. Both
+    are per thread on Linux, which ``os.nice`` here missed: the BLAS threads numpy starts at
+    import, before this initializer runs, kept normal priority. Elsewhere, or if the kernel
+    refuses, the threads are niced instead."""
+    for thread in _own_threads():
+        try:
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            _nice(thread)
+
+
+def _own_threads() -> list[int]:
+    """Kernel ids of this process's threads (0, the caller, where /proc is not there)."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def _nice(thread: int) -> None:
+    if not hasattr(os, "setpriority"):  # not on Windows
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, max(current, WORKER_NICENESS))
+    except OSError:
+        pass  # a thread that just ended

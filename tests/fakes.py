@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from typing import Any, NoReturn
 
 from app.training_data import TrainingData, TrainingInput, parse_training_body
@@ -22,6 +24,14 @@ def failing_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> 
 def dying_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> NoReturn:
     # What the OOM killer does to a worker: no exception, no cleanup, the process is gone.
     os._exit(137)
+
+
+def hanging_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> NoReturn:
+    """Stuck as in one long compiled call: the worker's SIGALRM stays pending, its Python handler
+    (which raises TrainingTimeout between bytecodes) never runs, and nothing comes back."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    threading.Event().wait()
+    raise AssertionError("unreachable: nothing sets the event")
 
 
 def parse_reporting_pid(raw: bytes) -> list[dict[str, Any]]:

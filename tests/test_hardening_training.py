@@ -5,6 +5,7 @@ its worker takes the next job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,11 +23,11 @@ from pydantic import TypeAdapter, ValidationError
 from app.model import FitResult, TrainingTimeout, fit_model_within
 from app.routers.training import OFFLOAD_BODY_BYTES
 from app.schemas.training import TrainRequest
-from app.training_data import WORKER_NICENESS, TrainingData, parse_training_body
+from app.training_data import TrainingData, parse_training_body
 from tests import fakes
 from tests.conftest import RunningApp, start_app
 from tests.hardening_support import seeded_settings
-from tests.helpers import assert_problem, wait_for_job
+from tests.helpers import assert_problem, event, wait_for_job
 
 JSON = {"content-type": "application/json"}
 LARGE_ROWS = 30_000  # ~0.5 MB of JSON: above OFFLOAD_BODY_BYTES
@@ -97,12 +98,15 @@ async def test_a_large_body_trains_on_every_row(service: RunningApp) -> None:
     job = await wait_for_job(client, response.json()["job_id"])
     assert job["status"] == "succeeded", job
     assert job["rows"] == 5_000
-    # Both workers run niced, so on a busy machine scoring gets the CPU first.
+    # Every thread of both workers (numpy's BLAS threads too) runs in SCHED_IDLE, so on a busy
+    # machine scoring gets the CPU first.
     trainer = service.app.state.insighthub.trainer
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    for pool in (trainer._pool, trainer._parse_pool):
+    for pool in (*trainer._fit_pools, trainer._parse_pool):
         for pid in pool._processes:
-            assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + WORKER_NICENESS, 19)
+            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+            assert len(threads) >= 1
+            for thread in threads:
+                assert os.sched_getscheduler(thread) == os.SCHED_IDLE, (pid, thread)
 
 
 def _inline_errors(raw: bytes) -> list[dict[str, Any]]:
@@ -191,12 +195,59 @@ async def test_a_fit_past_the_timeout_fails_and_the_worker_goes_on(tmp_path: Pat
         assert job["model_version"] is None
         assert job["error"].startswith("TrainingTimeout: training stopped after the 0.001 s")
         trainer = running.app.state.insighthub.trainer
-        workers = set(trainer._pool._processes)
+        workers = set(trainer._fit_pools[0]._processes)
         trainer.settings = settings.model_copy(update={"train_timeout_seconds": 600.0})
         response = await client.post("/train", json={"data": rows(500)})
         job = await wait_for_job(client, response.json()["job_id"])
         assert job["status"] == "succeeded", job
-        assert set(trainer._pool._processes) == workers  # the same worker process
+        assert set(trainer._fit_pools[0]._processes) == workers  # the same worker process
+
+
+@module_loop
+async def test_a_fit_stuck_past_the_timeout_is_killed_and_scoring_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit the worker's SIGALRM cannot stop (one long compiled call) is stopped by the parent:
+    its process is killed, the job fails saying so, the old model keeps serving, and the job
+    queued behind it runs in a new process."""
+    settings = seeded_settings(tmp_path, train_timeout_seconds=0.5)
+    async for running in start_app(settings):
+        client = running.client
+        trainer = running.app.state.insighthub.trainer
+        # Room for a fresh worker to start (spawn, imports) on a busy machine, no more.
+        monkeypatch.setattr(trainer, "watchdog_grace_seconds", 15.0)
+        before = (await client.get("/models")).json()["active"]
+        with monkeypatch.context() as patch:
+            patch.setattr("app.trainer.fit_model", fakes.hanging_fit)
+            stuck = (await client.post("/train", json={"data": rows(500)})).json()
+            for _ in range(1000):  # "running": the stand-in has been handed to the worker
+                if (await client.get(f"/train/{stuck['job_id']}")).json()["status"] == "running":
+                    break
+                await asyncio.sleep(0.01)
+        (pool,) = [p for p in trainer._fit_pools if p is not None]
+        # The stuck fit's limits are set; the job queued behind it gets room for a real fit.
+        trainer.settings = settings.model_copy(update={"train_timeout_seconds": 600.0})
+        queued = await client.post("/train", json={"data": rows(500, 1), "activate": False})
+        assert (await client.get(f"/train/{queued.json()['job_id']}")).json()["status"] == "queued"
+        scored = await client.post("/score", json=event())
+        assert scored.status_code == 200  # scoring goes on while the fit hangs
+        (hung_worker,) = pool._processes.values()
+        job = await wait_for_job(client, stuck["job_id"])
+        assert job["status"] == "failed"
+        assert job["model_version"] is None
+        assert job["error"] == (
+            "TrainingStuck: training stopped after the 0.5 s limit (train_timeout_seconds): "
+            "the training process gave no answer within 15.5 s and was killed"
+        )
+        assert not hung_worker.is_alive()
+        scored = await client.post("/score", json=event())
+        assert scored.status_code == 200
+        assert scored.json()["model_version"] == before
+        # The job queued behind it gets a new process.
+        queued_job = await wait_for_job(client, queued.json()["job_id"])
+        assert queued_job["status"] == "succeeded", queued_job
+        assert all(p is not pool for p in trainer._fit_pools)
+        assert (await client.get("/models")).json()["active"] == before
 
 
 def _slow_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> FitResult:

@@ -61,12 +61,17 @@ class TrainRequest(BaseModel):
     # A large body is validated in another process and arrives as a TrainingInput (rows as
     # arrays, app.training_data): data and logs are then None. Any: schemas import no models.
     _prepared: Any = PrivateAttr(default=None)
+    # Set once the checks below have passed. FastAPI validates the body model it is handed (by
+    # JSONBodyRoute, already validated from bytes) again; pydantic passes the instance through
+    # but runs the "after" validator on it again, which would walk every row a second time.
+    _checked: bool = PrivateAttr(default=False)
 
     @classmethod
     def from_prepared(cls, prepared: Any) -> TrainRequest:
         """A request standing for a body already validated and converted elsewhere."""
         request = cls.model_construct(activate=prepared.activate)
         request._prepared = prepared
+        request._checked = True
         return request
 
     def prepared_input(self) -> Any:
@@ -75,20 +80,23 @@ class TrainRequest(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TrainRequest:
-        if self._prepared is not None:
-            # Validated in the parsing process; FastAPI hands the instance through here again.
+        if self._checked:
             return self
         if (self.data is None) == (self.logs is None):
             raise ValueError("give exactly one of 'data' (raw rows) or 'logs' (events)")
         if self.data is not None:
-            for index, (latency, level_score) in enumerate(self.data):
-                if not 0.0 <= latency <= MAX_LATENCY_MS:
-                    raise ValueError(
-                        f"data[{index}][0] (latency_ms) must lie in [0, {MAX_LATENCY_MS:.0f}]"
-                    )
-                if level_score not in (0.0, 1.0, 2.0, 3.0):
-                    raise ValueError(f"data[{index}][1] (level_score) must be 0, 1, 2 or 3")
+            check_raw_rows(self.data)
+        self._checked = True
         return self
+
+
+def check_raw_rows(data: list[list[float]]) -> None:
+    """Raises ValueError naming the first row whose latency or level score is out of range."""
+    for index, (latency, level_score) in enumerate(data):
+        if not 0.0 <= latency <= MAX_LATENCY_MS:
+            raise ValueError(f"data[{index}][0] (latency_ms) must lie in [0, {MAX_LATENCY_MS:.0f}]")
+        if level_score not in (0.0, 1.0, 2.0, 3.0):
+            raise ValueError(f"data[{index}][1] (level_score) must be 0, 1, 2 or 3")
 
 
 class JobStatus(StrEnum):

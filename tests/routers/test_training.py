@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from app.schemas.training import JobStatus
+from app.schemas.training import JobStatus, check_raw_rows
 from tests import fakes
 from tests.conftest import RunningApp, copy_artifacts, make_settings, start_app
 from tests.helpers import (
@@ -108,6 +108,28 @@ async def test_train_on_logs_keeps_service_baselines(service: RunningApp) -> Non
     assert scored["service_events_seen"] > 0
 
 
+async def test_model_trained_without_missing_latency_takes_an_event_without_one_calmly(
+    service: RunningApp,
+) -> None:
+    """latency_ms is optional live. A model trained on logs that always carry one must judge a
+    normal event without it on its level (and message) alone: before the autoencoder was shown
+    such rows, it reconstructed them ~330,000 squared spreads off and flagged every one."""
+    client = service.client
+    body = {"logs": events(600, services=3, seed=21), "parameters": {"n_estimators": 25}}
+    response = await client.post("/train", json=body)
+    job = await wait_for_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    for missing in ({"latency_ms": None}, {}):
+        scored = await client.post("/score", json=event("svc-1", "INFO", None) | missing)
+        answer = scored.json()
+        assert scored.status_code == 200, answer
+        assert answer["model_version"] == job["model_version"]
+        for method in ("autoencoder", "isolation_forest"):
+            assert answer["methods"][method]["is_anomaly"] is False, answer["methods"][method]
+        assert answer["methods"]["autoencoder"]["anomaly_score"] < 0.5, answer
+        assert answer["is_anomaly"] is False, answer
+
+
 async def test_train_without_activation_keeps_serving_the_old_version(
     service: RunningApp,
 ) -> None:
@@ -176,6 +198,31 @@ async def test_rejected_training_leaves_the_model_untouched(
     assert_problem(response, 422, BAD_PARAMETER_FIELDS.get(case, named))
     assert await active_version(client) == before_active
     assert await stored_versions(client) == before_versions
+
+
+async def test_a_small_body_has_its_rows_checked_once(
+    service: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JSONBodyRoute validates the body from bytes; FastAPI then validates the model it is handed
+    again, and pydantic re-runs the "after" validator on it. The row checks must not run twice,
+    and a bad row must still be a 422 naming it."""
+    checked: list[int] = []
+
+    def counting(data: list[list[float]]) -> None:
+        checked.append(len(data))
+        check_raw_rows(data)
+
+    monkeypatch.setattr("app.schemas.training.check_raw_rows", counting)
+    client = service.client
+    response = await client.post("/train", json={"data": rows(80), "activate": False})
+    assert response.status_code == 202, response.text
+    assert checked == [80]
+    job = await wait_for_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    checked.clear()
+    response = await client.post("/train", json={"data": [*rows(80), [10.0, 7.0]]})
+    assert_problem(response, 422, "data[80][1]")
+    assert checked == [81]
 
 
 @pytest.mark.parametrize(
