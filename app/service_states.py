@@ -73,3 +73,87 @@ class ServiceStates(Generic[StateT]):
         for service in reversed(dict.fromkeys(reversed(services))):
             known.move_to_end(service)
         return [states[service] for service in services]
+
+
+class ServiceSlots:
+    """Row numbers of at most ``max_services`` services in a store's arrays, least recently seen
+    evicted first, exactly as ``ServiceStates`` evicts.
+
+    A store keeps each service's state as one row of contiguous arrays, so that a compiled kernel
+    can update a whole batch without a Python object per service. The row of an evicted service
+    goes to the service that evicted it, so at most ``max_services`` rows are ever in use.
+    """
+
+    def __init__(self, max_services: int) -> None:
+        if max_services < 1:
+            raise ValueError("max_services must be at least 1")
+        self.max_services = max_services
+        self.evictions = 0
+        self._slots: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._slots)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self._slots
+
+    @property
+    def rows_used(self) -> int:
+        """Rows a store needs: every slot handed out so far is below this."""
+        return len(self._slots)
+
+    def get(self, service: str) -> int | None:
+        """The service's row if it is tracked; reading it does not count as seeing it."""
+        return self._slots.get(service)
+
+    def slot_for(self, service: str) -> tuple[int, bool]:
+        """The service's row, marked as the most recently seen, and whether the row is new to
+        it (its state must start afresh: the row may hold an evicted service's state)."""
+        slots = self._slots
+        slot = slots.get(service)
+        if slot is not None:
+            slots.move_to_end(service)
+            return slot, False
+        if len(slots) >= self.max_services:
+            _, slot = slots.popitem(last=False)
+            self.evictions += 1
+        else:
+            slot = len(slots)
+        slots[service] = slot
+        return slot, True
+
+    def slots_for(self, services: Sequence[str]) -> tuple[list[int], list[bool]]:
+        """``slot_for`` of each event's service in order: rows, and which events start their
+        service afresh. One lookup per distinct service, unless the batch brings more new
+        services than there is room for: then evictions happen between its events and depend on
+        their order, and that case takes the per-event path."""
+        if len(services) == 1:  # the /score path: nothing to share
+            slot, fresh = self.slot_for(services[0])
+            return [slot], [fresh]
+        known = self._slots
+        distinct = dict.fromkeys(services)
+        new = [service for service in distinct if service not in known]
+        if len(known) + len(new) > self.max_services:
+            pairs = [self.slot_for(service) for service in services]
+            return [slot for slot, _ in pairs], [fresh for _, fresh in pairs]
+        for service in new:
+            known[service] = len(known)
+        # One event after another leaves the batch's services last, in order of their last
+        # events: reversed, the first occurrence of each is its last event.
+        for service in reversed(dict.fromkeys(reversed(services))):
+            known.move_to_end(service)
+        slots = [known[service] for service in services]
+        if not new:
+            return slots, [False] * len(services)
+        starting = set(new)
+        first_events: list[bool] = []
+        for service in services:
+            if service in starting:
+                starting.discard(service)
+                first_events.append(True)
+            else:
+                first_events.append(False)
+        return slots, first_events

@@ -1,0 +1,94 @@
+"""The array-backed online stores against the per-service-object implementations they replaced
+(kept in ``tests/reference``): the same views, value for value, on random streams of events."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from unittest.mock import patch
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.events import EventBatch
+from app import forecasts
+from app.forecasts import ForecastStore
+from app.schemas.events import LEVEL_SCORES, Level
+from tests.reference.forecasts_scalar import ForecastStore as ScalarForecastStore
+
+LEVELS = list(Level)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[EventBatch]:
+    """Batches of events over a few services: time mostly forward with jumps and late events,
+    latencies with gaps and outliers, errors in bursts, batch sizes from 1 to a few dozen."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    n = draw(st.integers(1, 600))
+    rng = np.random.default_rng(seed)
+    services = [f"s{k}" for k in rng.integers(0, draw(st.integers(1, 6)), n)]
+    steps = rng.choice(
+        [0.0, 0.1, 1.0, 7.0, 900.0, 40_000.0, -5.0], n, p=[0.1, 0.3, 0.3, 0.1, 0.1, 0.05, 0.05]
+    )
+    times = 1.7e9 + np.cumsum(steps)
+    latency = 20.0 * np.exp(rng.normal(0.0, draw(st.sampled_from([0.0, 0.1, 1.0])), n))
+    latency[rng.random(n) < 0.1] = np.nan
+    latency[rng.random(n) < 0.02] *= 100.0
+    levels = [LEVELS[k] for k in rng.choice(len(LEVELS), n, p=[0.2, 0.5, 0.15, 0.1, 0.05])]
+    cuts = np.sort(rng.choice(np.arange(1, n), min(n - 1, draw(st.integers(0, 30))), replace=False))
+    batches = []
+    for part in np.split(np.arange(n), cuts):
+        batches.append(
+            EventBatch(
+                [services[i] for i in part],
+                [levels[i] for i in part],
+                np.array([LEVEL_SCORES[levels[i]] for i in part], dtype=np.float64),
+                latency[part].copy(),
+                times[part].copy(),
+            )
+        )
+    return batches
+
+
+def assert_same_view(new: Any, old: Any) -> None:
+    for field in dataclasses.fields(old):
+        np.testing.assert_array_equal(
+            getattr(new, field.name), getattr(old, field.name), err_msg=field.name, strict=False
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=streams(),
+    max_services=st.integers(1, 8),
+    slots=st.sampled_from([1, 7, 48]),
+    warmup=st.sampled_from([1, 3, 20]),
+)
+def test_forecast_store_matches_the_scalar_store(
+    batches: list[EventBatch], max_services: int, slots: int, warmup: int
+) -> None:
+    def store(cls: Any) -> Any:
+        return cls(slots, 600.0, 0.5, 10.0, warmup, max_services=max_services)
+
+    new, old = store(ForecastStore), store(ScalarForecastStore)
+    for batch in batches:
+        assert_same_view(new.observe(batch), old.observe(batch))
+    assert list(new) == list(old)
+    assert new.evictions == old.evictions
+
+
+@settings(max_examples=10, deadline=None)
+@given(batches=streams(), max_services=st.integers(1, 4))
+def test_forecast_kernel_as_plain_python_matches_the_compiled_kernel(
+    batches: list[EventBatch], max_services: int
+) -> None:
+    """Without numba the kernel runs as written: the same views."""
+    compiled, plain = (
+        ForecastStore(max_services=max_services),
+        ForecastStore(max_services=max_services),
+    )
+    for batch in batches:
+        expected = compiled.observe(batch)
+        with patch.object(forecasts, "_observe", forecasts._observe_kernel):
+            assert_same_view(plain.observe(batch), expected)
