@@ -42,7 +42,6 @@ tail, so a burst is seen within one bucket.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +53,7 @@ from scipy.special.cython_special import ndtr as ndtr_one
 from app.baselines import CLIPPED_VARIANCE, MIN_LOG_SCALE
 from app.compiled import compile_kernel
 from app.events import EventBatch
-from app.service_states import ServiceSlots
+from app.service_states import RowStore
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -147,8 +146,7 @@ _OUTPUTS = 11
 
 
 def _observe_kernel(
-    slots: npt.NDArray[np.int64],
-    fresh: npt.NDArray[np.bool_],
+    codes: npt.NDArray[np.int64],
     times: FloatArray,
     log_latency: FloatArray,
     is_error: npt.NDArray[np.bool_],
@@ -171,11 +169,14 @@ def _observe_kernel(
     n_slots = seasonal.shape[2]
     slot_seconds = DAY_SECONDS / n_slots
     warmup = warmup_values.shape[1]
-    for i in range(slots.shape[0]):
-        s = slots[i]
+    for i in range(codes.shape[0]):
+        s = codes[i]
+        fresh = s < 0
+        if fresh:
+            s = ~s  # the row's first event for this service (ServiceSlots.row_codes)
         row = state[s]
         season = seasonal[s]
-        if fresh[i]:
+        if fresh:
             row[:] = 0.0
             row[_VARIANCE] = MIN_LOG_SCALE**2
             row[_LAST_TIME] = -math.inf
@@ -307,15 +308,15 @@ def _observe_kernel(
 
 _compiled_observe = compile_kernel(
     _observe_kernel,
-    "void(int64[::1], boolean[::1], float64[:], float64[:], boolean[:], float64[:, ::1],"
+    "void(int64[::1], float64[:], float64[:], boolean[:], float64[:, ::1],"
     " float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64, float64, float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
 
 
-class ForecastStore:
+class ForecastStore(RowStore):
     """Forecasts of at most ``max_services`` services (least recently seen evicted), each one row
-    of contiguous arrays that a compiled kernel updates for a whole batch."""
+    of three arrays (scalars, per-time-of-day-slot values, warm-up latencies)."""
 
     def __init__(
         self,
@@ -327,57 +328,30 @@ class ForecastStore:
         interval_z: float = 3.29,
         max_services: int = 100_000,
     ) -> None:
-        self.services = ServiceSlots(max_services)
+        # A warm-up of 0 ends with the first latency, as one of 1 does.
+        warmup = max(warmup, 1)
+        super().__init__(max_services, (_SCALARS,), (_SEASONAL, slots), (warmup,))
         self.slots = slots
         self.halflife = halflife_seconds
         self.season_halflife = season_halflife_days * DAY_SECONDS
         self.bucket_seconds = bucket_seconds
-        # A warm-up of 0 ends with the first latency, as one of 1 does.
-        self.warmup = max(warmup, 1)
+        self.warmup = warmup
         self.interval_z = interval_z
-        # Rows grow by doubling up to max_services: memory follows the services actually seen.
-        self._state = np.zeros((0, _SCALARS))
-        self._seasonal = np.zeros((0, _SEASONAL, slots))
-        self._warmup_values = np.zeros((0, self.warmup))
-
-    @property
-    def evictions(self) -> int:
-        return self.services.evictions
-
-    def __len__(self) -> int:
-        return len(self.services)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.services)
-
-    def __contains__(self, service: object) -> bool:
-        return service in self.services
-
-    def _reserve(self, rows: int) -> None:
-        capacity = self._state.shape[0]
-        if rows <= capacity:
-            return
-        grown = min(max(rows, 2 * capacity, 16), self.services.max_services)
-        # Rows beyond the used ones are never read before a fresh event resets them.
-        self._state = _grown(self._state, grown)
-        self._seasonal = _grown(self._seasonal, grown)
-        self._warmup_values = _grown(self._warmup_values, grown)
 
     def observe(self, batch: EventBatch) -> ForecastView:
         """Forecast each event from its service's past, then learn from it: in order."""
         n = len(batch)
-        slots, fresh = self.services.slots_for(batch.services)
-        self._reserve(self.services.rows_used)
+        codes = self.row_codes(batch.services)
+        state, seasonal, warmup_values = self.rows
         out = np.empty((_OUTPUTS, n))
         _observe(
-            np.array(slots, dtype=np.int64),
-            np.array(fresh, dtype=np.bool_),
+            codes,
             batch.timestamps,
             batch.log_latency,
             batch.is_error,
-            self._state,
-            self._seasonal,
-            self._warmup_values,
+            state,
+            seasonal,
+            warmup_values,
             out,
             self.halflife,
             self.season_halflife,
@@ -390,12 +364,6 @@ class ForecastStore:
         else:
             _tails(out, batch.is_error)
         return ForecastView(*out)
-
-
-def _grown(array: npt.NDArray[np.float64], rows: int) -> npt.NDArray[np.float64]:
-    grown = np.zeros((rows, *array.shape[1:]))
-    grown[: array.shape[0]] = array
-    return grown
 
 
 def _tails(out: FloatArray, is_error: npt.NDArray[np.bool_]) -> None:

@@ -6,7 +6,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 StateT = TypeVar("StateT")
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 class ServiceStates(Generic[StateT]):
@@ -157,3 +162,64 @@ class ServiceSlots:
             else:
                 first_events.append(False)
         return slots, first_events
+
+    def row_codes(self, services: Sequence[str]) -> IntArray:
+        """``slots_for`` as one array a kernel reads: each event's row, or ``~row`` (negative)
+        where the event starts its service afresh. One array rather than two: for the batch of
+        one, making and passing an array costs more than the kernel's work on it."""
+        if len(services) == 1:
+            slot, fresh = self.slot_for(services[0])
+            codes = np.empty(1, dtype=np.int64)
+            codes[0] = ~slot if fresh else slot
+            return codes
+        slots, first_events = self.slots_for(services)
+        codes = np.array(slots, dtype=np.int64)
+        if any(first_events):
+            codes[np.array(first_events, dtype=np.bool_)] ^= -1  # ~row
+        return codes
+
+
+class RowStore:
+    """Base of the stores that keep each service's state as one row of a few arrays, indexed by
+    its slot (``ServiceSlots``), so that a compiled kernel updates a whole batch in one call.
+
+    Rows grow by doubling up to ``max_services``, so memory follows the services actually seen.
+    A row is reset by the kernel at the event that gives it to a service (``row_codes``), so a
+    row's contents before that are never read."""
+
+    def __init__(self, max_services: int, *row_shapes: tuple[int, ...]) -> None:
+        self.services = ServiceSlots(max_services)
+        self.rows: list[FloatArray] = [np.zeros((0, *shape)) for shape in row_shapes]
+
+    @property
+    def evictions(self) -> int:
+        return self.services.evictions
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.services)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self.services
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for every service's state (the rows allocated, used or not)."""
+        return sum(array.nbytes for array in self.rows)
+
+    def row_codes(self, services: Sequence[str]) -> IntArray:
+        """``ServiceSlots.row_codes``, with every row it hands out allocated."""
+        codes = self.services.row_codes(services)
+        needed = self.services.rows_used
+        capacity = self.rows[0].shape[0]
+        if needed > capacity:
+            rows = min(max(needed, 2 * capacity, 16), self.services.max_services)
+            grown = []
+            for array in self.rows:
+                bigger = np.zeros((rows, *array.shape[1:]))
+                bigger[:capacity] = array
+                grown.append(bigger)
+            self.rows = grown
+        return codes

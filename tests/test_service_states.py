@@ -49,6 +49,7 @@ def test_slots_for_a_batch_follow_the_states_one_event_at_a_time(
         assert list(slots) == list(states)
         assert slots.evictions == states.evictions
         for service in slots:
-            row = slots.get(service)
-            assert row is not None and row < max_services
-            assert rows[row] == states.get(service)
+            tracked = slots.get(service)
+            assert tracked is not None
+            assert tracked < max_services
+            assert rows[tracked] == states.get(service)

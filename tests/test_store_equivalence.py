@@ -11,11 +11,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app import forecasts, windows
 from app.events import EventBatch
-from app import forecasts
 from app.forecasts import ForecastStore
 from app.schemas.events import LEVEL_SCORES, Level
+from app.windows import WindowStore
 from tests.reference.forecasts_scalar import ForecastStore as ScalarForecastStore
+from tests.reference.windows_scalar import WindowStore as ScalarWindowStore
 
 LEVELS = list(Level)
 
@@ -31,7 +33,7 @@ def streams(draw: st.DrawFn) -> list[EventBatch]:
     steps = rng.choice(
         [0.0, 0.1, 1.0, 7.0, 900.0, 40_000.0, -5.0], n, p=[0.1, 0.3, 0.3, 0.1, 0.1, 0.05, 0.05]
     )
-    times = 1.7e9 + np.cumsum(steps)
+    times = draw(st.sampled_from([1.7e9, -1.0e4])) + np.cumsum(steps)
     latency = 20.0 * np.exp(rng.normal(0.0, draw(st.sampled_from([0.0, 0.1, 1.0])), n))
     latency[rng.random(n) < 0.1] = np.nan
     latency[rng.random(n) < 0.02] *= 100.0
@@ -54,7 +56,7 @@ def streams(draw: st.DrawFn) -> list[EventBatch]:
 def assert_same_view(new: Any, old: Any) -> None:
     for field in dataclasses.fields(old):
         np.testing.assert_array_equal(
-            getattr(new, field.name), getattr(old, field.name), err_msg=field.name, strict=False
+            getattr(new, field.name), getattr(old, field.name), err_msg=field.name, strict=True
         )
 
 
@@ -91,4 +93,41 @@ def test_forecast_kernel_as_plain_python_matches_the_compiled_kernel(
     for batch in batches:
         expected = compiled.observe(batch)
         with patch.object(forecasts, "_observe", forecasts._observe_kernel):
+            assert_same_view(plain.observe(batch), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=streams(),
+    max_services=st.integers(1, 8),
+    n_buckets=st.sampled_from([1, 5, 60]),
+    min_events=st.sampled_from([2, 10]),
+)
+def test_window_store_matches_the_scalar_store(
+    batches: list[EventBatch], max_services: int, n_buckets: int, min_events: int
+) -> None:
+    def store(cls: Any) -> Any:
+        return cls(300.0, n_buckets, min_events, 600.0, max_services)
+
+    new, old = store(WindowStore), store(ScalarWindowStore)
+    for batch in batches:
+        assert_same_view(new.observe(batch), old.observe(batch))
+        for service in old:
+            snapshot, expected = new.snapshot(service), old.snapshot(service)
+            assert snapshot is not None
+            assert dataclasses.astuple(snapshot) == dataclasses.astuple(expected)
+    assert list(new) == list(old)
+    assert new.evictions == old.evictions
+
+
+@settings(max_examples=10, deadline=None)
+@given(batches=streams(), max_services=st.integers(1, 4))
+def test_window_kernel_as_plain_python_matches_the_compiled_kernel(
+    batches: list[EventBatch], max_services: int
+) -> None:
+    compiled = WindowStore(300.0, 60, 10, 600.0, max_services)
+    plain = WindowStore(300.0, 60, 10, 600.0, max_services)
+    for batch in batches:
+        expected = compiled.observe(batch)
+        with patch.object(windows, "_observe", windows._observe_kernel):
             assert_same_view(plain.observe(batch), expected)
