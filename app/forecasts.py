@@ -51,7 +51,7 @@ from scipy.special.cython_special import bdtrc as bdtrc_one
 from scipy.special.cython_special import ndtr as ndtr_one
 
 from app.baselines import CLIPPED_VARIANCE, MIN_LOG_SCALE
-from app.compiled import compile_kernel
+from app.compiled import TWO, compile_kernel
 from app.events import EventBatch
 from app.service_states import RowStore
 
@@ -158,6 +158,7 @@ def _observe_kernel(
     season_halflife: float,
     bucket_seconds: float,
     interval_z: float,
+    two: float,
 ) -> None:
     """Forecast each event from its service's row, then learn from it, in order; writes every
     row of ``out`` but the three tail probabilities (scipy's, computed on the whole batch); the
@@ -198,7 +199,7 @@ def _observe_kernel(
                 start = row[_BUCKET_ID] * bucket_seconds
                 closed = int((start % DAY_SECONDS) // slot_seconds)
                 if row[_RATE_TIME] > -math.inf and start > row[_RATE_TIME]:
-                    decay = 2.0 ** (-(start - row[_RATE_TIME]) / season_halflife)
+                    decay = two ** (-(start - row[_RATE_TIME]) / season_halflife)
                     row[_EVENTS] *= decay
                     row[_ERRORS] *= decay
                 row[_RATE_TIME] = max(row[_RATE_TIME], start)
@@ -281,7 +282,7 @@ def _observe_kernel(
             out[_RESIDUAL_Z, i] = z
         # Learn: clipped residual into the level, the scale and the slot's seasonal offset.
         if now > row[_LAST_TIME]:
-            row[_LEVEL_WEIGHT] *= 2.0 ** (-(now - row[_LAST_TIME]) / halflife)
+            row[_LEVEL_WEIGHT] *= two ** (-(now - row[_LAST_TIME]) / halflife)
             row[_LAST_TIME] = now
         level_weight = min(row[_LEVEL_WEIGHT] + 1.0, MAX_LEVEL_WEIGHT)
         row[_LEVEL_WEIGHT] = level_weight
@@ -299,7 +300,7 @@ def _observe_kernel(
         elapsed = now - season[_SEASON_TIME, slot]
         slot_weight = season[_SEASON_WEIGHT, slot]
         if slot_weight > 0 and elapsed > 0:
-            slot_weight *= 2.0 ** (-elapsed / season_halflife)
+            slot_weight *= two ** (-elapsed / season_halflife)
         slot_weight = min(slot_weight + 1.0, 1000.0)
         season[_SEASON_WEIGHT, slot] = slot_weight
         season[_SEASON_TIME, slot] = now
@@ -309,7 +310,8 @@ def _observe_kernel(
 _compiled_observe = compile_kernel(
     _observe_kernel,
     "void(int64[::1], float64[:], float64[:], boolean[:], float64[:, ::1],"
-    " float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64, float64, float64, float64)",
+    " float64[:, :, ::1], float64[:, ::1], float64[:, ::1],"
+    " float64, float64, float64, float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
 
@@ -357,6 +359,7 @@ class ForecastStore(RowStore):
             self.season_halflife,
             self.bucket_seconds,
             self.interval_z,
+            TWO,
         )
         np.expm1(out[:_RESIDUAL_Z], out=out[:_RESIDUAL_Z])  # forecast and interval, in ms
         if n == 1:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.baselines import MIN_LOG_SCALE
-from app.compiled import compile_kernel
+from app.compiled import TWO, compile_kernel
 from app.events import EventBatch
 from app.service_states import RowStore
 
@@ -98,6 +98,7 @@ def _observe_kernel(
     bucket_seconds: float,
     min_events: int,
     halflife: float,
+    two: float,
 ) -> None:
     """Read each event's window, then count the event in, in order: ``counts`` gets the integer
     fields of ``WindowView`` (rows ``_OUT_*``), ``rates`` the expected error rate and the latency
@@ -188,7 +189,7 @@ def _observe_kernel(
         row[_RECENT_SEEN] = min(row[_RECENT_SEEN] + 1.0, RECENT_EVENTS)
         if now > row[_HISTORY_TIME]:
             if row[_HISTORY_TIME] > -math.inf:
-                decay = 2.0 ** (-(now - row[_HISTORY_TIME]) / halflife)
+                decay = two ** (-(now - row[_HISTORY_TIME]) / halflife)
                 row[_HISTORY_EVENTS] *= decay
                 row[_HISTORY_ERRORS] *= decay
             row[_HISTORY_TIME] = now
@@ -210,7 +211,7 @@ _compiled_observe = compile_kernel(
     _observe_kernel,
     "void(int64[::1], float64[:], float64[:], float64[:], boolean[:],"
     " float64[:, ::1], float64[:, :, ::1], int64[:, ::1], float64[:, ::1], boolean[::1],"
-    " float64, int64, float64)",
+    " float64, int64, float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
 
@@ -255,6 +256,7 @@ class WindowStore(RowStore):
             self.bucket_seconds,
             self.min_events,
             self.halflife,
+            TWO,
         )
         total, errors, recent_total, recent_errors = counts
         expected, zscore = rates

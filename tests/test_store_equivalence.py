@@ -11,11 +11,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import forecasts, windows
+from app import baselines, forecasts, windows
+from app.baselines import BaselineStore, SeedBaseline
 from app.events import EventBatch
 from app.forecasts import ForecastStore
 from app.schemas.events import LEVEL_SCORES, Level
 from app.windows import WindowStore
+from tests.reference.baselines_scalar import BaselineStore as ScalarBaselineStore
+from tests.reference.baselines_scalar import SeedBaseline as ScalarSeedBaseline
 from tests.reference.forecasts_scalar import ForecastStore as ScalarForecastStore
 from tests.reference.windows_scalar import WindowStore as ScalarWindowStore
 
@@ -130,4 +133,51 @@ def test_window_kernel_as_plain_python_matches_the_compiled_kernel(
     for batch in batches:
         expected = compiled.observe(batch)
         with patch.object(windows, "_observe", windows._observe_kernel):
+            assert_same_view(plain.observe(batch), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=streams(),
+    max_services=st.integers(1, 8),
+    warmup=st.sampled_from([1, 3, 20]),
+    seeded=st.lists(st.tuples(st.sampled_from(["s0", "s3", "t"]), st.integers(0, 40)), max_size=3),
+)
+def test_baseline_store_matches_the_scalar_store(
+    batches: list[EventBatch], max_services: int, warmup: int, seeded: list[tuple[str, int]]
+) -> None:
+    seeds = [SeedBaseline(service, 3.0, 0.2, events) for service, events in seeded]
+    new, old = (
+        BaselineStore(warmup, 600.0, max_services),
+        ScalarBaselineStore(warmup, 600.0, max_services),
+    )
+    for batch in batches:
+        new.seed(seeds)
+        old.seed([ScalarSeedBaseline(*dataclasses.astuple(seed)) for seed in seeds])
+        assert_same_view(new.observe(batch), old.observe(batch))
+        for service in old:
+            state, expected = new.get(service), old.get(service)
+            assert state is not None
+            assert expected is not None
+            assert state.warmup_latencies == len(expected.warmup_values or [])
+            assert (state.events_seen, state.ready, state.location, state.scale, state.weight) == (
+                expected.events_seen,
+                expected.ready,
+                expected.location,
+                expected.scale,
+                expected.weight,
+            )
+    assert list(new) == list(old)
+    assert new.evictions == old.evictions
+
+
+@settings(max_examples=10, deadline=None)
+@given(batches=streams(), max_services=st.integers(1, 4))
+def test_baseline_kernel_as_plain_python_matches_the_compiled_kernel(
+    batches: list[EventBatch], max_services: int
+) -> None:
+    compiled, plain = BaselineStore(20, 600.0, max_services), BaselineStore(20, 600.0, max_services)
+    for batch in batches:
+        expected = compiled.observe(batch)
+        with patch.object(baselines, "_observe", baselines._observe_kernel):
             assert_same_view(plain.observe(batch), expected)
