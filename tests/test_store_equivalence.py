@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from app import baselines, forecasts, windows
 from app.baselines import BaselineStore, SeedBaseline
+from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.sliding_window import SlidingWindowDetector
 from app.events import EventBatch
 from app.forecasts import ForecastStore
 from app.schemas.events import LEVEL_SCORES, Level
@@ -181,3 +183,39 @@ def test_baseline_kernel_as_plain_python_matches_the_compiled_kernel(
         expected = compiled.observe(batch)
         with patch.object(baselines, "_observe", baselines._observe_kernel):
             assert_same_view(plain.observe(batch), expected)
+
+
+def assert_same_output(new: MethodOutput, old: MethodOutput) -> None:
+    np.testing.assert_array_equal(new.rarity, old.rarity, err_msg="rarity", strict=True)
+    assert list(new.metrics) == list(old.metrics)
+    for name, values in old.metrics.items():
+        np.testing.assert_array_equal(new.metrics[name], values, err_msg=name, strict=True)
+
+
+def one_event_contexts(batches: list[EventBatch], max_services: int) -> list[ScoringContext]:
+    """Each event of the stream as a batch of one, with the views the engine gives detectors."""
+    baseline_store = BaselineStore(3, 600.0, max_services)
+    window_store = WindowStore(300.0, 60, 2, 600.0, max_services)
+    contexts = []
+    for batch in batches:
+        for i in range(len(batch)):
+            one = EventBatch(
+                batch.services[i : i + 1],
+                batch.levels[i : i + 1],
+                batch.level_scores[i : i + 1],
+                batch.latency_ms[i : i + 1],
+                batch.timestamps[i : i + 1],
+            )
+            baseline, window = baseline_store.observe(one), window_store.observe(one)
+            contexts.append(ScoringContext(one, np.zeros((1, 3)), baseline, window))
+    return contexts
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=streams(), max_services=st.integers(1, 8))
+def test_sliding_window_detector_on_one_event_matches_its_batch_path(
+    batches: list[EventBatch], max_services: int
+) -> None:
+    detector = SlidingWindowDetector()
+    for context in one_event_contexts(batches, max_services):
+        assert_same_output(detector.rarity(context), detector._rarity_of_batch(context))
