@@ -18,10 +18,14 @@ from app.detectors.sliding_window import SlidingWindowDetector
 from app.events import EventBatch
 from app.forecasts import ForecastStore
 from app.schemas.events import LEVEL_SCORES, Level
+from app.sequences import SequenceStore
+from app.templates import TemplateStore
 from app.windows import WindowStore
 from tests.reference.baselines_scalar import BaselineStore as ScalarBaselineStore
 from tests.reference.baselines_scalar import SeedBaseline as ScalarSeedBaseline
 from tests.reference.forecasts_scalar import ForecastStore as ScalarForecastStore
+from tests.reference.sequences_scalar import SequenceStore as ScalarSequenceStore
+from tests.reference.templates_scalar import TemplateStore as ScalarTemplateStore
 from tests.reference.windows_scalar import WindowStore as ScalarWindowStore
 
 LEVELS = list(Level)
@@ -219,3 +223,73 @@ def test_sliding_window_detector_on_one_event_matches_its_batch_path(
     detector = SlidingWindowDetector()
     for context in one_event_contexts(batches, max_services):
         assert_same_output(detector.rarity(context), detector._rarity_of_batch(context))
+
+
+WORDS = ["disk", "full", "user", "login", "failed", "timeout", "upstream", "503", "id=7", "ok"]
+
+
+@st.composite
+def messages_of(draw: st.DrawFn, batches: list[EventBatch]) -> list[list[str]]:
+    """A message per event: a few recurring shapes with numbers, the service's own name, rare
+    free text, empty and blank messages."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shapes = [" ".join(rng.choice(WORDS, rng.integers(1, 6))) for _ in range(rng.integers(1, 12))]
+    result = []
+    for batch in batches:
+        column = []
+        for service in batch.services:
+            kind = rng.random()
+            if kind < 0.05:
+                column.append("" if kind < 0.03 else "   ")
+            elif kind < 0.15:
+                column.append(" ".join(rng.choice(WORDS, rng.integers(1, 9))) + f" {service}")
+            else:
+                column.append(f"{rng.choice(shapes)} {rng.integers(0, 500)}")
+        result.append(column)
+    return result
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), batches=streams(), max_services=st.integers(1, 8))
+def test_template_store_matches_the_scalar_store(
+    data: st.DataObject, batches: list[EventBatch], max_services: int
+) -> None:
+    messages = data.draw(messages_of(batches))
+    max_templates = data.draw(st.sampled_from([10, 5000]))
+    halflife = data.draw(st.sampled_from([0.5, 50.0]))  # 0.5 rescales the surge counters often
+    new = TemplateStore(max_templates, 0.5, halflife, max_services)
+    old = ScalarTemplateStore(max_templates, 0.5, halflife, max_services)
+    for batch, column in zip(batches, messages, strict=True):
+        levels = batch.level_scores.tolist()
+        assert_same_view(
+            new.observe(batch.services, column, levels), old.observe(batch.services, column, levels)
+        )
+    assert list(new) == list(old)
+    assert new.evictions == old.evictions
+    assert (new.miner.messages, new.miner.singletons) == (old.miner.messages, old.miner.singletons)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    batches=streams(),
+    max_services=st.integers(1, 8),
+    top_k=st.sampled_from([1, 3, 5]),
+    max_contexts=st.sampled_from([2, 16, 4096]),
+)
+def test_sequence_store_matches_the_scalar_store(
+    data: st.DataObject, batches: list[EventBatch], max_services: int, top_k: int, max_contexts: int
+) -> None:
+    ids = [
+        np.array(data.draw(st.lists(st.integers(-1, 12), min_size=len(b), max_size=len(b))))
+        for b in batches
+    ]
+    new = SequenceStore(top_k, max_contexts, max_services)
+    old = ScalarSequenceStore(top_k, max_contexts, max_services)
+    for batch, template_ids in zip(batches, ids, strict=True):
+        template_ids = template_ids.astype(np.int64)
+        assert_same_view(
+            new.observe(batch.services, template_ids), old.observe(batch.services, template_ids)
+        )
+    assert list(new) == list(old)
+    assert new.evictions == old.evictions
