@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from app import baselines, forecasts, windows
 from app.baselines import BaselineStore, SeedBaseline
 from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.forecast import ForecastDetector
+from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
+from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
 from app.forecasts import ForecastStore
 from app.schemas.events import LEVEL_SCORES, Level
@@ -293,3 +296,55 @@ def test_sequence_store_matches_the_scalar_store(
         )
     assert list(new) == list(old)
     assert new.evictions == old.evictions
+
+
+def doubled(view: Any) -> Any:
+    """The same view with each event twice: a batch of two takes a detector's batch path."""
+    return type(view)(*(np.repeat(getattr(view, f.name), 2) for f in dataclasses.fields(view)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), batches=streams(), max_services=st.integers(1, 6))
+def test_online_detectors_on_one_event_match_their_batch_path(
+    data: st.DataObject, batches: list[EventBatch], max_services: int
+) -> None:
+    messages = data.draw(messages_of(batches))
+    template_store = TemplateStore(5000, 0.5, 5.0, max_services)
+    sequence_store = SequenceStore(2, 64, max_services)
+    forecast_store = ForecastStore(48, 600.0, 0.5, 10.0, 3, max_services=max_services)
+    detectors = [
+        TemplateDetector(),
+        SequenceDetector(),
+        ForecastDetector(),
+        SlidingWindowDetector(),
+    ]
+    contexts = one_event_contexts(batches, max_services)
+    for context, message in zip(contexts, [m for column in messages for m in column], strict=True):
+        batch = context.batch
+        templates = template_store.observe(batch.services, [message], batch.level_scores.tolist())
+        sequences = sequence_store.observe(batch.services, templates.template_id)
+        forecasts = forecast_store.observe(batch)
+        one = dataclasses.replace(
+            context, templates=templates, sequences=sequences, forecasts=forecasts
+        )
+        two = ScoringContext(
+            EventBatch(
+                batch.services * 2,
+                batch.levels * 2,
+                np.repeat(batch.level_scores, 2),
+                np.repeat(batch.latency_ms, 2),
+                np.repeat(batch.timestamps, 2),
+            ),
+            np.zeros((2, 3)),
+            doubled(context.baseline),
+            doubled(context.window),
+            doubled(templates),
+            doubled(sequences),
+            doubled(forecasts),
+        )
+        for detector in detectors:
+            single, pair = detector.rarity(one), detector.rarity(two)
+            assert_same_output(
+                single,
+                MethodOutput(pair.rarity[:1], {k: v[:1] for k, v in pair.metrics.items()}),
+            )
