@@ -42,7 +42,7 @@ tail, so a burst is seen within one bucket.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -84,8 +84,9 @@ LIKELIHOOD_MIN_EVENTS = 200
 LIKELIHOOD_MIN_SPREAD = 0.01
 
 
-@dataclass(frozen=True, slots=True)
-class ForecastView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class ForecastView(NamedTuple):
     latency_forecast_ms: FloatArray  # NaN while the service warms up or the event has no latency
     latency_low_ms: FloatArray  # prediction interval at the target false-alarm rate
     latency_high_ms: FloatArray
