@@ -183,7 +183,7 @@ class RowStore:
     """Base of the stores that keep each service's state as one row of a few arrays, indexed by
     its slot (``ServiceSlots``), so that a compiled kernel updates a whole batch in one call.
 
-    Rows grow by doubling up to ``max_services``, so memory follows the services actually seen.
+    Rows grow by half again up to ``max_services``, so memory follows the services actually seen.
     A row is reset by the kernel at the event that gives it to a service (``row_codes``), so a
     row's contents before that are never read."""
 
@@ -215,7 +215,9 @@ class RowStore:
         needed = self.services.rows_used
         capacity = self.rows[0].shape[0]
         if needed > capacity:
-            rows = min(max(needed, 2 * capacity, 16), self.services.max_services)
+            # By half again: amortised O(1) copying per service, at most a third of the rows
+            # unused (and never touched: zero pages the system has not handed out yet).
+            rows = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
             grown = []
             for array in self.rows:
                 bigger = np.zeros((rows, *array.shape[1:]))

@@ -351,3 +351,37 @@ def test_online_detectors_on_one_event_match_their_batch_path(
                 single,
                 MethodOutput(pair.rarity[:1], {k: v[:1] for k, v in pair.metrics.items()}),
             )
+
+
+def test_rows_keep_every_service_state_while_they_grow() -> None:
+    """Services arriving a few per batch make the rows grow many times, with state to carry."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    services = [f"s{min(k, i // 20)}" for i, k in enumerate(rng.integers(0, 150, n))]
+    times = 1.7e9 + np.cumsum(rng.random(n))
+    latency = 20.0 * np.exp(rng.normal(0.0, 0.3, n))
+    errors = rng.random(n) < 0.1
+    pairs: list[tuple[Any, Any]] = [
+        (WindowStore(300.0, 60, 2, 600.0, 1000), ScalarWindowStore(300.0, 60, 2, 600.0, 1000)),
+        (BaselineStore(3, 600.0, 1000), ScalarBaselineStore(3, 600.0, 1000)),
+        (
+            ForecastStore(warmup=3, max_services=1000),
+            ScalarForecastStore(warmup=3, max_services=1000),
+        ),
+    ]
+    for start in range(0, n, 7):
+        part = slice(start, start + 7)
+        levels = [Level.ERROR if e else Level.INFO for e in errors[part].tolist()]
+        batch = EventBatch(
+            services[part],
+            levels,
+            np.array([LEVEL_SCORES[level] for level in levels]),
+            latency[part],
+            times[part],
+        )
+        for new, old in pairs:
+            assert_same_view(new.observe(batch), old.observe(batch))
+    for new, old in pairs:
+        assert list(new) == list(old)
+        assert len(new) > 100
+        assert len(new) <= new.rows[0].shape[0] < len(new) * 1.5 + 16
