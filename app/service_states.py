@@ -1,4 +1,5 @@
-"""The bounded map from service name to per-service state that every online store builds on."""
+"""The bounded maps from service name to per-service state that every online store builds on:
+state objects (``ServiceStates``) or rows of arrays (``ServiceSlots``, ``RowStore``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ FloatArray = npt.NDArray[np.float64]
 class ServiceStates(Generic[StateT]):
     """State objects of at most ``max_services`` services; the least recently seen is evicted.
 
-    Baselines, windows, templates, sequences, forecasts and recalibration each keep one of these,
-    so a fleet of any size costs bounded memory. ``evictions`` counts services forgotten to stay
+    Templates, sequences, recalibration and repeats each keep one of these (baselines, windows
+    and forecasts keep ``ServiceSlots``, the same bound as rows of arrays), so a fleet of any size
+    costs bounded memory. ``evictions`` counts services forgotten to stay
     within the bound (exported by /metrics).
     """
 
