@@ -533,7 +533,19 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         float_columns = np.array(
             [novelty, system_rarity, rare, surge, surge_count, surge_expected], dtype=np.float64
         )
-        return TemplateView(*int_columns, *float_columns)
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
+        ints, floats = int_columns, float_columns
+        return TemplateView(
+            ints[0],
+            ints[1],
+            ints[2],
+            floats[0],
+            floats[1],
+            floats[2],
+            floats[3],
+            floats[4],
+            floats[5],
+        )
 
     def service_counts(self, service: str) -> dict[int, int]:
         state = self.get(service)
