@@ -1,6 +1,6 @@
 """Compiling numeric kernels with numba, where it is installed.
 
-Every compiled kernel here has a plain-Python source that is also its reference: the source is
+Every kernel compiled here has a plain-Python source that is also its reference: the source is
 what numba compiles, and tests compare the two paths. Kernels are compiled eagerly for one
 signature (the cost, ~0.5 s or a cache load, is paid at import, not by the first request) and
 without fastmath, so sums are added in the order written.

@@ -26,7 +26,7 @@ from app.service_states import RowStore
 FloatArray = npt.NDArray[np.float64]
 
 # Each service is one row of two arrays, indexed by its slot (``ServiceSlots``): its buckets,
-# field by field (B doubles per field: one allocation for every service, no per-float Python
+# field by field (B doubles per field: one allocation for all services, no per-float Python
 # objects, ~4.4 KB per service with the default 60 buckets), and its running totals.
 _ID, _COUNT, _ERRORS, _LAT_N, _LAT_SUM, _LOG_SUM, _LOG_SUMSQ, _LAT_MIN, _LAT_MAX = range(9)
 _FIELDS = 9
