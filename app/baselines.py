@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from app.compiled import TWO, compile_kernel
 from app.events import EventBatch
-from app.service_states import ServiceStates
+from app.service_states import RowStore
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -50,57 +52,9 @@ def robust_location_scale(values: FloatArray) -> tuple[float, float]:
     return location, max(scale, MIN_LOG_SCALE)
 
 
-class ServiceBaseline:
-    __slots__ = (
-        "events_seen",
-        "judged",
-        "last_time",
-        "location",
-        "recent_shift",
-        "scale",
-        "warmup_values",
-        "weight",
-    )
-
-    def __init__(self) -> None:
-        self.events_seen = 0
-        self.warmup_values: list[float] | None = []
-        self.location = 0.0
-        self.scale = MIN_LOG_SCALE
-        self.weight = 0.0
-        self.last_time = -math.inf
-        self.recent_shift = 0.0
-        self.judged = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.warmup_values is None
-
-    def learn(self, log_latency: float, event_time: float, warmup: int, halflife: float) -> None:
-        if self.warmup_values is not None:
-            self.warmup_values.append(log_latency)
-            if len(self.warmup_values) >= warmup:
-                values = np.asarray(self.warmup_values)
-                self.location, self.scale = robust_location_scale(values)
-                self.weight = float(values.size)
-                self.warmup_values = None
-            self.last_time = max(self.last_time, event_time)
-            return
-        if event_time > self.last_time:
-            self.weight *= 2.0 ** (-(event_time - self.last_time) / halflife)
-            self.last_time = event_time
-        self.weight += 1.0
-        limit = CLIP_SCALES * self.scale
-        deviation = log_latency - self.location
-        clipped = min(max(deviation, -limit), limit)
-        self.location += clipped / self.weight
-        variance = self.scale * self.scale
-        variance += (clipped * clipped / CLIPPED_VARIANCE - variance) / self.weight
-        self.scale = max(math.sqrt(variance), MIN_LOG_SCALE)
-
-
-@dataclass(frozen=True, slots=True)
-class BaselineView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class BaselineView(NamedTuple):
     """Each event's service baseline as it stood just before the event."""
 
     latency_z: FloatArray  # NaN where latency is missing or the baseline is still warming up
@@ -120,54 +74,179 @@ class SeedBaseline:
     events: int
 
 
-class BaselineStore(ServiceStates[ServiceBaseline]):
+@dataclass(frozen=True, slots=True)
+class BaselineState:
+    """One service's baseline as it stands (read by /stats-like callers and tests)."""
+
+    events_seen: int
+    ready: bool
+    warmup_latencies: int  # latencies gathered towards the warm-up (0 once it is over)
+    location: float  # of log(1 + latency_ms)
+    scale: float
+    weight: float
+
+
+# Each service is one row of two arrays, indexed by its slot (``ServiceSlots``): scalars, and
+# the warm-up's latencies.
+(
+    _EVENTS_SEEN,
+    _WARMED,  # latencies gathered for the warm-up so far; -1 once it is over
+    _LOCATION,
+    _SCALE,
+    _WEIGHT,
+    _LAST_TIME,
+    _RECENT_SHIFT,
+    _JUDGED,
+) = range(8)
+_SCALARS = 8
+# Rows of the kernel's float output, in the order of BaselineView's float fields.
+_OUT_LATENCY_Z, _OUT_MEDIAN, _OUT_SHIFT = range(3)
+
+
+def _observe_kernel(
+    codes: npt.NDArray[np.int64],
+    times: FloatArray,
+    log_latency: FloatArray,
+    state: FloatArray,
+    warmup_values: FloatArray,
+    out: FloatArray,
+    seen: npt.NDArray[np.int64],
+    ready: npt.NDArray[np.bool_],
+    halflife: float,
+    two: float,
+) -> None:
+    """Read each event's baseline, then learn from the event, in order. Compiled by numba (see
+    ``app.compiled``); as plain Python it is the same arithmetic in the same order as the
+    per-service objects it replaced."""
+    warmup = warmup_values.shape[1]
+    for i in range(codes.shape[0]):
+        s = codes[i]
+        if s < 0:
+            s = ~s  # the row's first event for this service (ServiceSlots.row_codes)
+            _reset(state[s])
+        row = state[s]
+        seen[i] = int(row[_EVENTS_SEEN])
+        row[_EVENTS_SEEN] += 1.0
+        out[_OUT_LATENCY_Z, i] = math.nan
+        out[_OUT_MEDIAN, i] = math.nan
+        out[_OUT_SHIFT, i] = math.nan
+        ready[i] = False
+        value = log_latency[i]
+        gathered = int(row[_WARMED])
+        if gathered < 0:
+            ready[i] = True
+            out[_OUT_MEDIAN, i] = math.expm1(row[_LOCATION])
+            if value == value:  # not NaN: the event has a latency
+                z = (value - row[_LOCATION]) / row[_SCALE]
+                out[_OUT_LATENCY_Z, i] = min(max(z, -MAX_ABS_Z), MAX_ABS_Z)
+                clipped = min(max(z, -SHIFT_CLIP), SHIFT_CLIP)
+                row[_RECENT_SHIFT] += SHIFT_ALPHA * (clipped - row[_RECENT_SHIFT])
+                row[_JUDGED] += 1.0
+                if row[_JUDGED] >= SHIFT_MIN_EVENTS:
+                    out[_OUT_SHIFT, i] = row[_RECENT_SHIFT] / SHIFT_SPREAD
+        elif gathered > 0:
+            out[_OUT_MEDIAN, i] = math.expm1(np.median(warmup_values[s, :gathered]))
+        if value != value:
+            continue
+        # Learn.
+        now = times[i]
+        if gathered >= 0:
+            warmup_values[s, gathered] = value
+            gathered += 1
+            row[_WARMED] = gathered
+            if gathered >= warmup:
+                values = warmup_values[s, :gathered]
+                location = np.median(values)
+                scale = MAD_TO_SIGMA * np.median(np.abs(values - location))
+                row[_LOCATION] = location
+                row[_SCALE] = max(scale, MIN_LOG_SCALE)
+                row[_WEIGHT] = gathered
+                row[_WARMED] = -1.0
+            row[_LAST_TIME] = max(row[_LAST_TIME], now)
+            continue
+        if now > row[_LAST_TIME]:
+            row[_WEIGHT] *= two ** (-(now - row[_LAST_TIME]) / halflife)
+            row[_LAST_TIME] = now
+        weight = row[_WEIGHT] + 1.0
+        row[_WEIGHT] = weight
+        scale = row[_SCALE]
+        limit = CLIP_SCALES * scale
+        deviation = value - row[_LOCATION]
+        clipped = min(max(deviation, -limit), limit)
+        row[_LOCATION] += clipped / weight
+        variance = scale * scale
+        variance += (clipped * clipped / CLIPPED_VARIANCE - variance) / weight
+        row[_SCALE] = max(math.sqrt(variance), MIN_LOG_SCALE)
+
+
+def _reset_python(row: FloatArray) -> None:
+    """A new service's baseline: warming up, nothing seen."""
+    row[:] = 0.0
+    row[_SCALE] = MIN_LOG_SCALE
+    row[_LAST_TIME] = -math.inf
+
+
+_reset = compile_kernel(_reset_python, "void(float64[::1])") or _reset_python
+_compiled_observe = compile_kernel(
+    _observe_kernel,
+    "void(int64[::1], float64[:], float64[:], float64[:, ::1], float64[:, ::1],"
+    " float64[:, ::1], int64[::1], boolean[::1], float64, float64)",
+)
+_observe = _compiled_observe or _observe_kernel
+
+
+class BaselineStore(RowStore):
     """Baselines of at most ``max_services`` services; the least recently seen is evicted."""
 
     def __init__(self, warmup: int, halflife_seconds: float, max_services: int) -> None:
-        super().__init__(ServiceBaseline, max_services)
+        # A warm-up of 0 ends with the first latency, as one of 1 does.
+        super().__init__(max_services, (_SCALARS,), (max(warmup, 1),))
         self.warmup = warmup
         self.halflife = halflife_seconds
+
+    def get(self, service: str) -> BaselineState | None:
+        """The service's baseline if it is tracked; reading it does not count as seeing it."""
+        slot = self.services.get(service)
+        if slot is None:
+            return None
+        row = self.rows[0][slot].tolist()
+        return BaselineState(
+            events_seen=int(row[_EVENTS_SEEN]),
+            ready=row[_WARMED] < 0,
+            warmup_latencies=max(int(row[_WARMED]), 0),
+            location=row[_LOCATION],
+            scale=row[_SCALE],
+            weight=row[_WEIGHT],
+        )
 
     def seed(self, seeds: list[SeedBaseline]) -> None:
         """Adopt trained baselines for services that have no live baseline yet."""
         for seed in seeds:
             if seed.service in self:
                 continue
-            baseline = self.state_for(seed.service)
-            baseline.events_seen = seed.events
+            # A new service: its row starts afresh here, not at its first event.
+            slot = ~int(self.row_codes([seed.service])[0])  # may grow the rows: read them after
+            row = self.rows[0][slot]
+            _reset_python(row)
+            row[_EVENTS_SEEN] = seed.events
             if seed.events >= self.warmup:
-                baseline.warmup_values = None
-                baseline.location = seed.location
-                baseline.scale = max(seed.scale, MIN_LOG_SCALE)
+                row[_WARMED] = -1.0
+                row[_LOCATION] = seed.location
+                row[_SCALE] = max(seed.scale, MIN_LOG_SCALE)
                 # Trained history counts, but no more than a few half-lives of live traffic would.
-                baseline.weight = float(min(seed.events, 10_000))
+                row[_WEIGHT] = float(min(seed.events, 10_000))
 
     def observe(self, batch: EventBatch) -> BaselineView:
         """Read each event's baseline, then learn from the event: sequential, in batch order."""
         n = len(batch)
-        # One allocation for the three float columns: per-call cost matters for a batch of one.
-        latency_z, median, shift = np.full((3, n), np.nan)
-        seen = np.zeros(n, dtype=np.int64)
-        ready = np.zeros(n, dtype=np.bool_)
-        log_latency = batch.log_latency.tolist()
-        times = batch.timestamps.tolist()
-        for i, baseline in enumerate(self.states_for(batch.services)):
-            seen[i] = baseline.events_seen
-            baseline.events_seen += 1
-            value = log_latency[i]
-            if baseline.ready:
-                ready[i] = True
-                median[i] = math.expm1(baseline.location)
-                if value == value:  # not NaN: the event has a latency
-                    z = (value - baseline.location) / baseline.scale
-                    latency_z[i] = min(max(z, -MAX_ABS_Z), MAX_ABS_Z)
-                    clipped = min(max(z, -SHIFT_CLIP), SHIFT_CLIP)
-                    baseline.recent_shift += SHIFT_ALPHA * (clipped - baseline.recent_shift)
-                    baseline.judged += 1
-                    if baseline.judged >= SHIFT_MIN_EVENTS:
-                        shift[i] = baseline.recent_shift / SHIFT_SPREAD
-            elif baseline.warmup_values:
-                median[i] = math.expm1(float(np.median(baseline.warmup_values)))
-            if value == value:
-                baseline.learn(value, times[i], self.warmup, self.halflife)
-        return BaselineView(latency_z, median, seen, ready, shift)
+        codes = self.row_codes(batch.services)
+        state, warmup_values = self.rows
+        out = np.empty((3, n))
+        seen = np.empty(n, dtype=np.int64)
+        ready = np.empty(n, dtype=np.bool_)
+        _observe(
+            codes, batch.timestamps, batch.log_latency, state, warmup_values, out, seen, ready,
+            self.halflife, TWO,
+        )  # fmt: skip
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
+        return BaselineView(out[_OUT_LATENCY_Z], out[_OUT_MEDIAN], seen, ready, out[_OUT_SHIFT])

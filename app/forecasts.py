@@ -42,17 +42,18 @@ tail, so a burst is seen within one bucket.
 from __future__ import annotations
 
 import math
-from array import array
-from dataclasses import dataclass
-from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import bdtrc, ndtr
+from scipy.special.cython_special import bdtrc as bdtrc_one
+from scipy.special.cython_special import ndtr as ndtr_one
 
 from app.baselines import CLIPPED_VARIANCE, MIN_LOG_SCALE
+from app.compiled import TWO, compile_kernel
 from app.events import EventBatch
-from app.service_states import ServiceStates
+from app.service_states import RowStore
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -83,63 +84,9 @@ LIKELIHOOD_MIN_EVENTS = 200
 LIKELIHOOD_MIN_SPREAD = 0.01
 
 
-class ServiceForecast:
-    __slots__ = (
-        "bucket_errors",
-        "bucket_events",
-        "bucket_id",
-        "errors",
-        "events",
-        "judged",
-        "last_time",
-        "level",
-        "level_weight",
-        "lik_mean",
-        "lik_n",
-        "lik_short",
-        "lik_var",
-        "rate_time",
-        "season",
-        "season_time",
-        "season_weight",
-        "slot_errors",
-        "slot_events",
-        "slow_mean",
-        "slow_short",
-        "slow_var",
-        "variance",
-        "warmup",
-    )
-
-    def __init__(self, slots: int) -> None:
-        self.level = 0.0
-        self.level_weight = 0.0
-        self.variance = MIN_LOG_SCALE**2
-        self.last_time = -math.inf
-        self.warmup: list[float] | None = []
-        self.judged = 0
-        self.lik_short = 0.0
-        self.lik_mean = 0.0
-        self.lik_var = 0.0
-        self.lik_n = 0.0
-        self.slow_short = 0.0
-        self.slow_mean = 0.0
-        self.slow_var = 0.0
-        self.season = array("d", [0.0]) * slots
-        self.season_weight = array("d", [0.0]) * slots
-        self.season_time = array("d", [0.0]) * slots
-        self.slot_events = array("d", [0.0]) * slots
-        self.slot_errors = array("d", [0.0]) * slots
-        self.events = 0.0
-        self.errors = 0.0
-        self.rate_time = -math.inf
-        self.bucket_id = -(2**62)
-        self.bucket_events = 0
-        self.bucket_errors = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ForecastView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class ForecastView(NamedTuple):
     latency_forecast_ms: FloatArray  # NaN while the service warms up or the event has no latency
     latency_low_ms: FloatArray  # prediction interval at the target false-alarm rate
     latency_high_ms: FloatArray
@@ -155,7 +102,225 @@ class ForecastView:
     likelihood_rarity: FloatArray
 
 
-class ForecastStore(ServiceStates[ServiceForecast]):
+# Each service's state is one row of three arrays, indexed by its slot (``ServiceSlots``):
+# scalars, per-time-of-day-slot values, and the warm-up's latencies.
+(
+    _LEVEL,
+    _LEVEL_WEIGHT,
+    _VARIANCE,
+    _LAST_TIME,
+    _WARMED,  # latencies gathered for the warm-up so far; -1 once it is over
+    _JUDGED,
+    _LIK_SHORT,
+    _LIK_MEAN,
+    _LIK_VAR,
+    _LIK_N,
+    _SLOW_SHORT,
+    _SLOW_MEAN,
+    _SLOW_VAR,
+    _EVENTS,
+    _ERRORS,
+    _RATE_TIME,
+    _BUCKET_ID,  # float: exact for every bucket id an event time can give (below 2**53)
+    _BUCKET_EVENTS,
+    _BUCKET_ERRORS,
+) = range(19)
+_SCALARS = 19
+_SEASON, _SEASON_WEIGHT, _SEASON_TIME, _SLOT_EVENTS, _SLOT_ERRORS = range(5)
+_SEASONAL = 5
+_NO_BUCKET = -float(2**62)
+# Rows of the kernel's output, in the order of ForecastView's fields.
+(
+    _FORECAST_MS,
+    _LOW_MS,
+    _HIGH_MS,
+    _RESIDUAL_Z,
+    _LATENCY_RARITY,
+    _RATE,
+    _BUCKET_ERRORS_OUT,
+    _BUCKET_EVENTS_OUT,
+    _ERROR_RARITY,
+    _LIKELIHOOD_Z,
+    _LIKELIHOOD_RARITY,
+) = range(11)
+_OUTPUTS = 11
+
+
+def _observe_kernel(
+    codes: npt.NDArray[np.int64],
+    times: FloatArray,
+    log_latency: FloatArray,
+    is_error: npt.NDArray[np.bool_],
+    state: FloatArray,
+    seasonal: npt.NDArray[np.float64],
+    warmup_values: FloatArray,
+    out: FloatArray,
+    halflife: float,
+    season_halflife: float,
+    bucket_seconds: float,
+    interval_z: float,
+    two: float,
+) -> None:
+    """Forecast each event from its service's row, then learn from it, in order; writes every
+    row of ``out`` but the three tail probabilities (scipy's, computed on the whole batch); the
+    forecast and its interval are on the log scale.
+
+    Compiled by numba (see ``app.compiled``); as plain Python it is the same
+    arithmetic in the same order, one event at a time, as the per-service objects it replaced.
+    """
+    n_slots = seasonal.shape[2]
+    slot_seconds = DAY_SECONDS / n_slots
+    warmup = warmup_values.shape[1]
+    for i in range(codes.shape[0]):
+        s = codes[i]
+        fresh = s < 0
+        if fresh:
+            s = ~s  # the row's first event for this service (ServiceSlots.row_codes)
+        row = state[s]
+        season = seasonal[s]
+        if fresh:
+            row[:] = 0.0
+            row[_VARIANCE] = MIN_LOG_SCALE**2
+            row[_LAST_TIME] = -math.inf
+            row[_RATE_TIME] = -math.inf
+            row[_BUCKET_ID] = _NO_BUCKET
+            season[:, :] = 0.0
+        now = times[i]
+        slot = int((now % DAY_SECONDS) // slot_seconds)
+        # -- error rate: forecast for this slot, then count the event into its bucket.
+        overall = (row[_ERRORS] + PRIOR_ERRORS) / (row[_EVENTS] + PRIOR_EVENTS)
+        out[_RATE, i] = (season[_SLOT_ERRORS, slot] + SLOT_PRIOR_EVENTS * overall) / (
+            season[_SLOT_EVENTS, slot] + SLOT_PRIOR_EVENTS
+        )
+        bucket_id = math.floor(now / bucket_seconds)
+        if bucket_id > row[_BUCKET_ID]:
+            # The finished bucket joins the history only now: a forecast never learns from
+            # the bucket it is judging, so a burst cannot raise its own expected rate.
+            if row[_BUCKET_EVENTS] != 0:
+                start = row[_BUCKET_ID] * bucket_seconds
+                closed = int((start % DAY_SECONDS) // slot_seconds)
+                if row[_RATE_TIME] > -math.inf and start > row[_RATE_TIME]:
+                    decay = two ** (-(start - row[_RATE_TIME]) / season_halflife)
+                    row[_EVENTS] *= decay
+                    row[_ERRORS] *= decay
+                row[_RATE_TIME] = max(row[_RATE_TIME], start)
+                row[_EVENTS] += row[_BUCKET_EVENTS]
+                row[_ERRORS] += row[_BUCKET_ERRORS]
+                season[_SLOT_EVENTS, closed] += row[_BUCKET_EVENTS]
+                season[_SLOT_ERRORS, closed] += row[_BUCKET_ERRORS]
+                if season[_SLOT_EVENTS, closed] > MAX_SLOT_EVENTS:
+                    # Halving keeps a slot's rate current without a clock per slot.
+                    season[_SLOT_EVENTS, closed] *= 0.5
+                    season[_SLOT_ERRORS, closed] *= 0.5
+                row[_BUCKET_EVENTS] = 0.0
+                row[_BUCKET_ERRORS] = 0.0
+            row[_BUCKET_ID] = bucket_id
+        if bucket_id == row[_BUCKET_ID]:
+            row[_BUCKET_EVENTS] += 1.0
+            if is_error[i]:
+                row[_BUCKET_ERRORS] += 1.0
+        out[_BUCKET_EVENTS_OUT, i] = row[_BUCKET_EVENTS]
+        out[_BUCKET_ERRORS_OUT, i] = row[_BUCKET_ERRORS]
+        # -- latency.
+        out[_FORECAST_MS, i] = math.nan
+        out[_LOW_MS, i] = math.nan
+        out[_HIGH_MS, i] = math.nan
+        out[_RESIDUAL_Z, i] = math.nan
+        out[_LIKELIHOOD_Z, i] = math.nan
+        value = log_latency[i]
+        if value != value:
+            continue
+        if row[_WARMED] >= 0.0:
+            gathered = int(row[_WARMED])
+            warmup_values[s, gathered] = value
+            gathered += 1
+            row[_WARMED] = gathered
+            if gathered >= warmup:
+                values = warmup_values[s, :gathered]
+                level = np.median(values)
+                spread = 1.4826 * np.median(np.abs(values - level))
+                row[_LEVEL] = level
+                row[_VARIANCE] = max(spread, MIN_LOG_SCALE) ** 2
+                row[_LEVEL_WEIGHT] = gathered
+                row[_LAST_TIME] = now
+                row[_WARMED] = -1.0
+            continue
+        scale = max(math.sqrt(row[_VARIANCE]), MIN_LOG_SCALE)
+        offset = season[_SEASON, slot] if season[_SEASON_WEIGHT, slot] >= MIN_SLOT_WEIGHT else 0.0
+        predicted = row[_LEVEL] + offset
+        z = (value - predicted) / scale
+        row[_JUDGED] += 1.0
+        # Anomaly likelihood: judge this event's short average against the earlier ones,
+        # then learn it.
+        raw = math.log1p(min(abs(z), LIKELIHOOD_CLIP))
+        short = row[_LIK_SHORT] + LIKELIHOOD_SHORT_ALPHA * (raw - row[_LIK_SHORT])
+        slow = row[_SLOW_SHORT] + LIKELIHOOD_SLOW_ALPHA * (raw - row[_SLOW_SHORT])
+        if row[_LIK_N] >= LIKELIHOOD_MIN_EVENTS:
+            spread = max(math.sqrt(row[_LIK_VAR]), LIKELIHOOD_MIN_SPREAD)
+            lik_z = (short - row[_LIK_MEAN]) / spread
+            if raw >= slow:
+                # The slow average remembers a run for tens of events after it ends; it
+                # speaks only for an event at least as surprising as the run so far (one
+                # that keeps it going), so the events after an incident are not flagged.
+                spread = max(math.sqrt(row[_SLOW_VAR]), LIKELIHOOD_MIN_SPREAD)
+                lik_z = max(lik_z, (slow - row[_SLOW_MEAN]) / spread)
+            out[_LIKELIHOOD_Z, i] = lik_z
+        row[_LIK_SHORT] = short
+        row[_SLOW_SHORT] = slow
+        lik_n = min(row[_LIK_N] + 1.0, LIKELIHOOD_LONG_EVENTS)
+        row[_LIK_N] = lik_n
+        delta = short - row[_LIK_MEAN]
+        row[_LIK_MEAN] += delta / lik_n
+        row[_LIK_VAR] += (delta * (short - row[_LIK_MEAN]) - row[_LIK_VAR]) / lik_n
+        delta = slow - row[_SLOW_MEAN]
+        row[_SLOW_MEAN] += delta / lik_n
+        row[_SLOW_VAR] += (delta * (slow - row[_SLOW_MEAN]) - row[_SLOW_VAR]) / lik_n
+        if row[_JUDGED] > SETTLE_EVENTS:
+            # On the log scale here; numpy's expm1 (vectorised, not libm's) takes them to ms.
+            out[_FORECAST_MS, i] = predicted
+            out[_LOW_MS, i] = max(predicted - interval_z * scale, 0.0)
+            out[_HIGH_MS, i] = predicted + interval_z * scale
+            out[_RESIDUAL_Z, i] = z
+        # Learn: clipped residual into the level, the scale and the slot's seasonal offset.
+        if now > row[_LAST_TIME]:
+            row[_LEVEL_WEIGHT] *= two ** (-(now - row[_LAST_TIME]) / halflife)
+            row[_LAST_TIME] = now
+        level_weight = min(row[_LEVEL_WEIGHT] + 1.0, MAX_LEVEL_WEIGHT)
+        row[_LEVEL_WEIGHT] = level_weight
+        # The level takes the whole residual: with a long memory one wild value barely moves
+        # it, while a lasting shift is followed instead of being flagged for a day. The
+        # spread learns only clipped residuals, so one wild value cannot widen the interval.
+        row[_LEVEL] += (value - predicted) / level_weight
+        limit = CLIP_SCALES * scale
+        clipped = min(max(value - predicted, -limit), limit)
+        row[_VARIANCE] += (clipped * clipped / CLIPPED_VARIANCE - row[_VARIANCE]) / min(
+            level_weight, 1000.0
+        )
+        stored = season[_SEASON, slot]
+        deviation = min(max(value - row[_LEVEL] - stored, -limit), limit)
+        elapsed = now - season[_SEASON_TIME, slot]
+        slot_weight = season[_SEASON_WEIGHT, slot]
+        if slot_weight > 0 and elapsed > 0:
+            slot_weight *= two ** (-elapsed / season_halflife)
+        slot_weight = min(slot_weight + 1.0, 1000.0)
+        season[_SEASON_WEIGHT, slot] = slot_weight
+        season[_SEASON_TIME, slot] = now
+        season[_SEASON, slot] = stored + deviation / slot_weight
+
+
+_compiled_observe = compile_kernel(
+    _observe_kernel,
+    "void(int64[::1], float64[:], float64[:], boolean[:], float64[:, ::1],"
+    " float64[:, :, ::1], float64[:, ::1], float64[:, ::1],"
+    " float64, float64, float64, float64, float64)",
+)
+_observe = _compiled_observe or _observe_kernel
+
+
+class ForecastStore(RowStore):
+    """Forecasts of at most ``max_services`` services (least recently seen evicted), each one row
+    of three arrays (scalars, per-time-of-day-slot values, warm-up latencies)."""
+
     def __init__(
         self,
         slots: int = 48,
@@ -166,7 +331,9 @@ class ForecastStore(ServiceStates[ServiceForecast]):
         interval_z: float = 3.29,
         max_services: int = 100_000,
     ) -> None:
-        super().__init__(partial(ServiceForecast, slots), max_services)
+        # A warm-up of 0 ends with the first latency, as one of 1 does.
+        warmup = max(warmup, 1)
+        super().__init__(max_services, (_SCALARS,), (_SEASONAL, slots), (warmup,))
         self.slots = slots
         self.halflife = halflife_seconds
         self.season_halflife = season_halflife_days * DAY_SECONDS
@@ -174,164 +341,77 @@ class ForecastStore(ServiceStates[ServiceForecast]):
         self.warmup = warmup
         self.interval_z = interval_z
 
-    def _close_bucket(self, state: ServiceForecast, slot_seconds: float) -> None:
-        if state.bucket_events == 0:
-            return
-        start = state.bucket_id * self.bucket_seconds
-        slot = int((start % DAY_SECONDS) // slot_seconds)
-        if state.rate_time > -math.inf and start > state.rate_time:
-            decay = 2.0 ** (-(start - state.rate_time) / self.season_halflife)
-            state.events *= decay
-            state.errors *= decay
-        state.rate_time = max(state.rate_time, start)
-        state.events += state.bucket_events
-        state.errors += state.bucket_errors
-        state.slot_events[slot] += state.bucket_events
-        state.slot_errors[slot] += state.bucket_errors
-        if state.slot_events[slot] > MAX_SLOT_EVENTS:
-            # Halving keeps a slot's rate current without a clock per slot.
-            state.slot_events[slot] *= 0.5
-            state.slot_errors[slot] *= 0.5
-        state.bucket_events = 0
-        state.bucket_errors = 0
-
     def observe(self, batch: EventBatch) -> ForecastView:
         """Forecast each event from its service's past, then learn from it: in order."""
         n = len(batch)
-        forecast = np.full(n, np.nan)
-        low = np.full(n, np.nan)
-        high = np.full(n, np.nan)
-        residual_z = np.full(n, np.nan)
-        likelihood_z = np.full(n, np.nan)
-        rate = np.zeros(n)
-        bucket_errors = np.zeros(n)
-        bucket_events = np.zeros(n, dtype=np.int64)
-        is_error_mask = np.zeros(n, dtype=np.bool_)
-        slot_seconds = DAY_SECONDS / self.slots
-        log_latency = batch.log_latency.tolist()
-        times = batch.timestamps.tolist()
-        errors = batch.is_error.tolist()
-        for i, service in enumerate(batch.services):
-            state = self.state_for(service)
-            now = times[i]
-            slot = int((now % DAY_SECONDS) // slot_seconds)
-            # -- error rate: forecast for this slot, then count the event into its bucket.
-            overall = (state.errors + PRIOR_ERRORS) / (state.events + PRIOR_EVENTS)
-            slot_events = state.slot_events[slot]
-            rate[i] = (state.slot_errors[slot] + SLOT_PRIOR_EVENTS * overall) / (
-                slot_events + SLOT_PRIOR_EVENTS
-            )
-            bucket_id = math.floor(now / self.bucket_seconds)
-            if bucket_id > state.bucket_id:
-                # The finished bucket joins the history only now: a forecast never learns from
-                # the bucket it is judging, so a burst cannot raise its own expected rate.
-                self._close_bucket(state, slot_seconds)
-                state.bucket_id = bucket_id
-            if bucket_id == state.bucket_id:
-                state.bucket_events += 1
-                state.bucket_errors += int(errors[i])
-            bucket_events[i] = state.bucket_events
-            bucket_errors[i] = state.bucket_errors
-            is_error_mask[i] = errors[i]
-            # -- latency.
-            value = log_latency[i]
-            if value != value:
-                continue
-            if state.warmup is not None:
-                state.warmup.append(value)
-                if len(state.warmup) >= self.warmup:
-                    values = np.asarray(state.warmup)
-                    state.level = float(np.median(values))
-                    spread = 1.4826 * float(np.median(np.abs(values - state.level)))
-                    state.variance = max(spread, MIN_LOG_SCALE) ** 2
-                    state.level_weight = float(values.size)
-                    state.last_time = now
-                    state.warmup = None
-                continue
-            scale = max(math.sqrt(state.variance), MIN_LOG_SCALE)
-            season = state.season[slot] if state.season_weight[slot] >= MIN_SLOT_WEIGHT else 0.0
-            predicted = state.level + season
-            z = (value - predicted) / scale
-            state.judged += 1
-            # Anomaly likelihood: judge this event's short average against the earlier ones,
-            # then learn it.
-            raw = math.log1p(min(abs(z), LIKELIHOOD_CLIP))
-            short = state.lik_short + LIKELIHOOD_SHORT_ALPHA * (raw - state.lik_short)
-            slow = state.slow_short + LIKELIHOOD_SLOW_ALPHA * (raw - state.slow_short)
-            if state.lik_n >= LIKELIHOOD_MIN_EVENTS:
-                spread = max(math.sqrt(state.lik_var), LIKELIHOOD_MIN_SPREAD)
-                lik_z = (short - state.lik_mean) / spread
-                if raw >= slow:
-                    # The slow average remembers a run for tens of events after it ends; it
-                    # speaks only for an event at least as surprising as the run so far (one
-                    # that keeps it going), so the events after an incident are not flagged.
-                    spread = max(math.sqrt(state.slow_var), LIKELIHOOD_MIN_SPREAD)
-                    lik_z = max(lik_z, (slow - state.slow_mean) / spread)
-                likelihood_z[i] = lik_z
-            state.lik_short = short
-            state.slow_short = slow
-            state.lik_n = min(state.lik_n + 1.0, LIKELIHOOD_LONG_EVENTS)
-            delta = short - state.lik_mean
-            state.lik_mean += delta / state.lik_n
-            state.lik_var += (delta * (short - state.lik_mean) - state.lik_var) / state.lik_n
-            delta = slow - state.slow_mean
-            state.slow_mean += delta / state.lik_n
-            state.slow_var += (delta * (slow - state.slow_mean) - state.slow_var) / state.lik_n
-            if state.judged > SETTLE_EVENTS:
-                forecast[i] = predicted
-                low[i] = predicted - self.interval_z * scale
-                high[i] = predicted + self.interval_z * scale
-                residual_z[i] = z
-            # Learn: clipped residual into the level, the scale and the slot's seasonal offset.
-            if now > state.last_time:
-                state.level_weight *= 2.0 ** (-(now - state.last_time) / self.halflife)
-                state.last_time = now
-            state.level_weight = min(state.level_weight + 1.0, MAX_LEVEL_WEIGHT)
-            # The level takes the whole residual: with a long memory one wild value barely moves
-            # it, while a lasting shift is followed instead of being flagged for a day. The
-            # spread learns only clipped residuals, so one wild value cannot widen the interval.
-            state.level += (value - predicted) / state.level_weight
-            limit = CLIP_SCALES * scale
-            clipped = min(max(value - predicted, -limit), limit)
-            state.variance += (clipped * clipped / CLIPPED_VARIANCE - state.variance) / min(
-                state.level_weight, 1000.0
-            )
-            stored = state.season[slot]
-            deviation = min(max(value - state.level - stored, -limit), limit)
-            elapsed = now - state.season_time[slot]
-            slot_weight = state.season_weight[slot]
-            if slot_weight > 0 and elapsed > 0:
-                slot_weight *= 2.0 ** (-elapsed / self.season_halflife)
-            slot_weight = min(slot_weight + 1.0, 1000.0)
-            state.season_weight[slot] = slot_weight
-            state.season_time[slot] = now
-            state.season[slot] = stored + deviation / slot_weight
-        has_forecast = ~np.isnan(residual_z)
-        # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
-        latency_rarity = np.where(has_forecast, 2.0 * ndtr(-np.abs(residual_z)), 1.0)
-        # Two averages judged: the smaller tail times two (Bonferroni).
-        likelihood_rarity = np.where(
-            np.isnan(likelihood_z), 1.0, np.minimum(1.0, 2.0 * ndtr(-np.nan_to_num(likelihood_z)))
+        codes = self.row_codes(batch.services)
+        state, seasonal, warmup_values = self.rows
+        out = np.empty((_OUTPUTS, n))
+        _observe(
+            codes,
+            batch.timestamps,
+            batch.log_latency,
+            batch.is_error,
+            state,
+            seasonal,
+            warmup_values,
+            out,
+            self.halflife,
+            self.season_halflife,
+            self.bucket_seconds,
+            self.interval_z,
+            TWO,
         )
-        error_rarity = (
-            np.where(
-                is_error_mask,
-                bdtrc(np.maximum(bucket_errors - 1.0, 0.0), bucket_events, rate),
-                1.0,
-            )
-            if is_error_mask.any()  # the binomial tail is for error events only
-            else np.ones(n)
-        )
+        np.expm1(out[:_RESIDUAL_Z], out=out[:_RESIDUAL_Z])  # forecast and interval, in ms
+        if n == 1:
+            _tails_of_one(out, bool(batch.is_error[0]))
+        else:
+            _tails(out, batch.is_error)
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
         return ForecastView(
-            latency_forecast_ms=np.expm1(forecast),
-            latency_low_ms=np.expm1(np.maximum(low, 0.0)),
-            latency_high_ms=np.expm1(high),
-            latency_residual_z=residual_z,
-            latency_rarity=latency_rarity,
-            error_rate_forecast=rate,
-            bucket_errors=bucket_errors,
-            bucket_events=bucket_events.astype(np.float64),
-            error_rarity=error_rarity,
-            likelihood_z=likelihood_z,
-            likelihood_rarity=likelihood_rarity,
+            out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]
         )
+
+
+def _tails(out: FloatArray, is_error: npt.NDArray[np.bool_]) -> None:
+    """The three tail probabilities of a batch, in place, from the kernel's other rows."""
+    residual_z = out[_RESIDUAL_Z]
+    # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
+    out[_LATENCY_RARITY] = np.where(np.isnan(residual_z), 1.0, 2.0 * ndtr(-np.abs(residual_z)))
+    likelihood_z = out[_LIKELIHOOD_Z]
+    # Two averages judged: the smaller tail times two (Bonferroni).
+    out[_LIKELIHOOD_RARITY] = np.where(
+        np.isnan(likelihood_z), 1.0, np.minimum(1.0, 2.0 * ndtr(-np.nan_to_num(likelihood_z)))
+    )
+    if is_error.any():  # the binomial tail is for error events only
+        bucket_errors = out[_BUCKET_ERRORS_OUT]
+        # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
+        bucket_events = out[_BUCKET_EVENTS_OUT].astype(np.int64)
+        out[_ERROR_RARITY] = np.where(
+            is_error,
+            bdtrc(np.maximum(bucket_errors - 1.0, 0.0), bucket_events, out[_RATE]),
+            1.0,
+        )
+    else:
+        out[_ERROR_RARITY] = 1.0
+
+
+def _tails_of_one(out: FloatArray, is_error: bool) -> None:
+    """``_tails`` for a batch of one: scipy's scalar entry points into the same C functions as
+    its ufuncs (same results), at a fraction of a ufunc call's overhead on one value."""
+    column = out[:, 0].tolist()
+    residual_z = column[_RESIDUAL_Z]
+    out[_LATENCY_RARITY, 0] = 1.0 if residual_z != residual_z else 2.0 * ndtr_one(-abs(residual_z))
+    likelihood_z = column[_LIKELIHOOD_Z]
+    out[_LIKELIHOOD_RARITY, 0] = (
+        1.0 if likelihood_z != likelihood_z else min(1.0, 2.0 * ndtr_one(-likelihood_z))
+    )
+    out[_ERROR_RARITY, 0] = (
+        bdtrc_one(
+            max(column[_BUCKET_ERRORS_OUT] - 1.0, 0.0),
+            int(column[_BUCKET_EVENTS_OUT]),
+            column[_RATE],
+        )
+        if is_error
+        else 1.0
+    )

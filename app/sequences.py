@@ -18,9 +18,10 @@ one observed: the exact tail probability of "this surprising" under the model.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -59,8 +60,9 @@ class ServiceSequence:
         self.events = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SequenceView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class SequenceView(NamedTuple):
     rarity: FloatArray  # 1 where the template is in the top k or the service is too new
     probability: FloatArray  # the model's P(template | previous two); NaN where not judged
     rank: IntArray  # 1 = the most likely next template; 0 where not judged
@@ -103,10 +105,13 @@ class SequenceStore(ServiceStates[ServiceSequence]):
     def observe(self, services: Sequence[str], template_ids: IntArray) -> SequenceView:
         """Judge each event's template against its service's model, then learn it: in order."""
         n = len(services)
-        rarity = np.ones(n)
-        probability = np.full(n, np.nan)
-        rank = np.zeros(n, dtype=np.int64)
+        # Columns as Python lists, made arrays once at the end: a numpy item assignment costs
+        # several times a list's.
+        rarity = [1.0] * n
+        probability = [math.nan] * n
+        rank = [0] * n
         k = self.top_k
+        max_contexts = self.max_contexts
         ids = template_ids.tolist()
         # The states of the events that have a template, in order: the others touch none.
         states = iter(
@@ -119,23 +124,24 @@ class SequenceStore(ServiceStates[ServiceSequence]):
                 continue
             state = next(states)
             a, b = state.previous
-            pair = state.contexts.get((a, b))
-            single = state.contexts.get((b,))
+            contexts = state.contexts
+            pair_key = (a, b)
+            single_key = (b,)
+            pair = contexts.get(pair_key)
+            single = contexts.get(single_key)
             if state.events >= MIN_SERVICE_EVENTS:
+                count = pair.counts.get(template_id, 0) if pair is not None else 0
                 # Fast path: the order-2 context alone already ranks the template in its top k.
                 if (
                     pair is not None
-                    and template_id in pair.counts
+                    and count > 0
                     and (
                         len(pair.counts) <= k
-                        or pair.counts[template_id]
-                        >= sorted(pair.counts.values(), reverse=True)[k - 1]
+                        or count >= sorted(pair.counts.values(), reverse=True)[k - 1]
                     )
                 ):
-                    rank[i] = 1 + sum(
-                        1 for c in pair.counts.values() if c > pair.counts[template_id]
-                    )
-                    probability[i] = pair.counts[template_id] / (pair.total + len(pair.counts))
+                    rank[i] = 1 + sum(1 for c in pair.counts.values() if c > count)
+                    probability[i] = count / (pair.total + len(pair.counts))
                 else:
                     unigram = state.unigram
                     base = {t: c / unigram.total for t, c in unigram.counts.items()}
@@ -151,12 +157,29 @@ class SequenceStore(ServiceStates[ServiceSequence]):
                     if rank[i] > k:
                         # Mass of templates at most as likely, plus all never-seen ones.
                         rarity[i] = min(1.0, float(values[values <= p].sum()) + unseen)
-            state.unigram.add(template_id)
-            if len(state.unigram.counts) > self.max_contexts:
-                least = min(state.unigram.counts, key=state.unigram.counts.__getitem__)
-                state.unigram.total -= state.unigram.counts.pop(least)
-            self._context(state, (b,)).add(template_id)
-            self._context(state, (a, b)).add(template_id)
+            unigram = state.unigram
+            unigram_counts = unigram.counts
+            unigram_counts[template_id] = unigram_counts.get(template_id, 0) + 1
+            unigram.total += 1
+            if len(unigram_counts) > max_contexts:
+                least = min(unigram_counts, key=unigram_counts.__getitem__)
+                unigram.total -= unigram_counts.pop(least)
+            # The (b,) then the (a, b) context learns the template; each is made the most
+            # recently used (the least recently used is dropped past max_contexts).
+            for key, counts in ((single_key, single), (pair_key, pair)):
+                if counts is None or key not in contexts:
+                    counts = _Counts()
+                    contexts[key] = counts
+                    if len(contexts) > max_contexts:
+                        contexts.popitem(last=False)
+                else:
+                    contexts.move_to_end(key)
+                counts.counts[template_id] = counts.counts.get(template_id, 0) + 1
+                counts.total += 1
             state.previous = (b, template_id)
             state.events += 1
-        return SequenceView(rarity, probability, rank)
+        return SequenceView(
+            np.array(rarity, dtype=np.float64),
+            np.array(probability, dtype=np.float64),
+            np.array(rank, dtype=np.int64),
+        )

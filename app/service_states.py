@@ -1,4 +1,5 @@
-"""The bounded map from service name to per-service state that every online store builds on."""
+"""The bounded maps from service name to per-service state that every online store builds on:
+state objects (``ServiceStates``) or rows of arrays (``ServiceSlots``, ``RowStore``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 StateT = TypeVar("StateT")
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 class ServiceStates(Generic[StateT]):
     """State objects of at most ``max_services`` services; the least recently seen is evicted.
 
-    Baselines, windows, templates, sequences, forecasts and recalibration each keep one of these,
-    so a fleet of any size costs bounded memory. ``evictions`` counts services forgotten to stay
+    Templates, sequences, recalibration and repeats each keep one of these (baselines, windows
+    and forecasts keep ``ServiceSlots``, the same bound as rows of arrays), so a fleet of any size
+    costs bounded memory. ``evictions`` counts services forgotten to stay
     within the bound (exported by /metrics).
     """
 
@@ -73,3 +80,150 @@ class ServiceStates(Generic[StateT]):
         for service in reversed(dict.fromkeys(reversed(services))):
             known.move_to_end(service)
         return [states[service] for service in services]
+
+
+class ServiceSlots:
+    """Row numbers of at most ``max_services`` services in a store's arrays, least recently seen
+    evicted first, exactly as ``ServiceStates`` evicts.
+
+    A store keeps each service's state as one row of contiguous arrays, so that a compiled kernel
+    can update a whole batch without a Python object per service. The row of an evicted service
+    goes to the service that evicted it, so at most ``max_services`` rows are ever in use.
+    """
+
+    def __init__(self, max_services: int) -> None:
+        if max_services < 1:
+            raise ValueError("max_services must be at least 1")
+        self.max_services = max_services
+        self.evictions = 0
+        self._slots: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._slots)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self._slots
+
+    @property
+    def rows_used(self) -> int:
+        """Rows a store needs: every slot handed out so far is below this."""
+        return len(self._slots)
+
+    def get(self, service: str) -> int | None:
+        """The service's row if it is tracked; reading it does not count as seeing it."""
+        return self._slots.get(service)
+
+    def slot_for(self, service: str) -> tuple[int, bool]:
+        """The service's row, marked as the most recently seen, and whether the row is new to
+        it (its state must start afresh: the row may hold an evicted service's state)."""
+        slots = self._slots
+        slot = slots.get(service)
+        if slot is not None:
+            slots.move_to_end(service)
+            return slot, False
+        if len(slots) >= self.max_services:
+            _, slot = slots.popitem(last=False)
+            self.evictions += 1
+        else:
+            slot = len(slots)
+        slots[service] = slot
+        return slot, True
+
+    def slots_for(self, services: Sequence[str]) -> tuple[list[int], list[bool]]:
+        """``slot_for`` of each event's service in order: rows, and which events start their
+        service afresh. One lookup per distinct service, unless the batch brings more new
+        services than there is room for: then evictions happen between its events and depend on
+        their order, and that case takes the per-event path."""
+        if len(services) == 1:  # the /score path: nothing to share
+            slot, fresh = self.slot_for(services[0])
+            return [slot], [fresh]
+        known = self._slots
+        distinct = dict.fromkeys(services)
+        new = [service for service in distinct if service not in known]
+        if len(known) + len(new) > self.max_services:
+            pairs = [self.slot_for(service) for service in services]
+            return [slot for slot, _ in pairs], [fresh for _, fresh in pairs]
+        for service in new:
+            known[service] = len(known)
+        # One event after another leaves the batch's services last, in order of their last
+        # events: reversed, the first occurrence of each is its last event.
+        for service in reversed(dict.fromkeys(reversed(services))):
+            known.move_to_end(service)
+        slots = [known[service] for service in services]
+        if not new:
+            return slots, [False] * len(services)
+        starting = set(new)
+        first_events: list[bool] = []
+        for service in services:
+            if service in starting:
+                starting.discard(service)
+                first_events.append(True)
+            else:
+                first_events.append(False)
+        return slots, first_events
+
+    def row_codes(self, services: Sequence[str]) -> IntArray:
+        """``slots_for`` as one array a kernel reads: each event's row, or ``~row`` (negative)
+        where the event starts its service afresh. One array rather than two: for the batch of
+        one, making and passing an array costs more than the kernel's work on it."""
+        if len(services) == 1:
+            slot, fresh = self.slot_for(services[0])
+            codes = np.empty(1, dtype=np.int64)
+            codes[0] = ~slot if fresh else slot
+            return codes
+        slots, first_events = self.slots_for(services)
+        codes = np.array(slots, dtype=np.int64)
+        if any(first_events):
+            codes[np.array(first_events, dtype=np.bool_)] ^= -1  # ~row
+        return codes
+
+
+class RowStore:
+    """Base of the stores that keep each service's state as one row of a few arrays, indexed by
+    its slot (``ServiceSlots``), so that a compiled kernel updates a whole batch in one call.
+
+    Rows grow by half again up to ``max_services``, so memory follows the services actually seen.
+    A row is reset by the kernel at the event that gives it to a service (``row_codes``), so a
+    row's contents before that are never read."""
+
+    def __init__(self, max_services: int, *row_shapes: tuple[int, ...]) -> None:
+        self.services = ServiceSlots(max_services)
+        self.rows: list[FloatArray] = [np.zeros((0, *shape)) for shape in row_shapes]
+
+    @property
+    def evictions(self) -> int:
+        return self.services.evictions
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.services)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self.services
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for every service's state (the rows allocated, used or not)."""
+        return sum(array.nbytes for array in self.rows)
+
+    def row_codes(self, services: Sequence[str]) -> IntArray:
+        """``ServiceSlots.row_codes``, with every row it hands out allocated."""
+        codes = self.services.row_codes(services)
+        needed = self.services.rows_used
+        capacity = self.rows[0].shape[0]
+        if needed > capacity:
+            # By half again: amortised O(1) copying per service, at most a third of the rows
+            # unused (and never touched: zero pages the system has not handed out yet).
+            rows = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
+            grown = []
+            for array in self.rows:
+                bigger = np.zeros((rows, *array.shape[1:]))
+                bigger[:capacity] = array
+                grown.append(bigger)
+            self.rows = grown
+        return codes

@@ -50,11 +50,11 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import gammainc
+from scipy.special.cython_special import gammainc as gammainc_one
 
 from app.service_states import ServiceStates
 
@@ -322,8 +322,9 @@ class ServiceTemplates:
         self.surging: set[int] = set()
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class TemplateView(NamedTuple):
     """Each event's template and how usual it was for its service, read before learning it."""
 
     template_id: IntArray  # NO_TEMPLATE where the event had no message
@@ -405,35 +406,49 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         n = len(services)
         min_level = self.surge_min_level_score
         levels = [min_level] * n if level_scores is None else level_scores
-        ids = np.full(n, NO_TEMPLATE, dtype=np.int64)
-        seen = np.zeros(n, dtype=np.int64)
-        counts = np.zeros(n, dtype=np.int64)
-        novelty = np.ones(n)
-        system_rarity = np.ones(n)
-        rare = np.ones(n)
-        surge = np.ones(n)
-        surge_count = np.zeros(n)
-        surge_expected = np.zeros(n)
         miner = self.miner
         token_cache = self._tokens
-        for i, (service, message, level) in enumerate(zip(services, messages, levels, strict=True)):
-            prior_singletons, prior_messages = miner.singletons, miner.messages
-            if message:
-                key = (service, message)
-                tokens = token_cache.get(key)
-                if tokens is None:
-                    if len(token_cache) >= TOKEN_CACHE_SIZE:
-                        token_cache.clear()
-                    tokens = token_cache[key] = tokens_of(without_service_name(service, message))
-                template_id, created = miner.observe_tokens(tokens)
-            else:
-                template_id, created = NO_TEMPLATE, False
-            ids[i] = template_id
-            if template_id == NO_TEMPLATE:
+        # Tokens first (a pure function of the event, cached): they say which events have a
+        # template, so the states of those events are looked up once per service.
+        all_tokens: list[tuple[str, ...]] = []
+        for service, message in zip(services, messages, strict=True):
+            if not message:
+                all_tokens.append(())
                 continue
-            state = self.state_for(service)
+            key = (service, message)
+            tokens = token_cache.get(key)
+            if tokens is None:
+                if len(token_cache) >= TOKEN_CACHE_SIZE:
+                    token_cache.clear()
+                tokens = token_cache[key] = tokens_of(without_service_name(service, message))
+            all_tokens.append(tokens)
+        states = iter(
+            self.states_for(
+                [service for service, tokens in zip(services, all_tokens, strict=True) if tokens]
+            )
+        )
+        # Columns as Python lists, made arrays once at the end: a numpy item assignment costs
+        # several times a list's.
+        ids = [NO_TEMPLATE] * n
+        seen = [0] * n
+        counts = [0] * n
+        novelty = [1.0] * n
+        system_rarity = [1.0] * n
+        rare = [1.0] * n
+        surge = [1.0] * n
+        surge_count = [0.0] * n
+        surge_expected = [0.0] * n
+        surge_halflife = self.surge_halflife_messages
+        for i, tokens in enumerate(all_tokens):
+            if not tokens:
+                continue
+            prior_singletons, prior_messages = miner.singletons, miner.messages
+            template_id, created = miner.observe_tokens(tokens)
+            ids[i] = template_id
+            state = next(states)
             n_messages = state.messages
-            count = state.counts.get(template_id, 0)
+            state_counts = state.counts
+            count = state_counts.get(template_id, 0)
             seen[i] = n_messages
             counts[i] = count
             judged = n_messages >= MIN_SERVICE_MESSAGES
@@ -455,14 +470,14 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                         n_messages + SYSTEM_PRIOR_MESSAGES
                     )
             elif judged and count < RARE_SHARE * n_messages:
-                at_most = sum(c for c in state.counts.values() if c <= count)
+                at_most = sum(c for c in state_counts.values() if c <= count)
                 rare[i] = at_most / n_messages
             # Surge: recent counts decay with the service's own messages (a half-life in
             # messages, not seconds), so "recent" is the last few dozen lines of a quiet service
             # and the last second or two of a busy one. Counts are kept scaled by 2**exponent so
             # decaying them all is one multiplication, not a pass over every counter.
             state.surge_events += 1
-            exponent = (state.surge_events - state.surge_ref_events) / self.surge_halflife_messages
+            exponent = (state.surge_events - state.surge_ref_events) / surge_halflife
             if exponent > RESCALE_EXPONENT:
                 factor = 2.0**-exponent
                 state.burst = {k: v * factor for k, v in state.burst.items() if v * factor > 1e-3}
@@ -470,21 +485,25 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                 state.surge_ref_events = state.surge_events
                 exponent = 0.0
             unit = 2.0**exponent
-            before = state.burst.get(template_id, 0.0) / unit
+            burst = state.burst
+            scaled_before = burst.get(template_id, 0.0)
+            before = scaled_before / unit
             older_total = max(n_messages - state.surge_total / unit, 0.0)
-            scaled = state.burst.get(template_id, 0.0) + unit
-            state.burst[template_id] = scaled
+            scaled = scaled_before + unit
+            burst[template_id] = scaled
             state.surge_total += unit
             recent = scaled / unit
-            if judged and level >= min_level:
+            if judged and levels[i] >= min_level:
                 # The template's share in the service's *older* history (its recent messages
                 # taken out), so that a surge does not raise its own expectation.
                 share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)
                 expected = min(share, 1.0) * state.surge_total / unit
                 surge_count[i] = recent
                 surge_expected[i] = expected
-                # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected).
-                poisson = float(gammainc(recent, expected))
+                # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected)
+                # (scipy's scalar entry point: the C function its ufunc calls, without the
+                # ufunc's overhead on one value).
+                poisson = gammainc_one(recent, expected)
                 # A template's habit: one that has surged k times and got over it (its recent
                 # count decayed below one) starts another surge about k times in the service's n
                 # lines, however un-Poisson the burst; the first surge is judged by Poisson alone.
@@ -499,19 +518,33 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             # Templates a service brings in while warming up are its vocabulary, not a habit.
             state.introduced += created and judged
             if count == 0:
-                if len(state.counts) >= self.max_templates:
-                    least = min(state.counts, key=state.counts.__getitem__)
-                    state.messages -= state.counts.pop(least)
+                if len(state_counts) >= self.max_templates:
+                    least = min(state_counts, key=state_counts.__getitem__)
+                    state.messages -= state_counts.pop(least)
                     state.burst.pop(least, None)
                     state.episodes.pop(least, None)
                     state.surging.discard(least)
                 state.singletons += 1
             elif count == 1:
                 state.singletons -= 1
-            state.counts[template_id] = count + 1
+            state_counts[template_id] = count + 1
             state.messages += 1
+        int_columns = np.array([ids, seen, counts], dtype=np.int64)
+        float_columns = np.array(
+            [novelty, system_rarity, rare, surge, surge_count, surge_expected], dtype=np.float64
+        )
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
+        ints, floats = int_columns, float_columns
         return TemplateView(
-            ids, seen, counts, novelty, system_rarity, rare, surge, surge_count, surge_expected
+            ints[0],
+            ints[1],
+            ints[2],
+            floats[0],
+            floats[1],
+            floats[2],
+            floats[3],
+            floats[4],
+            floats[5],
         )
 
     def service_counts(self, service: str) -> dict[int, int]:

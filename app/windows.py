@@ -12,24 +12,44 @@ window), the baseline an error burst in the window is judged against.
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass
-from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from app.baselines import MIN_LOG_SCALE
+from app.compiled import TWO, compile_kernel
 from app.events import EventBatch
-from app.service_states import ServiceStates
+from app.service_states import RowStore
 
 FloatArray = npt.NDArray[np.float64]
 
-# Bucket fields, each a run of B doubles in one flat array per service (one allocation, no
-# per-float Python objects: ~4.4 KB per service with the default 60 buckets).
+# Each service is one row of two arrays, indexed by its slot (``ServiceSlots``): its buckets,
+# field by field (B doubles per field: one allocation for all services, no per-float Python
+# objects, ~4.4 KB per service with the default 60 buckets), and its running totals.
 _ID, _COUNT, _ERRORS, _LAT_N, _LAT_SUM, _LOG_SUM, _LOG_SUMSQ, _LAT_MIN, _LAT_MAX = range(9)
 _FIELDS = 9
 _EMPTY = -1.0
+(
+    _HEAD,  # newest bucket id (a float: exact below 2**53)
+    _TOTAL,
+    _TOTAL_ERRORS,
+    _TOTAL_LAT_N,
+    _TOTAL_LAT_SUM,
+    _TOTAL_LOG_SUM,
+    _TOTAL_LOG_SUMSQ,
+    _HISTORY_EVENTS,
+    _HISTORY_ERRORS,
+    _HISTORY_TIME,
+    _NEWEST_TIME,
+    _RECENT_ERRORS,  # the last RECENT_EVENTS error flags as the bits of an integer
+    _RECENT_SEEN,
+) = range(13)
+_SCALARS = 13
+_NO_HEAD = -float(2**62)
+# Rows of the kernel's integer output, in the order of WindowView's integer fields.
+_OUT_TOTAL, _OUT_ERRORS, _OUT_RECENT_TOTAL, _OUT_RECENT_ERRORS = range(4)
 
 # Prior for the long-run error rate of a new service: 1% with the weight of 10 events, so a
 # service's first error is not an error burst and a few of its first events settle its own rate.
@@ -41,136 +61,9 @@ RECENT_EVENTS = 16
 _RECENT_MASK = (1 << RECENT_EVENTS) - 1
 
 
-class ServiceWindow:
-    __slots__ = (
-        "buckets",
-        "errors",
-        "head",
-        "history_errors",
-        "history_events",
-        "history_time",
-        "lat_n",
-        "lat_sum",
-        "log_sum",
-        "log_sumsq",
-        "newest_time",
-        "recent_errors",
-        "recent_seen",
-        "total",
-    )
-
-    def __init__(self, n_buckets: int) -> None:
-        self.buckets = array("d", [0.0]) * (n_buckets * _FIELDS)
-        for slot in range(n_buckets):
-            self.buckets[_ID * n_buckets + slot] = _EMPTY
-        self.head = -(2**62)  # newest bucket id; nothing seen yet
-        self.total = 0
-        self.errors = 0
-        self.lat_n = 0
-        self.lat_sum = 0.0
-        self.log_sum = 0.0
-        self.log_sumsq = 0.0
-        self.history_events = 0.0
-        self.history_errors = 0.0
-        self.history_time = -math.inf
-        self.newest_time = -math.inf
-        self.recent_errors = 0
-        self.recent_seen = 0
-
-    def advance(self, bucket_id: int, n_buckets: int) -> None:
-        """Move the window's head to ``bucket_id``, retiring buckets that fall out of it."""
-        if bucket_id <= self.head:
-            return
-        b = self.buckets
-        if bucket_id - self.head >= n_buckets:
-            for slot in range(n_buckets):
-                b[_ID * n_buckets + slot] = _EMPTY
-                for field in range(_COUNT, _FIELDS):
-                    b[field * n_buckets + slot] = 0.0
-            self.total = self.errors = self.lat_n = 0
-            self.lat_sum = self.log_sum = self.log_sumsq = 0.0
-        else:
-            for new_id in range(self.head + 1, bucket_id + 1):
-                slot = new_id % n_buckets
-                if b[_COUNT * n_buckets + slot] > 0:
-                    self.total -= int(b[_COUNT * n_buckets + slot])
-                    self.errors -= int(b[_ERRORS * n_buckets + slot])
-                    self.lat_n -= int(b[_LAT_N * n_buckets + slot])
-                    self.lat_sum -= b[_LAT_SUM * n_buckets + slot]
-                    self.log_sum -= b[_LOG_SUM * n_buckets + slot]
-                    self.log_sumsq -= b[_LOG_SUMSQ * n_buckets + slot]
-                    for field in range(_COUNT, _FIELDS):
-                        b[field * n_buckets + slot] = 0.0
-                b[_ID * n_buckets + slot] = float(new_id)
-            if self.lat_n == 0:
-                # Subtraction leaves rounding dust; an empty window restarts from exact zeros.
-                self.lat_sum = self.log_sum = self.log_sumsq = 0.0
-        self.head = bucket_id
-
-    def add(
-        self,
-        bucket_id: int,
-        n_buckets: int,
-        is_error: bool,
-        latency: float,
-        log_latency: float,
-    ) -> bool:
-        """Count one event into its bucket; False when it is older than the whole window."""
-        if bucket_id <= self.head - n_buckets:
-            return False
-        b = self.buckets
-        slot = bucket_id % n_buckets
-        b[_COUNT * n_buckets + slot] += 1.0
-        self.total += 1
-        if is_error:
-            b[_ERRORS * n_buckets + slot] += 1.0
-            self.errors += 1
-        if latency == latency:  # not NaN
-            b[_LAT_N * n_buckets + slot] += 1.0
-            b[_LAT_SUM * n_buckets + slot] += latency
-            b[_LOG_SUM * n_buckets + slot] += log_latency
-            b[_LOG_SUMSQ * n_buckets + slot] += log_latency * log_latency
-            count_before = b[_LAT_N * n_buckets + slot] - 1.0
-            if count_before == 0 or latency < b[_LAT_MIN * n_buckets + slot]:
-                b[_LAT_MIN * n_buckets + slot] = latency
-            if count_before == 0 or latency > b[_LAT_MAX * n_buckets + slot]:
-                b[_LAT_MAX * n_buckets + slot] = latency
-            self.lat_n += 1
-            self.lat_sum += latency
-            self.log_sum += log_latency
-            self.log_sumsq += log_latency * log_latency
-        return True
-
-    def learn_error_rate(self, is_error: bool, event_time: float, halflife: float) -> None:
-        self.recent_errors = ((self.recent_errors << 1) | int(is_error)) & _RECENT_MASK
-        self.recent_seen = min(self.recent_seen + 1, RECENT_EVENTS)
-        if event_time > self.history_time:
-            if self.history_time > -math.inf:
-                decay = 2.0 ** (-(event_time - self.history_time) / halflife)
-                self.history_events *= decay
-                self.history_errors *= decay
-            self.history_time = event_time
-        self.history_events += 1.0
-        if is_error:
-            self.history_errors += 1.0
-
-    @property
-    def expected_error_rate(self) -> float:
-        return (self.history_errors + PRIOR_ERRORS) / (self.history_events + PRIOR_EVENTS)
-
-    def latency_extremes(self, n_buckets: int) -> tuple[float | None, float | None]:
-        b = self.buckets
-        lows = [
-            b[_LAT_MIN * n_buckets + s] for s in range(n_buckets) if b[_LAT_N * n_buckets + s] > 0
-        ]
-        highs = [
-            b[_LAT_MAX * n_buckets + s] for s in range(n_buckets) if b[_LAT_N * n_buckets + s] > 0
-        ]
-        return (min(lows), max(highs)) if lows else (None, None)
-
-
-@dataclass(frozen=True, slots=True)
-class WindowView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class WindowView(NamedTuple):
     """Each event's service window, read as the event arrived (the event itself included in
     counts and errors, excluded from the latency mean and spread it is compared with)."""
 
@@ -193,7 +86,139 @@ class WindowSnapshot:
     window_end: float | None
 
 
-class WindowStore(ServiceStates[ServiceWindow]):
+def _observe_kernel(
+    codes: npt.NDArray[np.int64],
+    times: FloatArray,
+    latency_ms: FloatArray,
+    log_latency: FloatArray,
+    is_error: npt.NDArray[np.bool_],
+    state: FloatArray,
+    buckets: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+    rates: FloatArray,
+    in_window: npt.NDArray[np.bool_],
+    bucket_seconds: float,
+    min_events: int,
+    halflife: float,
+    two: float,
+) -> None:
+    """Read each event's window, then count the event in, in order: ``counts`` gets the integer
+    fields of ``WindowView`` (rows ``_OUT_*``), ``rates`` the expected error rate and the latency
+    z-score. Compiled by numba (see ``app.compiled``); as plain Python it is the same arithmetic
+    in the same order as the per-service objects it replaced."""
+    n_buckets = buckets.shape[2]
+    for i in range(codes.shape[0]):
+        s = codes[i]
+        fresh = s < 0
+        if fresh:
+            s = ~s  # the row's first event for this service (ServiceSlots.row_codes)
+        row = state[s]
+        b = buckets[s]
+        if fresh:
+            row[:] = 0.0
+            row[_HEAD] = _NO_HEAD
+            row[_HISTORY_TIME] = -math.inf
+            row[_NEWEST_TIME] = -math.inf
+            b[:, :] = 0.0
+            b[_ID, :] = _EMPTY
+        now = times[i]
+        bucket_id = math.floor(now / bucket_seconds)
+        # Move the window's head to bucket_id, retiring buckets that fall out of it.
+        head = int(row[_HEAD])
+        if bucket_id > head:
+            if bucket_id - head >= n_buckets:
+                b[:, :] = 0.0
+                b[_ID, :] = _EMPTY
+                row[_TOTAL] = row[_TOTAL_ERRORS] = row[_TOTAL_LAT_N] = 0.0
+                row[_TOTAL_LAT_SUM] = row[_TOTAL_LOG_SUM] = row[_TOTAL_LOG_SUMSQ] = 0.0
+            else:
+                for new_id in range(head + 1, bucket_id + 1):
+                    slot = new_id % n_buckets
+                    if b[_COUNT, slot] > 0:
+                        row[_TOTAL] -= b[_COUNT, slot]
+                        row[_TOTAL_ERRORS] -= b[_ERRORS, slot]
+                        row[_TOTAL_LAT_N] -= b[_LAT_N, slot]
+                        row[_TOTAL_LAT_SUM] -= b[_LAT_SUM, slot]
+                        row[_TOTAL_LOG_SUM] -= b[_LOG_SUM, slot]
+                        row[_TOTAL_LOG_SUMSQ] -= b[_LOG_SUMSQ, slot]
+                        for field in range(_COUNT, _FIELDS):
+                            b[field, slot] = 0.0
+                    b[_ID, slot] = new_id
+                if row[_TOTAL_LAT_N] == 0:
+                    # Subtraction leaves rounding dust; an empty window restarts from exact zeros.
+                    row[_TOTAL_LAT_SUM] = row[_TOTAL_LOG_SUM] = row[_TOTAL_LOG_SUMSQ] = 0.0
+            head = bucket_id
+            row[_HEAD] = head
+        rates[0, i] = (row[_HISTORY_ERRORS] + PRIOR_ERRORS) / (row[_HISTORY_EVENTS] + PRIOR_EVENTS)
+        rates[1, i] = math.nan
+        log_value = log_latency[i]
+        lat_n = row[_TOTAL_LAT_N]
+        if lat_n >= min_events and log_value == log_value:
+            mean = row[_TOTAL_LOG_SUM] / lat_n
+            variance = max(row[_TOTAL_LOG_SUMSQ] / lat_n - mean * mean, 0.0)
+            spread = max(math.sqrt(variance), MIN_LOG_SCALE)
+            rates[1, i] = (log_value - mean) / spread
+        # Count the event into its bucket, unless it is older than the whole window.
+        error = is_error[i]
+        if bucket_id <= head - n_buckets:
+            in_window[i] = False
+        else:
+            in_window[i] = True
+            slot = bucket_id % n_buckets
+            b[_COUNT, slot] += 1.0
+            row[_TOTAL] += 1.0
+            if error:
+                b[_ERRORS, slot] += 1.0
+                row[_TOTAL_ERRORS] += 1.0
+            value = latency_ms[i]
+            if value == value:  # not NaN
+                b[_LAT_N, slot] += 1.0
+                b[_LAT_SUM, slot] += value
+                b[_LOG_SUM, slot] += log_value
+                b[_LOG_SUMSQ, slot] += log_value * log_value
+                count_before = b[_LAT_N, slot] - 1.0
+                if count_before == 0 or value < b[_LAT_MIN, slot]:
+                    b[_LAT_MIN, slot] = value
+                if count_before == 0 or value > b[_LAT_MAX, slot]:
+                    b[_LAT_MAX, slot] = value
+                row[_TOTAL_LAT_N] += 1.0
+                row[_TOTAL_LAT_SUM] += value
+                row[_TOTAL_LOG_SUM] += log_value
+                row[_TOTAL_LOG_SUMSQ] += log_value * log_value
+        # The long-run error rate, and the last few error flags.
+        bits = ((int(row[_RECENT_ERRORS]) << 1) | int(error)) & _RECENT_MASK
+        row[_RECENT_ERRORS] = bits
+        row[_RECENT_SEEN] = min(row[_RECENT_SEEN] + 1.0, RECENT_EVENTS)
+        if now > row[_HISTORY_TIME]:
+            if row[_HISTORY_TIME] > -math.inf:
+                decay = two ** (-(now - row[_HISTORY_TIME]) / halflife)
+                row[_HISTORY_EVENTS] *= decay
+                row[_HISTORY_ERRORS] *= decay
+            row[_HISTORY_TIME] = now
+        row[_HISTORY_EVENTS] += 1.0
+        if error:
+            row[_HISTORY_ERRORS] += 1.0
+        row[_NEWEST_TIME] = max(row[_NEWEST_TIME], now)
+        set_bits = 0
+        while bits:
+            set_bits += bits & 1
+            bits >>= 1
+        counts[_OUT_TOTAL, i] = int(row[_TOTAL])
+        counts[_OUT_ERRORS, i] = int(row[_TOTAL_ERRORS])
+        counts[_OUT_RECENT_TOTAL, i] = int(row[_RECENT_SEEN])
+        counts[_OUT_RECENT_ERRORS, i] = set_bits
+
+
+_compiled_observe = compile_kernel(
+    _observe_kernel,
+    "void(int64[::1], float64[:], float64[:], float64[:], boolean[:],"
+    " float64[:, ::1], float64[:, :, ::1], int64[:, ::1], float64[:, ::1], boolean[::1],"
+    " float64, int64, float64, float64)",
+)
+_observe = _compiled_observe or _observe_kernel
+
+
+class WindowStore(RowStore):
     """Windows of at most ``max_services`` services, least recently seen evicted first."""
 
     def __init__(
@@ -204,7 +229,7 @@ class WindowStore(ServiceStates[ServiceWindow]):
         halflife_seconds: float,
         max_services: int,
     ) -> None:
-        super().__init__(partial(ServiceWindow, n_buckets), max_services)
+        super().__init__(max_services, (_SCALARS,), (_FIELDS, n_buckets))
         self.window_seconds = window_seconds
         self.n_buckets = n_buckets
         self.bucket_seconds = window_seconds / n_buckets
@@ -214,47 +239,65 @@ class WindowStore(ServiceStates[ServiceWindow]):
     def observe(self, batch: EventBatch) -> WindowView:
         """Read each event's window, then count the event in: sequential, in batch order."""
         n = len(batch)
-        # One allocation per dtype: per-call cost matters for the batch of one of every /score.
-        total, errors, recent_total, recent_errors = np.zeros((4, n), dtype=np.int64)
-        expected, zscore = np.full((2, n), np.nan)  # every expected[i] is set below
-        in_window = np.ones(n, dtype=np.bool_)
-        n_buckets = self.n_buckets
-        latencies = batch.latency_ms.tolist()
-        log_latencies = batch.log_latency.tolist()
-        times = batch.timestamps.tolist()
-        error_flags = batch.is_error.tolist()
-        for i, window in enumerate(self.states_for(batch.services)):
-            bucket_id = math.floor(times[i] / self.bucket_seconds)
-            window.advance(bucket_id, n_buckets)
-            expected[i] = window.expected_error_rate
-            log_latency = log_latencies[i]
-            if window.lat_n >= self.min_events and log_latency == log_latency:
-                mean = window.log_sum / window.lat_n
-                variance = max(window.log_sumsq / window.lat_n - mean * mean, 0.0)
-                spread = max(math.sqrt(variance), MIN_LOG_SCALE)
-                zscore[i] = (log_latency - mean) / spread
-            in_window[i] = window.add(
-                bucket_id, n_buckets, error_flags[i], latencies[i], log_latency
-            )
-            window.learn_error_rate(error_flags[i], times[i], self.halflife)
-            window.newest_time = max(window.newest_time, times[i])
-            recent_total[i] = window.recent_seen
-            recent_errors[i] = window.recent_errors.bit_count()
-            total[i] = window.total
-            errors[i] = window.errors
-        return WindowView(total, errors, expected, zscore, in_window, recent_total, recent_errors)
+        codes = self.row_codes(batch.services)
+        state, buckets = self.rows
+        counts = np.empty((4, n), dtype=np.int64)
+        rates = np.empty((2, n))
+        in_window = np.empty(n, dtype=np.bool_)
+        _observe(
+            codes,
+            batch.timestamps,
+            batch.latency_ms,
+            batch.log_latency,
+            batch.is_error,
+            state,
+            buckets,
+            counts,
+            rates,
+            in_window,
+            self.bucket_seconds,
+            self.min_events,
+            self.halflife,
+            TWO,
+        )
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
+        return WindowView(
+            counts[_OUT_TOTAL],
+            counts[_OUT_ERRORS],
+            rates[0],
+            rates[1],
+            in_window,
+            counts[_OUT_RECENT_TOTAL],
+            counts[_OUT_RECENT_ERRORS],
+        )
+
+    def running_sums(self, service: str) -> tuple[float, float, float] | None:
+        """The service's window totals of latency, log latency and its square; None if never
+        seen (what the z-scores are computed from)."""
+        slot = self.services.get(service)
+        if slot is None:
+            return None
+        row = self.rows[0][slot]
+        return (
+            float(row[_TOTAL_LAT_SUM]),
+            float(row[_TOTAL_LOG_SUM]),
+            float(row[_TOTAL_LOG_SUMSQ]),
+        )
 
     def snapshot(self, service: str) -> WindowSnapshot | None:
         """The service's current window (ending at its newest event time); None if never seen."""
-        window = self.get(service)
-        if window is None:
+        slot = self.services.get(service)
+        if slot is None:
             return None
-        low, high = window.latency_extremes(self.n_buckets)
+        row = self.rows[0][slot].tolist()
+        b = self.rows[1][slot]
+        with_latency = b[_LAT_N] > 0
+        lat_n = int(row[_TOTAL_LAT_N])
         return WindowSnapshot(
-            total=window.total,
-            errors=window.errors,
-            avg_latency=window.lat_sum / window.lat_n if window.lat_n else None,
-            min_latency=low,
-            max_latency=high,
-            window_end=window.newest_time if window.newest_time > -math.inf else None,
+            total=int(row[_TOTAL]),
+            errors=int(row[_TOTAL_ERRORS]),
+            avg_latency=row[_TOTAL_LAT_SUM] / lat_n if lat_n else None,
+            min_latency=float(b[_LAT_MIN][with_latency].min()) if with_latency.any() else None,
+            max_latency=float(b[_LAT_MAX][with_latency].max()) if with_latency.any() else None,
+            window_end=row[_NEWEST_TIME] if row[_NEWEST_TIME] > -math.inf else None,
         )

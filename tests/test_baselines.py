@@ -68,6 +68,8 @@ def test_a_wild_value_after_warm_up_moves_the_baseline_at_most_a_clipped_step() 
     view = baselines.observe(batch("a", [86_400_000.0], start=200.0))
     assert view.latency_z[0] == 50.0  # clipped, never infinite
     decayed_weight = weight * 2.0 ** (-1.0 / 3600.0)  # one second of event time has passed
+    state = baselines.get("a")
+    assert state is not None
     assert abs(state.location - location) <= CLIP_SCALES * scale / (decayed_weight + 1) + 1e-12
     assert math.expm1(state.location) == pytest.approx(math.expm1(location), rel=0.01)
     follow = baselines.observe(batch("a", [103.0], start=201.0))
@@ -106,7 +108,7 @@ def test_missing_latency_counts_the_event_but_teaches_nothing() -> None:
     assert not view.ready.any()
     state = baselines.get("a")
     assert state is not None
-    assert state.warmup_values == []
+    assert state.warmup_latencies == 0
 
 
 def test_constant_latency_keeps_a_minimum_scale() -> None:

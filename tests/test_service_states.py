@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.service_states import ServiceStates
+from app.service_states import ServiceSlots, ServiceStates
 
 
 @settings(max_examples=100, deadline=None)
@@ -23,3 +23,33 @@ def test_states_for_a_batch_match_one_event_at_a_time(
         # Same states, same order of recency (which decides the next eviction), same evictions.
         assert list(batched._services.items()) == list(one_by_one._services.items())
         assert batched.evictions == one_by_one.evictions
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=6),
+    st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=10), max_size=8),
+)
+def test_slots_for_a_batch_follow_the_states_one_event_at_a_time(
+    max_services: int, batches: list[list[str]]
+) -> None:
+    states: ServiceStates[list[str]] = ServiceStates(list, max_services)
+    slots = ServiceSlots(max_services)
+    rows: dict[int, list[str]] = {}  # what each row holds, as a store would keep it
+    for batch in batches:
+        expected = [states.state_for(service) for service in batch]
+        for service, state in zip(batch, expected, strict=True):
+            state.append(service)
+        for service, row, fresh in zip(batch, *slots.slots_for(batch), strict=True):
+            if fresh:
+                rows[row] = []
+            rows[row].append(service)
+        # Same services in the same order of recency, same evictions, and each row holds
+        # exactly the state its service has one event at a time.
+        assert list(slots) == list(states)
+        assert slots.evictions == states.evictions
+        for service in slots:
+            tracked = slots.get(service)
+            assert tracked is not None
+            assert tracked < max_services
+            assert rows[tracked] == states.get(service)

@@ -1,30 +1,8 @@
-"""Compiling numeric kernels with numba, where it is installed.
-
-Every compiled kernel here has a plain-Python source that is also its reference: the source is
-what numba compiles, and tests compare the two paths. Kernels are compiled eagerly for one
-signature (the cost, ~0.5 s or a cache load, is paid at import, not by the first request) and
-without fastmath, so sums are added in the order written.
-"""
+"""Kept for imports by the detectors: the kernel compiler lives in ``app.compiled``, where the
+online stores (imported by ``app.detectors.base``) can reach it without an import cycle."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar, cast
+from app.compiled import compile_kernel
 
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def compile_kernel(function: F, signature: str) -> F | None:
-    """``function`` compiled by numba for ``signature``; None when numba is not installed."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; this keeps numpy-only installs
-        return None
-    try:
-        compiled = numba.njit(signature, cache=True, nogil=True)(function)
-    except RuntimeError:  # pragma: no cover - needs an install with no writable cache directory
-        # numba refuses cache=True when neither the package folder nor the user's cache folder
-        # is writable (a read-only image without a home): compile afresh at every start instead.
-        compiled = numba.njit(signature, nogil=True)(function)
-    # The dispatcher is called exactly like ``function``, for the signature's types.
-    return cast(F, compiled)
+__all__ = ["compile_kernel"]

@@ -44,9 +44,16 @@ class ForecastDetector(Detector):
         view = context.forecasts
         if view is None:
             raise RuntimeError("forecast detector needs the engine's forecast view")
-        smallest = np.minimum(view.latency_rarity, view.error_rarity)
+        if len(view.latency_rarity) == 1:
+            # The batch of one of every /score: Python floats, one array (NaN propagates as
+            # through np.minimum).
+            latency, error = float(view.latency_rarity[0]), float(view.error_rarity[0])
+            smallest = latency if latency != latency or latency < error else error
+            rarity = np.array([min(1.0, 2.0 * smallest) if smallest == smallest else smallest])
+        else:
+            rarity = np.minimum(1.0, 2.0 * np.minimum(view.latency_rarity, view.error_rarity))
         return MethodOutput(
-            rarity=np.minimum(1.0, 2.0 * smallest),
+            rarity=rarity,
             metrics={
                 "latency_forecast_ms": view.latency_forecast_ms,
                 "latency_interval_low_ms": view.latency_low_ms,

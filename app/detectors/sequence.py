@@ -32,10 +32,13 @@ class SequenceDetector(Detector):
         view = context.sequences
         if view is None:
             raise RuntimeError("sequence detector needs the engine's sequence view")
+        if len(view.rank) == 1:
+            # The batch of one of every /score: one array from a float, not np.where's three.
+            rank = int(view.rank[0])
+            ranks = np.array([rank if rank > 0 else np.nan], dtype=np.float64)
+        else:
+            ranks = np.where(view.rank > 0, view.rank, np.nan)
         return MethodOutput(
             rarity=view.rarity,
-            metrics={
-                "next_template_probability": view.probability,
-                "next_template_rank": np.where(view.rank > 0, view.rank, np.nan),
-            },
+            metrics={"next_template_probability": view.probability, "next_template_rank": ranks},
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.templates import TemplateView
 
 
 class TemplateDetector(Detector):
@@ -50,6 +52,11 @@ class TemplateDetector(Detector):
         view = context.templates
         if view is None:
             raise RuntimeError("templates detector needs the engine's template view")
+        if len(view.template_id) == 1:
+            return self._rarity_of_one(view)
+        return self._rarity_of_batch(view)
+
+    def _rarity_of_batch(self, view: TemplateView) -> MethodOutput:
         tests = [
             view.novelty_rarity,
             view.system_rarity,
@@ -64,6 +71,41 @@ class TemplateDetector(Detector):
                 "template_id": np.where(has_template, view.template_id, np.nan),
                 "template_count": np.where(has_template, view.template_count, np.nan),
                 "service_messages": view.service_messages.astype(np.float64),
+                "novelty_rarity": view.novelty_rarity,
+                "system_rarity": view.system_rarity,
+                "rare_rarity": view.rarity_of_rare,
+                "surge_count": view.surge_count,
+                "surge_expected": view.surge_expected,
+            },
+        )
+
+    def _rarity_of_one(self, view: TemplateView) -> MethodOutput:
+        """``_rarity_of_batch`` for the batch of one of every /score, on Python floats (the
+        same arithmetic; NaN propagates as through ``np.minimum``) in one numpy call."""
+        tests = (
+            float(view.novelty_rarity[0]),
+            float(view.system_rarity[0]),
+            float(view.rarity_of_rare[0]),
+            float(view.surge_rarity[0]),
+        )
+        smallest = math.nan if any(t != t for t in tests) else min(tests)
+        template_id = int(view.template_id[0])
+        has_template = template_id >= 0
+        rarity, template, count, messages = np.array(
+            [
+                [min(1.0, len(tests) * smallest) if smallest == smallest else math.nan],
+                [template_id if has_template else math.nan],
+                [int(view.template_count[0]) if has_template else math.nan],
+                [int(view.service_messages[0])],
+            ],
+            dtype=np.float64,
+        )
+        return MethodOutput(
+            rarity=rarity,
+            metrics={
+                "template_id": template,
+                "template_count": count,
+                "service_messages": messages,
                 "novelty_rarity": view.novelty_rarity,
                 "system_rarity": view.system_rarity,
                 "rare_rarity": view.rarity_of_rare,

@@ -7,7 +7,6 @@ run in CI; elsewhere the torch ones skip, unless ``CI`` is set, where a missing 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -251,7 +250,7 @@ def _context(history: IntArray, targets: IntArray) -> ScoringContext:
 
     batch = EventBatch.from_events(events, received_at=T0.timestamp())
     view = TemplateStore(100, 0.5, 100, 10).observe(batch.services, ["x"] * n)
-    templates = dataclasses.replace(view, template_id=targets)
+    templates = view._replace(template_id=targets)
     return ScoringContext(
         batch,
         feature_matrix(np.zeros(n), np.zeros(n)),

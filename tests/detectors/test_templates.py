@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -351,7 +350,7 @@ def test_the_token_cache_changes_no_result(
             ]
         )
     for fresh, cached in zip(views[0], views[1], strict=True):
-        for field in dataclasses.fields(fresh):
-            np.testing.assert_array_equal(getattr(fresh, field.name), getattr(cached, field.name))
+        for field in fresh._fields:
+            np.testing.assert_array_equal(getattr(fresh, field), getattr(cached, field))
     auth_first = views[1][0].template_id
     assert auth_first[1] != auth_first[2]  # "auth: ..." from checkout is not auth's own template

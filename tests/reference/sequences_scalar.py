@@ -1,0 +1,162 @@
+"""Each service's template sequence and a next-template model over it, learned online.
+
+DeepLog (Du et al., CCS 2017) asks, for every log line, whether its template is among the ``k``
+most likely next templates given the preceding ones, with an LSTM as the predictor. Here the
+predictor is a per-service n-gram model with Witten-Bell backoff (order 2 -> 1 -> 0 -> "a template
+this service never produced"), the classic compression/language-model estimator (Witten & Bell,
+IEEE Trans. Inf. Theory 1991):
+
+    P(x | ctx) = (c(ctx, x) + D(ctx) * P(x | shorter ctx)) / (N(ctx) + D(ctx))
+
+with ``N`` the events seen after ``ctx`` and ``D`` the distinct templates seen after it. It learns
+from every event in O(1), needs no training pass, and its memory is bounded (contexts per service).
+
+An event whose template is in the model's top ``k`` is ordinary (rarity 1, as in DeepLog).
+Otherwise its rarity is the model's probability mass of next templates at most as likely as the
+one observed: the exact tail probability of "this surprising" under the model.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from app.service_states import ServiceStates
+from app.templates import NO_TEMPLATE
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Transitions a service needs before its sequence is judged.
+MIN_SERVICE_EVENTS = 50
+_START = -2  # context slot before a service's first message
+
+
+class _Counts:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+
+    def add(self, template_id: int) -> None:
+        self.counts[template_id] = self.counts.get(template_id, 0) + 1
+        self.total += 1
+
+
+class ServiceSequence:
+    __slots__ = ("contexts", "events", "previous", "unigram")
+
+    def __init__(self) -> None:
+        self.previous = (_START, _START)
+        self.unigram = _Counts()
+        # (a, b) and (b,) contexts, least recently used first.
+        self.contexts: OrderedDict[tuple[int, ...], _Counts] = OrderedDict()
+        self.events = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceView:
+    rarity: FloatArray  # 1 where the template is in the top k or the service is too new
+    probability: FloatArray  # the model's P(template | previous two); NaN where not judged
+    rank: IntArray  # 1 = the most likely next template; 0 where not judged
+
+
+def _blend(
+    counts: _Counts | None, lower: dict[int, float], lower_unseen: float
+) -> tuple[dict[int, float], float]:
+    """One Witten-Bell step: the distribution given a context from the one given a shorter one."""
+    if counts is None or counts.total == 0:
+        return lower, lower_unseen
+    distinct = len(counts.counts)
+    denominator = counts.total + distinct
+    escape = distinct / denominator
+    blended = {t: escape * p for t, p in lower.items()}
+    for t, c in counts.counts.items():
+        blended[t] = blended.get(t, 0.0) + c / denominator
+    return blended, escape * lower_unseen
+
+
+class SequenceStore(ServiceStates[ServiceSequence]):
+    """Next-template models of at most ``max_services`` services (least recently seen evicted)."""
+
+    def __init__(self, top_k: int = 5, max_contexts: int = 4096, max_services: int = 100_000):
+        super().__init__(ServiceSequence, max_services)
+        self.top_k = top_k
+        self.max_contexts = max_contexts
+
+    def _context(self, state: ServiceSequence, key: tuple[int, ...]) -> _Counts:
+        counts = state.contexts.get(key)
+        if counts is None:
+            counts = _Counts()
+            state.contexts[key] = counts
+            if len(state.contexts) > self.max_contexts:
+                state.contexts.popitem(last=False)
+        else:
+            state.contexts.move_to_end(key)
+        return counts
+
+    def observe(self, services: Sequence[str], template_ids: IntArray) -> SequenceView:
+        """Judge each event's template against its service's model, then learn it: in order."""
+        n = len(services)
+        rarity = np.ones(n)
+        probability = np.full(n, np.nan)
+        rank = np.zeros(n, dtype=np.int64)
+        k = self.top_k
+        ids = template_ids.tolist()
+        # The states of the events that have a template, in order: the others touch none.
+        states = iter(
+            self.states_for(
+                [service for service, t in zip(services, ids, strict=True) if t != NO_TEMPLATE]
+            )
+        )
+        for i, template_id in enumerate(ids):
+            if template_id == NO_TEMPLATE:
+                continue
+            state = next(states)
+            a, b = state.previous
+            pair = state.contexts.get((a, b))
+            single = state.contexts.get((b,))
+            if state.events >= MIN_SERVICE_EVENTS:
+                # Fast path: the order-2 context alone already ranks the template in its top k.
+                if (
+                    pair is not None
+                    and template_id in pair.counts
+                    and (
+                        len(pair.counts) <= k
+                        or pair.counts[template_id]
+                        >= sorted(pair.counts.values(), reverse=True)[k - 1]
+                    )
+                ):
+                    rank[i] = 1 + sum(
+                        1 for c in pair.counts.values() if c > pair.counts[template_id]
+                    )
+                    probability[i] = pair.counts[template_id] / (pair.total + len(pair.counts))
+                else:
+                    unigram = state.unigram
+                    base = {t: c / unigram.total for t, c in unigram.counts.items()}
+                    # Unseen mass at order 0: Witten-Bell escape of the service's unigram.
+                    escape0 = len(unigram.counts) / (unigram.total + len(unigram.counts))
+                    base = {t: (1.0 - escape0) * p for t, p in base.items()}
+                    dist, unseen = _blend(single, base, escape0)
+                    dist, unseen = _blend(pair, dist, unseen)
+                    p = dist.get(template_id, unseen)
+                    values = np.fromiter(dist.values(), np.float64, len(dist))
+                    rank[i] = 1 + int(np.count_nonzero(values > p))
+                    probability[i] = p
+                    if rank[i] > k:
+                        # Mass of templates at most as likely, plus all never-seen ones.
+                        rarity[i] = min(1.0, float(values[values <= p].sum()) + unseen)
+            state.unigram.add(template_id)
+            if len(state.unigram.counts) > self.max_contexts:
+                least = min(state.unigram.counts, key=state.unigram.counts.__getitem__)
+                state.unigram.total -= state.unigram.counts.pop(least)
+            self._context(state, (b,)).add(template_id)
+            self._context(state, (a, b)).add(template_id)
+            state.previous = (b, template_id)
+            state.events += 1
+        return SequenceView(rarity, probability, rank)
