@@ -12,6 +12,7 @@ reference assignment made on the same loop; each call reads the model once and k
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from app.rendering import (
     result_template,
 )
 from app.repeats import AlarmRepeats
+from app.schemas.columns import EventColumns
 from app.schemas.events import LEVEL_SCORES, LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
@@ -174,8 +176,27 @@ class ScoringEngine:
         """``score``, each event's result as the JSON object the HTTP API answers with."""
         if not events:
             return []
+        return self._score(
+            EventBatch.from_events(events, received_at), [event.message for event in events]
+        )
+
+    def score_columns(self, columns: EventColumns, received_at: float | None = None) -> list[bytes]:
+        """``score_json`` on events validated column-wise (app/schemas/columns.py)."""
+        if not len(columns):
+            return []
+        now = time.time() if received_at is None else received_at
+        batch = EventBatch(
+            services=columns.services,
+            levels=columns.levels,
+            level_scores=np.array([LEVEL_SCORES[level] for level in columns.levels], np.float64),
+            latency_ms=columns.latency_ms,
+            timestamps=np.where(np.isnan(columns.timestamps), now, columns.timestamps),
+        )
+        return self._score(batch, columns.messages)
+
+    def _score(self, batch: EventBatch, messages: Sequence[str]) -> list[bytes]:
         model = self._model
-        context = self.observe(events, EventBatch.from_events(events, received_at))
+        context = self.observe((), batch, messages)
         outputs: dict[str, MethodOutput] = {}
         failures: dict[str, str] = {}
         for detector in self._detectors(model):
@@ -196,14 +217,20 @@ class ScoringEngine:
             context.templates,
         )
 
-    def observe(self, events: Sequence[LogEvent], batch: EventBatch) -> ScoringContext:
+    def observe(
+        self,
+        events: Sequence[LogEvent],
+        batch: EventBatch,
+        messages: Sequence[str] | None = None,
+    ) -> ScoringContext:
         """Read every per-service store for each event, then learn the event, in batch order:
-        everything the detectors see. ``score`` is this, the detectors and the rendering."""
+        everything the detectors see. ``score`` is this, the detectors and the rendering.
+        ``messages`` stands for the events' messages when the batch came as columns."""
+        if messages is None:
+            messages = [event.message for event in events]
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
-        templates = self.templates.observe(
-            batch.services, [event.message for event in events], batch.level_scores.tolist()
-        )
+        templates = self.templates.observe(batch.services, messages, batch.level_scores.tolist())
         forecasts = self.forecasts.observe(batch)
         lstm = self._model.lstm_sequence
         # Kept only while the model has an LSTM: without one the history costs nothing.
