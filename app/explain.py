@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,8 @@ NOTABLE_RATIO = 3.0
 NOTABLE_WINDOW_Z = 3.0
 NOTABLE_SCORE = 0.25
 NOTABLE_SHIFT = 3.0
+# From this many events on, the events that may have a finding are picked out by whole-batch masks.
+WHOLE_BATCH_MASK_FROM = 16
 
 
 def _counted(count: float, noun: str) -> str:
@@ -49,31 +51,42 @@ def explain(
 ) -> list[str]:
     n = len(batch)
     median_array = baseline.median_latency_ms
-    has_latency_array = ~np.isnan(batch.latency_ms)
-    # NaN where the event has no latency or the median is no usable scale.
-    ratio_array = np.divide(
-        batch.latency_ms,
-        median_array,
-        out=np.full(n, np.nan),
-        where=has_latency_array & (median_array > MIN_MEDIAN_FOR_RATIO_MS),
-    )
+    ready_array = baseline.ready
     window_score_array = scores.get("sliding_window")
     extra = _method_findings(batch, scores, outputs or {}, templates, template_text, settings)
-    # Most events have no finding: their sentence is the verdict and the plain latency ratio.
-    # The events that may have one are found for the whole batch at once (every condition
-    # below is also tested event by event, so this only has to include them all).
-    ready_array = baseline.ready
-    maybe_notable = (
-        batch.is_error
-        | (has_latency_array & ~ready_array)
-        | (window.latency_zscore >= NOTABLE_WINDOW_Z)
-        | (baseline.latency_shift >= NOTABLE_SHIFT)
-        | (ready_array & ((ratio_array >= NOTABLE_RATIO) | (ratio_array <= 1 / NOTABLE_RATIO)))
-    )
-    notable = set(np.flatnonzero(maybe_notable).tolist()) | extra.keys()
+    latency = batch.latency_ms.tolist()
+    median = median_array.tolist()
+    notable: Iterable[int]
+    if n < WHOLE_BATCH_MASK_FROM:
+        # A few events: each is examined below; the masks' numpy calls would cost more.
+        ratios = [
+            lat / med if not math.isnan(lat) and med > MIN_MEDIAN_FOR_RATIO_MS else math.nan
+            for lat, med in zip(latency, median, strict=True)
+        ]
+        notable = range(n)
+    else:
+        has_latency_array = ~np.isnan(batch.latency_ms)
+        # The same ratios (one IEEE division each): NaN without a latency or a usable median.
+        ratio_array = np.divide(
+            batch.latency_ms,
+            median_array,
+            out=np.full(n, np.nan),
+            where=has_latency_array & (median_array > MIN_MEDIAN_FOR_RATIO_MS),
+        )
+        ratios = ratio_array.tolist()
+        # Most events have no finding: their sentence is the verdict and the plain latency
+        # ratio. The events that may have one are found for the whole batch at once (every
+        # condition is tested again event by event below, so the mask only has to include them).
+        maybe_notable = (
+            batch.is_error
+            | (has_latency_array & ~ready_array)
+            | (window.latency_zscore >= NOTABLE_WINDOW_Z)
+            | (baseline.latency_shift >= NOTABLE_SHIFT)
+            | (ready_array & ((ratio_array >= NOTABLE_RATIO) | (ratio_array <= 1 / NOTABLE_RATIO)))
+        )
+        notable = sorted(set(np.flatnonzero(maybe_notable).tolist()) | extra.keys())
     combined_list = combined.tolist()  # indexing the arrays makes a numpy scalar per event
     flagged_list = flagged.tolist()
-    ratios = ratio_array.tolist()
     ready = ready_array.tolist()
     sentences = [
         f"{'anomalous' if is_flagged else 'normal'} (score {score:.2f}): "
@@ -88,8 +101,6 @@ def explain(
     ]
     if not notable:
         return sentences
-    latency = batch.latency_ms.tolist()
-    median = median_array.tolist()
     seen = baseline.events_seen.tolist()
     window_z = window.latency_zscore.tolist()
     shift = baseline.latency_shift.tolist()
@@ -98,7 +109,7 @@ def explain(
     expected = window.expected_error_rate.tolist()
     is_error = batch.is_error.tolist()
     window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
-    for i in sorted(notable):
+    for i in notable:
         findings: list[str] = []
         has_latency = not math.isnan(latency[i])
         ratio = ratios[i]
