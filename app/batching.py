@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 from app.schemas.events import LogEvent
 
-ScoreDict = dict[str, Any]
-ScoreFunction = Callable[[Sequence[LogEvent]], list[ScoreDict]]
+# The engine's answer for one event (the service uses its JSON bytes).
+Result = TypeVar("Result")
 
 # Past ~32 events the engine's fixed cost per call is already under ~3 us per event, while every
 # extra event in a flush delays the answers to all the others (a burst is parsed before it is
@@ -27,18 +27,22 @@ ScoreFunction = Callable[[Sequence[LogEvent]], list[ScoreDict]]
 MAX_COALESCED_EVENTS = 32
 
 
-class ScoreCoalescer:
-    def __init__(self, score: ScoreFunction, max_events: int = MAX_COALESCED_EVENTS) -> None:
+class ScoreCoalescer(Generic[Result]):
+    def __init__(
+        self,
+        score: Callable[[Sequence[LogEvent]], list[Result]],
+        max_events: int = MAX_COALESCED_EVENTS,
+    ) -> None:
         self._score = score
         self.max_events = max_events
-        self._pending: list[tuple[LogEvent, asyncio.Future[ScoreDict]]] = []
+        self._pending: list[tuple[LogEvent, asyncio.Future[Result]]] = []
         self.flushes = 0  # engine calls made, for tests and metrics
         self.events = 0
 
-    async def score(self, event: LogEvent) -> ScoreDict:
+    async def score(self, event: LogEvent) -> Result:
         """Score ``event`` with whatever else arrives in this loop turn; its own result."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[ScoreDict] = loop.create_future()
+        future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((event, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)

@@ -11,16 +11,17 @@ reference assignment made on the same loop; each call reads the model once and k
 
 from __future__ import annotations
 
-import functools
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from app.baselines import BaselineStore, BaselineView
 from app.batching import ScoreCoalescer
@@ -40,7 +41,15 @@ from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
 from app.patterns import PatternStore
+from app.rendering import (
+    FailedMethod,
+    MethodLayout,
+    ResultTemplate,
+    render_results,
+    result_template,
+)
 from app.repeats import AlarmRepeats
+from app.schemas.columns import EventColumns
 from app.schemas.events import LEVEL_SCORES, LogEvent
 from app.schemas.models import DetectorInfo
 from app.schemas.stats import WindowStats
@@ -54,22 +63,8 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 ScoreDict = dict[str, Any]
-
-
-@functools.lru_cache(maxsize=256)
-def dict_maker(keys: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
-    """A function of ``len(keys)`` values that returns ``dict(zip(keys, values))``.
-
-    A dict display with constant keys is built in one step, at half the cost of ``dict(zip())``;
-    the rendering builds about 16 dicts per event, whose keys (method and metric names) are
-    fixed by the code, so a display per key set is compiled once, as ``namedtuple`` does.
-    """
-    if not all(isinstance(key, str) for key in keys):
-        raise TypeError("keys must be strings")
-    arguments = ", ".join(f"v{k}" for k in range(len(keys)))
-    display = ", ".join(f"{key!r}: v{k}" for k, key in enumerate(keys))
-    maker: Callable[..., dict[str, Any]] = eval(f"lambda {arguments}: {{{display}}}", {})
-    return maker
+# Compiled answer templates kept (one per set of methods, metrics, failures and model version).
+MAX_TEMPLATES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +136,12 @@ class ScoringEngine:
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
         self._method_tables: dict[tuple[str, ...], _MethodTable] = {}
+        self._templates: dict[tuple[object, ...], ResultTemplate] = {}
         self._model = model
         self.baselines.seed(model.baselines)
         self.templates.seed(model.templates, model.template_seeds)
         # Single-event requests arriving together are scored in one call (see app/batching.py).
-        self.coalescer = ScoreCoalescer(self.score)
+        self.coalescer = ScoreCoalescer(self.score_json)
         self.detector_failures: Counter[str] = Counter()  # exported by /metrics
 
     @property
@@ -169,11 +165,42 @@ class ScoringEngine:
     def score(
         self, events: Sequence[LogEvent], received_at: float | None = None
     ) -> list[ScoreDict]:
-        """Score events in order; the result is the same as scoring them one call at a time."""
+        """Score events in order; the result is the same as scoring them one call at a time.
+        Each result is what POST /score answers, read back from its JSON (``score_json``)."""
         if not events:
             return []
+        results: list[ScoreDict] = orjson.loads(
+            b"[" + b",".join(self.score_json(events, received_at)) + b"]"
+        )
+        return results
+
+    def score_json(
+        self, events: Sequence[LogEvent], received_at: float | None = None
+    ) -> list[bytes]:
+        """``score``, each event's result as the JSON object the HTTP API answers with."""
+        if not events:
+            return []
+        return self._score(
+            EventBatch.from_events(events, received_at), [event.message for event in events]
+        )
+
+    def score_columns(self, columns: EventColumns, received_at: float | None = None) -> list[bytes]:
+        """``score_json`` on events validated column-wise (app/schemas/columns.py)."""
+        if not len(columns):
+            return []
+        now = time.time() if received_at is None else received_at
+        batch = EventBatch(
+            services=columns.services,
+            levels=columns.levels,
+            level_scores=np.array([LEVEL_SCORES[level] for level in columns.levels], np.float64),
+            latency_ms=columns.latency_ms,
+            timestamps=np.where(np.isnan(columns.timestamps), now, columns.timestamps),
+        )
+        return self._score(batch, columns.messages)
+
+    def _score(self, batch: EventBatch, messages: Sequence[str]) -> list[bytes]:
         model = self._model
-        context = self.observe(events, EventBatch.from_events(events, received_at))
+        context = self.observe((), batch, messages)
         outputs: dict[str, MethodOutput] = {}
         failures: dict[str, str] = {}
         for detector in self._detectors(model):
@@ -194,14 +221,20 @@ class ScoringEngine:
             context.templates,
         )
 
-    def observe(self, events: Sequence[LogEvent], batch: EventBatch) -> ScoringContext:
+    def observe(
+        self,
+        events: Sequence[LogEvent],
+        batch: EventBatch,
+        messages: Sequence[str] | None = None,
+    ) -> ScoringContext:
         """Read every per-service store for each event, then learn the event, in batch order:
-        everything the detectors see. ``score`` is this, the detectors and the rendering."""
+        everything the detectors see. ``score`` is this, the detectors and the rendering.
+        ``messages`` stands for the events' messages when the batch came as columns."""
+        if messages is None:
+            messages = [event.message for event in events]
         baseline = self.baselines.observe(batch)
         window = self.windows.observe(batch)
-        templates = self.templates.observe(
-            batch.services, [event.message for event in events], batch.level_scores.tolist()
-        )
+        templates = self.templates.observe(batch.services, messages, batch.level_scores.tolist())
         forecasts = self.forecasts.observe(batch)
         lstm = self._model.lstm_sequence
         # Kept only while the model has an LSTM: without one the history costs nothing.
@@ -251,7 +284,7 @@ class ScoringEngine:
         outputs: dict[str, MethodOutput],
         failures: dict[str, str],
         templates: TemplateView | None = None,
-    ) -> list[ScoreDict]:
+    ) -> list[bytes]:
         n = len(batch)
         threshold = self.settings.anomaly_threshold
         names = tuple(outputs)
@@ -290,79 +323,39 @@ class ScoringEngine:
             templates,
             self.templates.miner.text,
         )
-        # All methods' metrics in one (metric, event) matrix, converted in one call; NaN ("not
-        # known") becomes None only where it occurs rather than by a test of every value. Each
-        # part of the answer is then built one method at a time by comprehensions, whose
-        # per-item cost is a fraction of a nested Python loop's. Every list zipped below has one
-        # item per event (or per metric) by construction; strict=True would double the cost of
-        # each zip step, which at 16 dicts per event is most of the rendering.
-        layout: list[tuple[str, str, int, int, tuple[str, ...]]] = []
-        columns: list[FloatArray] = []
-        for name, label in zip(names, table.labels, strict=True):
-            metrics = outputs[name].metrics
-            layout.append((name, label, len(columns), len(columns) + len(metrics), tuple(metrics)))
-            columns.extend(metrics.values())
-        metric_matrix = np.array(columns, dtype=np.float64) if columns else np.empty((0, n))
-        metric_columns = metric_matrix.tolist()
-        nan_metrics, nan_events = np.isnan(metric_matrix).nonzero()
-        for k, i in zip(nan_metrics.tolist(), nan_events.tolist(), strict=True):
-            metric_columns[k][i] = None
-        score_rows = score_matrix.tolist()
-        alarm_rows = (score_matrix >= threshold).tolist()
-        per_method: list[list[dict[str, Any]]] = []
-        for m, (_, label, start, stop, metric_names) in enumerate(layout):
-            if stop > start:
-                metric_dicts = list(map(dict_maker(metric_names), *metric_columns[start:stop]))
-            else:
-                metric_dicts = [{} for _ in range(n)]
-            per_method.append(
+        metrics = [outputs[name].metrics for name in names]
+        key = (names, tuple(tuple(m) for m in metrics), tuple(failures.items()), model.version)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.clear()  # the version or a failure's text changed many times
+            template = result_template(
                 [
-                    {"anomaly_score": score, "is_anomaly": alarm, "method": label, "metrics": d}
-                    for score, alarm, d in zip(
-                        score_rows[m], alarm_rows[m], metric_dicts, strict=False
-                    )
-                ]
+                    MethodLayout(name, label, tuple(m))
+                    for name, label, m in zip(names, table.labels, metrics, strict=True)
+                ],
+                [
+                    FailedMethod(name, self._method_names[name], reason)
+                    for name, reason in failures.items()
+                ],
+                model.version,
             )
-        if per_method:
-            methods = list(map(dict_maker(names), *per_method))
-        else:
-            methods = [{} for _ in range(n)]
-        for name, reason in failures.items():
-            label = self._method_names[name]
-            for event_methods in methods:
-                event_methods[name] = {
-                    "anomaly_score": 0.0,
-                    "is_anomaly": False,
-                    "method": label,
-                    "metrics": None,
-                    "degraded": reason,
-                }
-        seen = baseline.events_seen.tolist()
-        confidence_events = self.settings.confidence_events
-        version = model.version
-        return [
-            {
-                "is_anomaly": is_anomaly,
-                "anomaly_score": score,
-                "methods": event_methods,
-                "model_version": version,
-                "explanation": explanation,
-                "service": service,
-                "service_events_seen": count,
-                "baseline_ready": ready,
-                "confidence": count / (count + confidence_events),
-            }
-            for is_anomaly, score, event_methods, explanation, service, count, ready in zip(
-                flagged.tolist(),
-                combined.tolist(),
-                methods,
-                explanations,
-                batch.services,
-                seen,
-                baseline.ready.tolist(),
-                strict=False,
-            )
-        ]
+            self._templates[key] = template
+        columns = [column for m in metrics for column in m.values()]
+        seen = baseline.events_seen
+        return render_results(
+            template,
+            combined,
+            flagged,
+            score_matrix,
+            score_matrix >= threshold,
+            np.array(columns, dtype=np.float64) if columns else np.empty((0, n)),
+            explanations,
+            batch.services,
+            seen,
+            baseline.ready,
+            seen / (seen + self.settings.confidence_events),
+        )
 
     def stats(self, service: str) -> WindowStats | None:
         snapshot = self.windows.snapshot(service)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,8 @@ NOTABLE_RATIO = 3.0
 NOTABLE_WINDOW_Z = 3.0
 NOTABLE_SCORE = 0.25
 NOTABLE_SHIFT = 3.0
+# From this many events on, the events that may have a finding are picked out by whole-batch masks.
+WHOLE_BATCH_MASK_FROM = 16
 
 
 def _counted(count: float, noun: str) -> str:
@@ -47,9 +50,58 @@ def explain(
     templates: TemplateView | None = None,
     template_text: Callable[[int], str | None] | None = None,
 ) -> list[str]:
+    n = len(batch)
+    median_array = baseline.median_latency_ms
+    ready_array = baseline.ready
+    window_score_array = scores.get("sliding_window")
+    extra = _method_findings(batch, scores, outputs or {}, templates, template_text, settings)
     latency = batch.latency_ms.tolist()
-    median = baseline.median_latency_ms.tolist()
-    ready = baseline.ready.tolist()
+    median = median_array.tolist()
+    notable: Iterable[int]
+    if n < WHOLE_BATCH_MASK_FROM:
+        # A few events: each is examined below; the masks' numpy calls would cost more.
+        ratios = [
+            lat / med if not math.isnan(lat) and med > MIN_MEDIAN_FOR_RATIO_MS else math.nan
+            for lat, med in zip(latency, median, strict=True)
+        ]
+        notable = range(n)
+    else:
+        has_latency_array = ~np.isnan(batch.latency_ms)
+        # The same ratios (one IEEE division each): NaN without a latency or a usable median.
+        ratio_array = np.divide(
+            batch.latency_ms,
+            median_array,
+            out=np.full(n, np.nan),
+            where=has_latency_array & (median_array > MIN_MEDIAN_FOR_RATIO_MS),
+        )
+        ratios = ratio_array.tolist()
+        # Most events have no finding: their sentence is the verdict and the plain latency
+        # ratio. The events that may have one are found for the whole batch at once (every
+        # condition is tested again event by event below, so the mask only has to include them).
+        maybe_notable = (
+            batch.is_error
+            | (has_latency_array & ~ready_array)
+            | (window.latency_zscore >= NOTABLE_WINDOW_Z)
+            | (baseline.latency_shift >= NOTABLE_SHIFT)
+            | (ready_array & ((ratio_array >= NOTABLE_RATIO) | (ratio_array <= 1 / NOTABLE_RATIO)))
+        )
+        notable = sorted(set(np.flatnonzero(maybe_notable).tolist()) | extra.keys())
+    combined_list = combined.tolist()  # indexing the arrays makes a numpy scalar per event
+    flagged_list = flagged.tolist()
+    ready = ready_array.tolist()
+    sentences = [
+        f"{'anomalous' if is_flagged else 'normal'} (score {score:.2f}): "
+        + (
+            f"latency {ratio:.1f}x this service's median"
+            if is_ready and ratio == ratio
+            else "nothing unusual"
+        )
+        for is_flagged, score, ratio, is_ready in zip(
+            flagged_list, combined_list, ratios, ready, strict=True
+        )
+    ]
+    if not notable:
+        return sentences
     seen = baseline.events_seen.tolist()
     window_z = window.latency_zscore.tolist()
     shift = baseline.latency_shift.tolist()
@@ -57,18 +109,11 @@ def explain(
     errors = window.errors.tolist()
     expected = window.expected_error_rate.tolist()
     is_error = batch.is_error.tolist()
-    combined_list = combined.tolist()  # indexing the arrays makes a numpy scalar per event
-    flagged_list = flagged.tolist()
-    window_score = (
-        scores["sliding_window"].tolist() if "sliding_window" in scores else [0.0] * len(batch)
-    )
-    extra = _method_findings(batch, scores, outputs or {}, templates, template_text, settings)
-    sentences = []
-    for i in range(len(batch)):
+    window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
+    for i in notable:
         findings: list[str] = []
         has_latency = not math.isnan(latency[i])
-        usable = has_latency and median[i] > MIN_MEDIAN_FOR_RATIO_MS
-        ratio = latency[i] / median[i] if usable else math.nan
+        ratio = ratios[i]
         if ready[i] and not math.isnan(ratio):
             if ratio >= NOTABLE_RATIO:
                 findings.append(
@@ -97,7 +142,7 @@ def explain(
             findings.append(
                 f"this service's recent latencies run {shift[i]:.1f} spreads above its baseline"
             )
-        findings.extend(extra[i])
+        findings.extend(extra.get(i, ()))
         if is_error[i]:
             findings.append(f"level {batch.levels[i].value}")
         if has_latency and not ready[i]:
@@ -105,14 +150,9 @@ def explain(
                 f"latency not judged yet: {seen[i]} of {settings.baseline_warmup_events} events "
                 "of this service seen"
             )
-        verdict = "anomalous" if flagged_list[i] else "normal"
-        if not findings:
-            findings.append(
-                f"latency {ratio:.1f}x this service's median"
-                if ready[i] and ratio == ratio
-                else "nothing unusual"
-            )
-        sentences.append(f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings))
+        if findings:
+            verdict = "anomalous" if flagged_list[i] else "normal"
+            sentences[i] = f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings)
     return sentences
 
 
@@ -143,12 +183,11 @@ def _method_findings(
     templates: TemplateView | None,
     template_text: Callable[[int], str | None] | None,
     settings: Settings,
-) -> list[list[str]]:
+) -> dict[int, list[str]]:
     """Findings of the template, sequence, forecast, likelihood and autoencoder methods, only for
     the events where a method's score is notable (most events have none, so this loops over
-    few)."""
-    n = len(batch)
-    findings: list[list[str]] = [[] for _ in range(n)]
+    few); events without such findings are left out."""
+    findings: defaultdict[int, list[str]] = defaultdict(list)
     notable = _notable_events(scores)
     if templates is not None:
         for i in notable.get("templates", ()):

@@ -15,7 +15,7 @@ from app.bootstrap import load_or_bootstrap
 from app.detectors.base import MethodOutput, ScoringContext
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.detectors.sliding_window import SlidingWindowDetector
-from app.engine import ScoringEngine, dict_maker
+from app.engine import ScoringEngine
 from app.model import Model
 from app.model_store import ModelStore
 from app.schemas.events import Level, LogEvent
@@ -138,21 +138,6 @@ def test_subnormal_latencies_do_not_break_the_latency_ratio(
     assert all(m.get("degraded") is None for m in last["methods"].values())
     assert last["methods"]["isolation_forest"]["metrics"]["latency_ratio"] is None
     assert "inf" not in last["explanation"]
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.text(max_size=8), max_size=12, unique=True))
-def test_a_compiled_dict_display_builds_what_dict_of_zip_builds(keys: list[str]) -> None:
-    # Any text is a safe key (quotes, backslashes, braces): it is written as a literal.
-    values = [object() for _ in keys]
-    built = dict_maker(tuple(keys))(*values)
-    assert built == dict(zip(keys, values, strict=True))
-    assert list(built) == keys  # the order the JSON answer is written in
-
-
-def test_a_compiled_dict_display_takes_only_string_keys() -> None:
-    with pytest.raises(TypeError):
-        dict_maker(("a", 1))
 
 
 def test_explanations_count_one_error_in_the_singular(

@@ -33,6 +33,7 @@ from app.detectors.templates import TemplateDetector
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
 from app.model import TrainingData, bootstrap_training_data, fit_model, model_from_arrays
+from app.schemas.columns import read_batch
 from app.schemas.events import Level, LogEvent
 from app.settings import Settings
 from tests.conftest import RunningApp, make_settings
@@ -443,3 +444,26 @@ def test_tail_calibrator_skips_the_tail_only_when_no_score_is_in_it(
     tail = TAIL_FRACTION * np.exp(-excess / calibrator.tail_scale)
     expected = np.where(scores > calibrator.tail_start, tail, body)
     assert calibrator.rarity(scores).tolist() == expected.tolist()
+
+
+async def test_a_batch_read_column_wise_is_scored_as_one_validated_by_pydantic(
+    running: RunningApp, tmp_path: Path
+) -> None:
+    # The same events twice: once in the form the column-wise reader takes, once with an
+    # attribute that sends the body to pydantic; both answers equal a reference engine's.
+    stamp = "2026-11-24T10:15:00.25+01:00"
+    plain = [
+        _event(f"svc-{i % 3}", latency_ms=float(10 * i), timestamp=stamp, message=f"GET /{i}")
+        for i in range(40)
+    ]
+    plain[5]["level"] = " warning"
+    plain[6].pop("latency_ms")
+    with_attributes = [{**event, "attributes": {"k": 1}} for event in plain]
+    assert read_batch(orjson.dumps({"logs": plain})) is not None
+    assert read_batch(orjson.dumps({"logs": with_attributes})) is None
+    engine: ScoringEngine = running.app.state.insighthub.engine
+    reference = ScoringEngine(make_settings(tmp_path / "ref"), engine.model)
+    for body in (plain, with_attributes):
+        response = await running.client.post("/score/batch", json={"logs": body})
+        assert response.status_code == 200
+        assert response.json()["results"] == reference.score(parse_events(body))

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import functools
 import math
-from array import array
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from app.detectors.compiled import compile_kernel
 from app.service_states import ServiceStates
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 # Rarities below this are indistinguishable for our purposes and keep log() finite.
 MIN_RARITY = 1e-300
@@ -164,25 +165,122 @@ MAX_CALIBRATION_EVENTS = 20_000.0
 ISOLATED_ALARM_SECONDS = 60.0
 _GRID = np.asarray(SURPRISE_GRID)
 # log of each level's claimed rarity, 10**(-SURPRISE_GRID[j]), computed once, not on every call.
-_LOG_CLAIMED = (-math.log(10.0) * _GRID).tolist()
+_LOG_CLAIMED = -math.log(10.0) * _GRID
+
+
+_FIRST_SLOT = np.zeros(1, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=64)
-def _alarm_levels(alarms: tuple[float, ...]) -> list[int]:
-    """The surprise level of each alarm rarity (the same few per engine: cached)."""
-    return [
+def _alarm_arrays(alarms: tuple[float, ...]) -> tuple[FloatArray, IntArray]:
+    """The alarm rarities and the surprise level of each (the same few per engine: cached)."""
+    levels = [
         int(np.searchsorted(_GRID, -math.log10(max(a, MIN_RARITY)), side="right")) - 1
         for a in alarms
     ]
+    return np.array(alarms, dtype=np.float64), np.array(levels, dtype=np.int64)
 
 
 class _ServiceCalibration:
-    __slots__ = ("counts", "last_alarm")
+    __slots__ = ("counts", "last_alarm", "methods")
 
     def __init__(self) -> None:
-        # array('d'): 8 bytes a count instead of a Python float object each.
-        self.counts: dict[str, array[float]] = {}
+        # One row per method of ``methods``: the exceedance count of each surprise level, then
+        # the events learned. One array per service, so the batch kernel can take them all.
+        self.counts = np.zeros((0, SURPRISE_LEVELS + 1))
+        self.methods: tuple[str, ...] = ()
         self.last_alarm = -math.inf
+
+    def _rows(self, names: tuple[str, ...]) -> list[int]:
+        missing = [name for name in names if name not in self.methods]
+        if missing:
+            self.methods += tuple(missing)
+            self.counts = np.vstack((self.counts, np.zeros((len(missing), SURPRISE_LEVELS + 1))))
+        return [self.methods.index(name) for name in names]
+
+    def counts_of(self, names: tuple[str, ...]) -> FloatArray:
+        """The counts of ``names``, one row each in that order (zeros for a new method)."""
+        if names == self.methods:  # the usual case: the same methods as last time
+            return self.counts
+        rows = self._rows(names)  # may grow self.counts: read it after
+        counts: FloatArray = self.counts[rows]
+        return counts
+
+    def learn(self, names: tuple[str, ...], counts: FloatArray) -> None:
+        if names == self.methods:
+            self.counts[...] = counts
+        else:
+            rows = self._rows(names)
+            self.counts[rows] = counts
+
+
+def _recalibration_loop(
+    counts: FloatArray,
+    last_alarm: FloatArray,
+    slots: IntArray,
+    levels: IntArray,
+    rarities: FloatArray,
+    times: FloatArray,
+    alarms: FloatArray,
+    alarm_levels: IntArray,
+    log_claimed: FloatArray,
+    calibrated: FloatArray,
+) -> None:
+    """Each event in turn: its calibrated rarities from its service's counts (written into
+    ``calibrated``), then the event learned into them (the compiled kernel's source).
+
+    ``counts[s, m]`` holds service slot s's counts of method m (levels, then events learned) and
+    ``last_alarm[s]`` its last alarm time; ``slots[i]`` is event i's service slot, and ``levels``,
+    ``rarities`` and ``calibrated`` have one row per method, one column per event.
+    """
+    n_methods = levels.shape[0]
+    total_at = log_claimed.shape[0]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        flagged = False
+        for m in range(n_methods):
+            level = levels[m, i]
+            total = counts[s, m, total_at]
+            rarity = rarities[m, i]
+            if level > 0 and total > 0:
+                exponent = 1.0
+                for j in range(1, level + 1):
+                    exceed = counts[s, m, j]
+                    if exceed < MIN_EXCEEDANCES:
+                        break
+                    if exceed < total:
+                        exponent = min(exponent, math.log(exceed / total) / log_claimed[j])
+                    else:
+                        exponent = 0.0
+                rarity = rarity**exponent
+                calibrated[m, i] = rarity
+            if rarity <= alarms[m]:
+                flagged = True
+        # An alarm after a quiet spell teaches the service how extreme its events get; the
+        # alarms that follow it within ISOLATED_ALARM_SECONDS (an incident under way) count
+        # only as reaching the alarm level, never beyond it.
+        clip = False
+        if flagged:
+            clip = times[i] - last_alarm[s] < ISOLATED_ALARM_SECONDS
+            last_alarm[s] = max(last_alarm[s], times[i])
+        for m in range(n_methods):
+            level = levels[m, i]
+            if clip:
+                level = min(level, alarm_levels[m])
+            for j in range(level + 1):
+                counts[s, m, j] += 1.0
+            counts[s, m, total_at] += 1.0
+            if counts[s, m, total_at] > MAX_CALIBRATION_EVENTS:
+                for j in range(total_at + 1):
+                    counts[s, m, j] *= 0.5
+
+
+_RECALIBRATION_SIGNATURE = (
+    "void(float64[:, :, ::1], float64[::1], int64[::1], int64[:, ::1], float64[:, ::1], "
+    "float64[::1], float64[::1], int64[::1], float64[::1], float64[:, ::1])"
+)
+# Without numba the source itself runs (correct, slower): both paths are tested.
+_recalibrate = compile_kernel(_recalibration_loop, _RECALIBRATION_SIGNATURE) or _recalibration_loop
 
 
 class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
@@ -248,53 +346,37 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         # minimum(maximum()): what np.clip computes (NaN included), at a third of its call cost.
         stacked = np.minimum(np.maximum(rarities, MIN_RARITY), 1.0)
         levels = np.searchsorted(_GRID, -np.log10(stacked), side="right").astype(np.int64) - 1
-        log_claimed = _LOG_CLAIMED
-        alarm_levels = _alarm_levels(tuple(alarms))
         calibrated = stacked.copy()
-        level_rows = levels.tolist()
-        rarity_rows = stacked.tolist()
-        time_list = times.tolist()
-        for i, service in enumerate(services):
-            service_state = self.state_for(service)
-            state = service_state.counts
-            flagged = False
-            for m, name in enumerate(names):
-                counts = state.get(name)
-                if counts is None:
-                    counts = array("d", bytes(8 * (SURPRISE_LEVELS + 1)))  # last: events learned
-                    state[name] = counts
-                level = level_rows[m][i]
-                total = counts[SURPRISE_LEVELS]
-                rarity = rarity_rows[m][i]
-                if level > 0 and total > 0:
-                    exponent = 1.0
-                    for j in range(1, level + 1):
-                        exceed = counts[j]
-                        if exceed < MIN_EXCEEDANCES:
-                            break
-                        if exceed < total:
-                            exponent = min(exponent, math.log(exceed / total) / log_claimed[j])
-                        else:
-                            exponent = 0.0
-                    rarity = rarity**exponent
-                    calibrated[m, i] = rarity
-                if rarity <= alarms[m]:
-                    flagged = True
-            # An alarm after a quiet spell teaches the service how extreme its events get; the
-            # alarms that follow it within ISOLATED_ALARM_SECONDS (an incident under way) count
-            # only as reaching the alarm level, never beyond it.
-            clip = False
-            if flagged:
-                clip = time_list[i] - service_state.last_alarm < ISOLATED_ALARM_SECONDS
-                service_state.last_alarm = max(service_state.last_alarm, time_list[i])
-            for m, name in enumerate(names):
-                counts = state[name]
-                level = level_rows[m][i]
-                if clip:
-                    level = min(level, alarm_levels[m])
-                for j in range(level + 1):
-                    counts[j] += 1.0
-                counts[SURPRISE_LEVELS] += 1.0
-                if counts[SURPRISE_LEVELS] > MAX_CALIBRATION_EVENTS:
-                    state[name] = array("d", [c * 0.5 for c in counts])
+        # Events of one service state share a slot (a service evicted and seen again within the
+        # batch has two states, as one event at a time would give it).
+        states = self.states_for(services)
+        if len(states) == 1:  # the /score path
+            unique, slots = states, _FIRST_SLOT
+        else:
+            slot_of: dict[int, int] = {}
+            slots = np.array(
+                [slot_of.setdefault(id(state), len(slot_of)) for state in states], dtype=np.int64
+            )
+            unique = list({id(state): state for state in states}.values())
+        methods = tuple(names)
+        counts = np.concatenate([state.counts_of(methods) for state in unique]).reshape(
+            len(unique), len(methods), SURPRISE_LEVELS + 1
+        )
+        last_alarm = np.array([state.last_alarm for state in unique])
+        alarm_array, alarm_levels = _alarm_arrays(tuple(alarms))
+        _recalibrate(
+            counts,
+            last_alarm,
+            slots,
+            levels,
+            stacked,
+            np.ascontiguousarray(times, dtype=np.float64),
+            alarm_array,
+            alarm_levels,
+            _LOG_CLAIMED,
+            calibrated,
+        )
+        for state, learned, last in zip(unique, counts, last_alarm.tolist(), strict=True):
+            state.learn(methods, learned)
+            state.last_alarm = last
         return calibrated

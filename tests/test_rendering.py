@@ -1,0 +1,143 @@
+"""Answers written straight to JSON bytes are byte for byte what orjson writes for the same
+answer built as dicts (the shape the engine built before, and the response schema's key order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.rendering import FailedMethod, MethodLayout, json_values, render_results, result_template
+
+THRESHOLD = 0.5
+CONFIDENCE_EVENTS = 100
+
+# Any text: quotes, backslashes, "%" (the template is a printf format), non-ASCII, controls.
+texts = st.text(max_size=12)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+
+
+def _as_dicts(
+    methods: list[MethodLayout],
+    failed: list[FailedMethod],
+    version: str,
+    columns: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The answer as the engine used to build it: dicts, NaN as None, in the schema's order."""
+
+    def number(value: float) -> float | None:
+        return None if np.isnan(value) else value
+
+    answers = []
+    for i, service in enumerate(columns["services"]):
+        by_method: dict[str, Any] = {}
+        row = 0
+        for m, method in enumerate(methods):
+            score = float(columns["scores"][m, i])
+            by_method[method.name] = {
+                "anomaly_score": score,
+                "is_anomaly": score >= THRESHOLD,
+                "method": method.label,
+                "metrics": {
+                    name: number(float(columns["metrics"][row + k, i]))
+                    for k, name in enumerate(method.metrics)
+                },
+            }
+            row += len(method.metrics)
+        for failure in failed:
+            by_method[failure.name] = {
+                "anomaly_score": 0.0,
+                "is_anomaly": False,
+                "method": failure.label,
+                "metrics": None,
+                "degraded": failure.reason,
+            }
+        seen = int(columns["seen"][i])
+        answers.append(
+            {
+                "is_anomaly": bool(columns["flagged"][i]),
+                "anomaly_score": float(columns["combined"][i]),
+                "methods": by_method,
+                "model_version": version,
+                "explanation": columns["explanations"][i],
+                "service": service,
+                "service_events_seen": seen,
+                "baseline_ready": bool(columns["ready"][i]),
+                "confidence": seen / (seen + CONFIDENCE_EVENTS),
+            }
+        )
+    return answers
+
+
+@st.composite
+def _answers(draw: st.DrawFn) -> tuple[Any, ...]:
+    n = draw(st.integers(1, 6))
+    names = draw(st.lists(texts, max_size=4, unique=True))
+    methods = [
+        MethodLayout(name, draw(texts), tuple(draw(st.lists(texts, max_size=4, unique=True))))
+        for name in names
+    ]
+    failed_names = draw(st.lists(texts.filter(lambda t: t not in names), max_size=2, unique=True))
+    failed = [FailedMethod(name, draw(texts), draw(texts)) for name in failed_names]
+    n_metrics = sum(len(m.metrics) for m in methods)
+
+    def row(k: int, values: st.SearchStrategy[float]) -> Any:
+        return np.array(draw(st.lists(values, min_size=k * n, max_size=k * n))).reshape(k, n)
+
+    columns = {
+        "combined": row(1, st.floats(0.0, 1.0))[0],
+        "flagged": np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        "scores": row(len(methods), st.floats(0.0, 1.0)),
+        "metrics": row(n_metrics, floats),
+        "explanations": draw(st.lists(texts, min_size=n, max_size=n)),
+        "services": draw(st.lists(texts, min_size=n, max_size=n)),
+        "seen": np.array(draw(st.lists(st.integers(0, 2**40), min_size=n, max_size=n))),
+        "ready": np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+    }
+    return methods, failed, draw(texts), columns
+
+
+@settings(max_examples=300, deadline=None)
+@given(_answers())
+def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
+    answer: tuple[Any, ...],
+) -> None:
+    methods, failed, version, columns = answer
+    seen = columns["seen"]
+    rendered = render_results(
+        result_template(methods, failed, version),
+        columns["combined"],
+        columns["flagged"],
+        columns["scores"].astype(np.float64),
+        columns["scores"] >= THRESHOLD,
+        columns["metrics"].astype(np.float64),
+        columns["explanations"],
+        columns["services"],
+        seen,
+        columns["ready"],
+        seen / (seen + CONFIDENCE_EVENTS),
+    )
+    expected = _as_dicts(methods, failed, version, columns)
+    assert rendered == [orjson.dumps(answer) for answer in expected]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(floats, max_size=20))
+def test_numbers_are_written_as_orjson_writes_python_floats(values: list[float]) -> None:
+    assert json_values(np.array(values, dtype=np.float64)) == [
+        orjson.dumps(value) for value in values
+    ]
+
+
+def test_a_template_refuses_arrays_made_for_other_methods() -> None:
+    template = result_template([MethodLayout("a", "A", ("x",))], [], "v1")
+    one = np.zeros(1)
+    with pytest.raises(ValueError, match="other methods"):
+        render_results(
+            template, one, one > 0, np.zeros((1, 1)), np.zeros((1, 1)) > 0, np.zeros((2, 1)),
+            ["e"], ["s"], np.zeros(1, dtype=np.int64), one > 0, one,
+        )  # fmt: skip
