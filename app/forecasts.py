@@ -15,13 +15,6 @@ interval is ``forecast +- z * scale`` with ``scale`` the
 decayed root mean square of (clipped) residuals; an event's rarity is the two-sided normal tail of
 its residual.
 
-Per-slot spread (``slot_spread``): each time-of-day slot also keeps the mean square of its
-residuals from earlier passes through it (clipped at ``SLOT_SPREAD_CLIP`` spreads, decayed over
-days), mixed with ``SLOT_SPREAD_PRIOR_EVENTS`` pseudo-events of the service's spread; an event is
-judged against the larger of that and the service's spread. A spike the service makes at the same
-time every day (a nightly batch job) is then judged against yesterday's, while a pass's own
-residuals join only when the next pass begins, so an incident never widens its own interval.
-
 Anomaly likelihood (Ahmad et al. 2017, "Unsupervised real-time anomaly detection for streaming
 data", Neurocomputing 262): the raw score is the residual's size on a log scale,
 ``log(1 + min(|z|, LIKELIHOOD_CLIP))``; its short average (exponentially weighted,
@@ -89,10 +82,6 @@ LIKELIHOOD_LONG_EVENTS = 2000.0
 LIKELIHOOD_MIN_EVENTS = 200
 # Floor of the short average's spread, so that a perfectly flat service can still be surprised.
 LIKELIHOOD_MIN_SPREAD = 0.01
-# Per-slot spread (see the module docstring): pseudo-events of the service's own spread mixed into
-# a slot's mean square of residuals, and the clip (in service spreads) of a residual it learns.
-SLOT_SPREAD_PRIOR_EVENTS = 6.0
-SLOT_SPREAD_CLIP = 20.0
 
 
 # Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
@@ -137,18 +126,8 @@ class ForecastView(NamedTuple):
     _BUCKET_ERRORS,
 ) = range(19)
 _SCALARS = 19
-(
-    _SEASON,
-    _SEASON_WEIGHT,
-    _SEASON_TIME,
-    _SLOT_EVENTS,
-    _SLOT_ERRORS,
-    _SPREAD_SQUARES,  # the slot's residuals from earlier passes: decayed sum of squares
-    _SPREAD_WEIGHT,  # and their decayed count
-    _PASS_SQUARES,  # the current pass through the slot, not yet used for judging
-    _PASS_EVENTS,
-) = range(9)
-_SEASONAL = 9
+_SEASON, _SEASON_WEIGHT, _SEASON_TIME, _SLOT_EVENTS, _SLOT_ERRORS = range(5)
+_SEASONAL = 5
 _NO_BUCKET = -float(2**62)
 # Rows of the kernel's output, in the order of ForecastView's fields.
 (
@@ -180,7 +159,6 @@ def _observe_kernel(
     season_halflife: float,
     bucket_seconds: float,
     interval_z: float,
-    slot_spread: bool,
     two: float,
 ) -> None:
     """Forecast each event from its service's row, then learn from it, in order; writes every
@@ -270,30 +248,7 @@ def _observe_kernel(
         scale = max(math.sqrt(row[_VARIANCE]), MIN_LOG_SCALE)
         offset = season[_SEASON, slot] if season[_SEASON_WEIGHT, slot] >= MIN_SLOT_WEIGHT else 0.0
         predicted = row[_LEVEL] + offset
-        judged_scale = scale
-        if slot_spread:
-            since = now - season[_SEASON_TIME, slot]
-            if since >= slot_seconds and season[_PASS_EVENTS, slot] > 0.0:
-                # A new pass through the slot (a pass lasts at most one slot): the last one's
-                # residuals join the slot's spread now, so an incident never widens the interval
-                # it is judged against; tomorrow's same-time batch job is judged against it.
-                decay = two ** (-since / season_halflife)
-                weight = season[_SPREAD_WEIGHT, slot] * decay + season[_PASS_EVENTS, slot]
-                squares = season[_SPREAD_SQUARES, slot] * decay + season[_PASS_SQUARES, slot]
-                if weight > 1000.0:
-                    squares *= 1000.0 / weight
-                    weight = 1000.0
-                season[_SPREAD_WEIGHT, slot] = weight
-                season[_SPREAD_SQUARES, slot] = squares
-                season[_PASS_EVENTS, slot] = 0.0
-                season[_PASS_SQUARES, slot] = 0.0
-            # A slot where the service is regularly wilder than its usual spread (a daily batch
-            # job's spike) is judged against its own spread, never a narrower one.
-            mixed = (SLOT_SPREAD_PRIOR_EVENTS * scale * scale + season[_SPREAD_SQUARES, slot]) / (
-                SLOT_SPREAD_PRIOR_EVENTS + season[_SPREAD_WEIGHT, slot]
-            )
-            judged_scale = max(scale, math.sqrt(mixed))
-        z = (value - predicted) / judged_scale
+        z = (value - predicted) / scale
         row[_JUDGED] += 1.0
         # Anomaly likelihood: judge this event's short average against the earlier ones,
         # then learn it.
@@ -323,8 +278,8 @@ def _observe_kernel(
         if row[_JUDGED] > SETTLE_EVENTS:
             # On the log scale here; numpy's expm1 (vectorised, not libm's) takes them to ms.
             out[_FORECAST_MS, i] = predicted
-            out[_LOW_MS, i] = max(predicted - interval_z * judged_scale, 0.0)
-            out[_HIGH_MS, i] = predicted + interval_z * judged_scale
+            out[_LOW_MS, i] = max(predicted - interval_z * scale, 0.0)
+            out[_HIGH_MS, i] = predicted + interval_z * scale
             out[_RESIDUAL_Z, i] = z
         # Learn: clipped residual into the level, the scale and the slot's seasonal offset.
         if now > row[_LAST_TIME]:
@@ -351,19 +306,13 @@ def _observe_kernel(
         season[_SEASON_WEIGHT, slot] = slot_weight
         season[_SEASON_TIME, slot] = now
         season[_SEASON, slot] = stored + deviation / slot_weight
-        if slot_spread:
-            # A generous clip: one spike widens the slot (that is the point), not without bound.
-            wide = SLOT_SPREAD_CLIP * scale
-            residual = min(max(value - predicted, -wide), wide)
-            season[_PASS_SQUARES, slot] += residual * residual
-            season[_PASS_EVENTS, slot] += 1.0
 
 
 _compiled_observe = compile_kernel(
     _observe_kernel,
     "void(int64[::1], float64[:], float64[:], boolean[:], float64[:, ::1],"
     " float64[:, :, ::1], float64[:, ::1], float64[:, ::1],"
-    " float64, float64, float64, float64, boolean, float64)",
+    " float64, float64, float64, float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
 
@@ -381,7 +330,6 @@ class ForecastStore(RowStore):
         warmup: int = 20,
         interval_z: float = 3.29,
         max_services: int = 100_000,
-        slot_spread: bool = True,
     ) -> None:
         # A warm-up of 0 ends with the first latency, as one of 1 does.
         warmup = max(warmup, 1)
@@ -392,7 +340,6 @@ class ForecastStore(RowStore):
         self.bucket_seconds = bucket_seconds
         self.warmup = warmup
         self.interval_z = interval_z
-        self.slot_spread = slot_spread
 
     def observe(self, batch: EventBatch) -> ForecastView:
         """Forecast each event from its service's past, then learn from it: in order."""
@@ -413,7 +360,6 @@ class ForecastStore(RowStore):
             self.season_halflife,
             self.bucket_seconds,
             self.interval_z,
-            self.slot_spread,
             TWO,
         )
         np.expm1(out[:_RESIDUAL_Z], out=out[:_RESIDUAL_Z])  # forecast and interval, in ms

@@ -85,13 +85,10 @@ def assert_same_view(new: Any, old: Any) -> None:
 def test_forecast_store_matches_the_scalar_store(
     batches: list[EventBatch], max_services: int, slots: int, warmup: int
 ) -> None:
-    # The reference predates the per-slot spread (branch nab4), a deliberate change: it is
-    # compared with the spread switched off, which is the old behaviour exactly; the kernel test
-    # below covers the spread itself (compiled against its plain-Python reading).
-    new = ForecastStore(
-        slots, 600.0, 0.5, 10.0, warmup, max_services=max_services, slot_spread=False
-    )
-    old = ScalarForecastStore(slots, 600.0, 0.5, 10.0, warmup, max_services=max_services)
+    def store(cls: Any) -> Any:
+        return cls(slots, 600.0, 0.5, 10.0, warmup, max_services=max_services)
+
+    new, old = store(ForecastStore), store(ScalarForecastStore)
     for batch in batches:
         assert_same_view(new.observe(batch), old.observe(batch))
     assert list(new) == list(old)
@@ -368,7 +365,7 @@ def test_rows_keep_every_service_state_while_they_grow() -> None:
         (WindowStore(300.0, 60, 2, 600.0, 1000), ScalarWindowStore(300.0, 60, 2, 600.0, 1000)),
         (BaselineStore(3, 600.0, 1000), ScalarBaselineStore(3, 600.0, 1000)),
         (
-            ForecastStore(warmup=3, max_services=1000, slot_spread=False),
+            ForecastStore(warmup=3, max_services=1000),
             ScalarForecastStore(warmup=3, max_services=1000),
         ),
     ]

@@ -53,48 +53,6 @@ def test_normal_days_rarely_leave_the_prediction_interval() -> None:
     assert outside < 0.01
 
 
-def _with_a_nightly_spike(days: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steady 50 ms with 10% noise, and one event of 2 s every night at 03:30 (a batch job)."""
-    times, latency = _steady(days * 288, seed=3)
-    times = times / 60.0 * 300.0  # one event every five minutes
-    latency[np.isclose(times % DAY, 3.5 * 3600.0)] = 2000.0
-    return times, latency
-
-
-def test_a_spike_recurring_at_the_same_time_of_day_is_learned_within_days() -> None:
-    store = ForecastStore(slots=48, halflife_seconds=3600.0)
-    times, latency = _with_a_nightly_spike(6)
-    view = store.observe(_batch(times, latency))
-    spikes = latency == 2000.0
-    z = view.latency_residual_z[spikes]
-    # The spike is ~35 service spreads off. From the night after the first judged one, the slot's
-    # spread has learned it: still rare (the recalibration learns how rare), no longer "1 in
-    # 10^250".
-    assert z[2:].max() < 12.0
-    # The same spike at another time of day is judged against the service's spread as before.
-    after = times[-1] + 300.0
-    other = store.observe(_batch(np.array([after + 12 * 3600.0]), np.array([2000.0])))
-    assert other.latency_residual_z[0] > 25.0
-
-
-def test_without_the_slot_spread_a_recurring_spike_stays_far_off() -> None:
-    store = ForecastStore(slots=48, halflife_seconds=3600.0, slot_spread=False)
-    times, latency = _with_a_nightly_spike(6)
-    view = store.observe(_batch(times, latency))
-    assert view.latency_residual_z[latency == 2000.0][2:].min() > 25.0
-
-
-def test_the_slot_spread_never_narrows_the_interval() -> None:
-    """A quiet slot is judged against the service's spread, not its own smaller one."""
-    times, latency = _daily(10, seed=2)
-    latency[(times % DAY) < 3600.0] = 10.0  # 00:00-01:00: no noise at all
-    with_spread, without = ForecastStore(slots=48), ForecastStore(slots=48, slot_spread=False)
-    wide = with_spread.observe(_batch(times, latency)).latency_residual_z
-    narrow = without.observe(_batch(times, latency)).latency_residual_z
-    judged = ~np.isnan(narrow)
-    assert np.all(np.abs(wide[judged]) <= np.abs(narrow[judged]) + 1e-12)
-
-
 def test_an_error_burst_within_one_bucket_is_flagged() -> None:
     store = ForecastStore(bucket_seconds=10.0)
     rng = np.random.default_rng(2)
