@@ -145,15 +145,21 @@ class PatternStore(ServiceStates[ServicePatterns]):
                     state.width = max(WIDTH_SPREADS * spread, MIN_WIDTH)
                     state.warmup = None
                 continue
+            # Clamped by comparisons: two builtin calls cost more than the rest of this step.
             level = math.floor((value - state.centre) / state.width)
-            level = min(max(level, -MAX_LEVEL), MAX_LEVEL) + MAX_LEVEL
+            if level < -MAX_LEVEL:
+                level = -MAX_LEVEL
+            elif level > MAX_LEVEL:
+                level = MAX_LEVEL
+            level += MAX_LEVEL
             history = state.history
             counts = state.counts
             learned = state.learned
             recents = state.recent
             novels = state.novel
             totals = state.total
-            usable = min(learned + 1, ORDERS)  # orders whose context is complete
+            # The orders whose context is complete.
+            usable = ORDERS if learned >= ORDERS - 1 else learned + 1
             judge = learned >= SETTLE_EVENTS
             first_novel = -1
             for j in range(usable):
