@@ -132,16 +132,17 @@ class SequenceStore(ServiceStates[ServiceSequence]):
             single = contexts.get(single_key)
             if state.events >= MIN_SERVICE_EVENTS:
                 count = pair.counts.get(template_id, 0) if pair is not None else 0
-                # Fast path: the order-2 context alone already ranks the template in its top k.
-                if (
-                    pair is not None
-                    and count > 0
-                    and (
-                        len(pair.counts) <= k
-                        or count >= sorted(pair.counts.values(), reverse=True)[k - 1]
-                    )
-                ):
-                    rank[i] = 1 + sum(1 for c in pair.counts.values() if c > count)
+                # Fast path: the order-2 context alone already ranks the template in its top k,
+                # that is fewer than k (k >= 1, as settings require) templates are more frequent
+                # there: one pass, no sort.
+                greater = k
+                if pair is not None and count > 0:
+                    greater = 0
+                    for c in pair.counts.values():
+                        if c > count:
+                            greater += 1
+                if greater < k:
+                    rank[i] = 1 + greater
                     probability[i] = count / (pair.total + len(pair.counts))
                 else:
                     unigram = state.unigram
