@@ -178,12 +178,12 @@ class PatternStore(ServiceStates[ServicePatterns]):
                         successes.append(recent.bit_count())
                         trials.append(min(learned + 1, RECENT_EVENTS))
                         rates.append((novels[j] + 1.0) / (totals[j] + 1.0))
+                    novels[j] += 1.0  # (only here: a known pattern adds nothing)
                     if len(table) >= MAX_PATTERNS:
                         self._forget_singletons(state, j)
                         table = counts[j]
                 table[key] = seen + 1
                 recents[j] = recent
-                novels[j] += novel
                 total = totals[j] + 1.0
                 if total > MAX_RATE_EVENTS:
                     novels[j] *= 0.5
