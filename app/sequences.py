@@ -136,14 +136,16 @@ class SequenceStore(ServiceStates[ServiceSequence]):
                 # that is fewer than k (k >= 1, as settings require) templates are more frequent
                 # there: one pass, no sort.
                 greater = k
+                pair_denominator = 0
                 if pair is not None and count > 0:
                     greater = 0
                     for c in pair.counts.values():
                         if c > count:
                             greater += 1
+                    pair_denominator = pair.total + len(pair.counts)
                 if greater < k:
                     rank[i] = 1 + greater
-                    probability[i] = count / (pair.total + len(pair.counts))
+                    probability[i] = count / pair_denominator
                 else:
                     unigram = state.unigram
                     base = {t: c / unigram.total for t, c in unigram.counts.items()}
