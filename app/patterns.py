@@ -126,7 +126,11 @@ class PatternStore(ServiceStates[ServicePatterns]):
         successes: list[int] = []
         trials: list[int] = []
         rates: list[float] = []
-        novel_order = np.full(n, np.nan)
+        # Columns as Python lists, made one array at the end: four np.full calls cost more than
+        # the whole loop for a batch of one.
+        nan = math.nan
+        novel_order = [nan] * n
+        context_masks = _CONTEXT_MASKS
         log_latency = batch.log_latency.tolist()
         for i, state in enumerate(self.states_for(batch.services)):
             value = log_latency[i]
@@ -141,19 +145,29 @@ class PatternStore(ServiceStates[ServicePatterns]):
                     state.width = max(WIDTH_SPREADS * spread, MIN_WIDTH)
                     state.warmup = None
                 continue
+            # Clamped by comparisons: two builtin calls cost more than the rest of this step.
             level = math.floor((value - state.centre) / state.width)
-            level = min(max(level, -MAX_LEVEL), MAX_LEVEL) + MAX_LEVEL
+            if level < -MAX_LEVEL:
+                level = -MAX_LEVEL
+            elif level > MAX_LEVEL:
+                level = MAX_LEVEL
+            level += MAX_LEVEL
             history = state.history
             counts = state.counts
-            usable = min(state.learned + 1, ORDERS)  # orders whose context is complete
-            judge = state.learned >= SETTLE_EVENTS
+            learned = state.learned
+            recents = state.recent
+            novels = state.novel
+            totals = state.total
+            # The orders whose context is complete.
+            usable = ORDERS if learned >= ORDERS - 1 else learned + 1
+            judge = learned >= SETTLE_EVENTS
             first_novel = -1
             for j in range(usable):
-                key = ((history & _CONTEXT_MASKS[j]) << LEVEL_BITS) | level
+                key = ((history & context_masks[j]) << LEVEL_BITS) | level
                 table = counts[j]
                 seen = table.get(key, 0)
                 novel = seen < NEW_BELOW
-                recent = ((state.recent[j] << 1) | novel) & _RECENT_MASK
+                recent = ((recents[j] << 1) | novel) & _RECENT_MASK
                 if novel:
                     if first_novel < 0:
                         first_novel = j
@@ -162,25 +176,26 @@ class PatternStore(ServiceStates[ServicePatterns]):
                         # so that a service which never made one is not certain it cannot).
                         tested.append(i)
                         successes.append(recent.bit_count())
-                        trials.append(min(state.learned + 1, RECENT_EVENTS))
-                        rates.append((state.novel[j] + 1.0) / (state.total[j] + 1.0))
+                        trials.append(min(learned + 1, RECENT_EVENTS))
+                        rates.append((novels[j] + 1.0) / (totals[j] + 1.0))
+                    novels[j] += 1.0  # (only here: a known pattern adds nothing)
                     if len(table) >= MAX_PATTERNS:
                         self._forget_singletons(state, j)
                         table = counts[j]
                 table[key] = seen + 1
-                state.recent[j] = recent
-                state.novel[j] += novel
-                state.total[j] += 1.0
-                if state.total[j] > MAX_RATE_EVENTS:
-                    state.novel[j] *= 0.5
-                    state.total[j] *= 0.5
+                recents[j] = recent
+                total = totals[j] + 1.0
+                if total > MAX_RATE_EVENTS:
+                    novels[j] *= 0.5
+                    total *= 0.5
+                totals[j] = total
             if judge and first_novel >= 0:
                 novel_order[i] = first_novel
             state.history = ((history << LEVEL_BITS) | level) & _HISTORY_MASK
-            state.learned += 1
-        rarity = np.ones(n)
-        recent_novel = np.full(n, np.nan)
-        novelty_rate = np.full(n, np.nan)
+            state.learned = learned + 1
+        rarity = [1.0] * n
+        recent_novel = [nan] * n
+        novelty_rate = [nan] * n
         if tested:
             # P(X >= k) = bdtrc(k - 1, m, rate); bdtrc wants an integer count m.
             tails = bdtrc(
@@ -197,7 +212,9 @@ class PatternStore(ServiceStates[ServicePatterns]):
                 rarity[i] = min(1.0, ORDERS * tails[entry])
                 recent_novel[i] = successes[entry]
                 novelty_rate[i] = rates[entry]
-        return PatternView(rarity, novel_order, recent_novel, novelty_rate)
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
+        columns = np.array([rarity, novel_order, recent_novel, novelty_rate], dtype=np.float64)
+        return PatternView(columns[0], columns[1], columns[2], columns[3])
 
     @staticmethod
     def _forget_singletons(state: ServicePatterns, order: int) -> None:

@@ -125,23 +125,27 @@ class SequenceStore(ServiceStates[ServiceSequence]):
             state = next(states)
             a, b = state.previous
             contexts = state.contexts
+            move_to_end = contexts.move_to_end
             pair_key = (a, b)
             single_key = (b,)
             pair = contexts.get(pair_key)
             single = contexts.get(single_key)
             if state.events >= MIN_SERVICE_EVENTS:
                 count = pair.counts.get(template_id, 0) if pair is not None else 0
-                # Fast path: the order-2 context alone already ranks the template in its top k.
-                if (
-                    pair is not None
-                    and count > 0
-                    and (
-                        len(pair.counts) <= k
-                        or count >= sorted(pair.counts.values(), reverse=True)[k - 1]
-                    )
-                ):
-                    rank[i] = 1 + sum(1 for c in pair.counts.values() if c > count)
-                    probability[i] = count / (pair.total + len(pair.counts))
+                # Fast path: the order-2 context alone already ranks the template in its top k,
+                # that is fewer than k (k >= 1, as settings require) templates are more frequent
+                # there: one pass, no sort.
+                greater = k
+                pair_denominator = 0
+                if pair is not None and count > 0:
+                    greater = 0
+                    for c in pair.counts.values():
+                        if c > count:
+                            greater += 1
+                    pair_denominator = pair.total + len(pair.counts)
+                if greater < k:
+                    rank[i] = 1 + greater
+                    probability[i] = count / pair_denominator
                 else:
                     unigram = state.unigram
                     base = {t: c / unigram.total for t, c in unigram.counts.items()}
@@ -165,17 +169,27 @@ class SequenceStore(ServiceStates[ServiceSequence]):
                 least = min(unigram_counts, key=unigram_counts.__getitem__)
                 unigram.total -= unigram_counts.pop(least)
             # The (b,) then the (a, b) context learns the template; each is made the most
-            # recently used (the least recently used is dropped past max_contexts).
-            for key, counts in ((single_key, single), (pair_key, pair)):
-                if counts is None or key not in contexts:
-                    counts = _Counts()
-                    contexts[key] = counts
-                    if len(contexts) > max_contexts:
-                        contexts.popitem(last=False)
-                else:
-                    contexts.move_to_end(key)
-                counts.counts[template_id] = counts.counts.get(template_id, 0) + 1
-                counts.total += 1
+            # recently used (the least recently used is dropped past max_contexts). Written out
+            # twice: a loop over the two would build its tuples on every event.
+            if single is None:
+                single = contexts[single_key] = _Counts()
+                if len(contexts) > max_contexts:
+                    contexts.popitem(last=False)
+            else:
+                move_to_end(single_key)
+            single_counts = single.counts
+            single_counts[template_id] = single_counts.get(template_id, 0) + 1
+            single.total += 1
+            # Making room for (b,) may have dropped (a, b).
+            if pair is None or pair_key not in contexts:
+                pair = contexts[pair_key] = _Counts()
+                if len(contexts) > max_contexts:
+                    contexts.popitem(last=False)
+            else:
+                move_to_end(pair_key)
+            pair_counts = pair.counts
+            pair_counts[template_id] = pair_counts.get(template_id, 0) + 1
+            pair.total += 1
             state.previous = (b, template_id)
             state.events += 1
         return SequenceView(

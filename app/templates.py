@@ -487,13 +487,17 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             unit = 2.0**exponent
             burst = state.burst
             scaled_before = burst.get(template_id, 0.0)
-            before = scaled_before / unit
-            older_total = max(n_messages - state.surge_total / unit, 0.0)
+            surge_total_before = state.surge_total
             scaled = scaled_before + unit
             burst[template_id] = scaled
-            state.surge_total += unit
-            recent = scaled / unit
+            state.surge_total = surge_total_before + unit
             if judged and levels[i] >= min_level:
+                # Only the events whose surge is judged need these (most are below the level).
+                before = scaled_before / unit
+                older_total = n_messages - surge_total_before / unit
+                if older_total < 0.0:
+                    older_total = 0.0
+                recent = scaled / unit
                 # The template's share in the service's *older* history (its recent messages
                 # taken out), so that a surge does not raise its own expectation.
                 share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import baselines, forecasts, windows
+from app import baselines, forecasts, patterns, windows
 from app.baselines import BaselineStore, SeedBaseline
 from app.detectors.base import MethodOutput, ScoringContext
 from app.detectors.forecast import ForecastDetector
@@ -20,10 +20,12 @@ from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
 from app.forecasts import ForecastStore
+from app.patterns import PatternStore
 from app.schemas.events import LEVEL_SCORES, Level
 from app.sequences import SequenceStore
 from app.templates import TemplateStore
 from app.windows import WindowStore
+from tests.reference import patterns_scalar
 from tests.reference.baselines_scalar import BaselineStore as ScalarBaselineStore
 from tests.reference.baselines_scalar import SeedBaseline as ScalarSeedBaseline
 from tests.reference.forecasts_scalar import ForecastStore as ScalarForecastStore
@@ -297,6 +299,47 @@ def test_sequence_store_matches_the_scalar_store(
         assert_same_view(
             new.observe(batch.services, template_ids), old.observe(batch.services, template_ids)
         )
+    assert list(new) == list(old)
+    assert new.evictions == old.evictions
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=streams(),
+    max_services=st.integers(1, 8),
+    quantise=st.sampled_from([1, 5, 200]),
+    settle=st.sampled_from([0, 10, 200]),
+    max_patterns=st.sampled_from([4, 8192]),
+    max_rate_events=st.sampled_from([8.0, 20_000.0]),
+)
+def test_pattern_store_matches_the_scalar_store(
+    batches: list[EventBatch],
+    max_services: int,
+    quantise: int,
+    settle: int,
+    max_patterns: int,
+    max_rate_events: float,
+) -> None:
+    # Small warm-ups, tables and decay horizons (in both modules alike) so that short streams
+    # reach judging, forgetting and halving.
+    limits: dict[str, Any] = {
+        "QUANTISE_EVENTS": quantise,
+        "SETTLE_EVENTS": settle,
+        "MAX_PATTERNS": max_patterns,
+        "MAX_RATE_EVENTS": max_rate_events,
+    }
+    new = PatternStore(max_services)
+    old = patterns_scalar.PatternStore(max_services)
+    with patch.multiple(patterns, **limits), patch.multiple(patterns_scalar, **limits):
+        for batch in batches:
+            new_view, old_view = new.observe(batch), old.observe(batch)
+            for field in dataclasses.fields(old_view):
+                np.testing.assert_array_equal(
+                    getattr(new_view, field.name),
+                    getattr(old_view, field.name),
+                    err_msg=field.name,
+                    strict=True,
+                )
     assert list(new) == list(old)
     assert new.evictions == old.evictions
 

@@ -1,7 +1,7 @@
-"""Old (this package's stores, as at 5e6acec) against current online stores, in one process:
-``python -m tests.reference.timing [store ...]`` prints microseconds per event for a batch of one
-and of 1,000, old and new alternating, median of 7 rounds, after 10,000 warm-up events of 50
-services (bench (f)'s stream). A measuring aid, not a test."""
+"""Old (this package's stores, as at 5e6acec; patterns as at 431d57c) against current online
+stores, in one process: ``python -m tests.reference.timing [store ...]`` prints microseconds per
+event for a batch of one and of 1,000, old and new alternating, median of 7 rounds, after 10,000
+warm-up events of 50 services (bench (f)'s stream). A measuring aid, not a test."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from app.baselines import BaselineStore
 from app.events import EventBatch, parse_events
 from app.forecasts import ForecastStore
+from app.patterns import PatternStore
 from app.schemas.events import LogEvent
 from app.sequences import SequenceStore
 from app.templates import TemplateStore
@@ -23,6 +24,7 @@ from bench.common import event_stream
 from tests.reference import (
     baselines_scalar,
     forecasts_scalar,
+    patterns_scalar,
     sequences_scalar,
     templates_scalar,
     windows_scalar,
@@ -48,6 +50,10 @@ STORES: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
     "forecasts": (
         partial(forecasts_scalar.ForecastStore, 48, 86_400.0, 7.0, 10.0, 20),
         partial(ForecastStore, 48, 86_400.0, 7.0, 10.0, 20),
+    ),
+    "patterns": (
+        partial(patterns_scalar.PatternStore, 100_000),
+        partial(PatternStore, 100_000),
     ),
 }
 
