@@ -73,6 +73,8 @@ class _MethodTable:
     alarms: list[float]  # rarity at which each method alone flags an event
     labels: list[str]  # human names of the methods
     recalibrated: list[int]  # rows of the methods whose rarities the online recalibration adjusts
+    recalibrated_names: list[str]  # their names and alarm rarities, in that order
+    recalibrated_alarms: list[float]
 
 
 class ScoringEngine:
@@ -266,11 +268,14 @@ class ScoringEngine:
             q = self.settings.target_false_alarm_rate
             threshold = self.settings.anomaly_threshold
             weights = [self.weights.get(name, 1.0) for name in names]
+            recalibrated = [m for m, name in enumerate(names) if name not in self._not_recalibrated]
             table = _MethodTable(
                 np.array(weights, dtype=np.float64)[:, None],
                 [alarm_rarity(q, threshold, weight) for weight in weights],
                 [self._method_names[name] for name in names],
-                [m for m, name in enumerate(names) if name not in self._not_recalibrated],
+                recalibrated,
+                [names[m] for m in recalibrated],
+                [alarm_rarity(q, threshold, weights[m]) for m in recalibrated],
             )
             self._method_tables[names] = table
         return table
@@ -300,15 +305,15 @@ class ScoringEngine:
                 rarities[rows] = self.recalibration.observe_matrix(
                     batch.services,
                     batch.timestamps,
-                    [names[m] for m in rows],
+                    table.recalibrated_names,
                     rarities[rows],
-                    [table.alarms[m] for m in rows],
+                    table.recalibrated_alarms,
                 )
             score_matrix = rarity_to_score(rarities, self.settings.target_false_alarm_rate)
         else:
             score_matrix = np.zeros((0, n))
         combined, flagged = combine_matrix(score_matrix, table.weights, threshold)
-        scores = {name: score_matrix[m] for m, name in enumerate(names)}
+        scores = dict(zip(names, score_matrix, strict=True))  # rows as views, made in C
         # Still flagged, but ranked below the alarm they repeat (see app/repeats.py).
         combined = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
         explanations = explain(
@@ -322,9 +327,10 @@ class ScoringEngine:
             outputs,
             templates,
             self.templates.miner.text,
+            score_matrix,
         )
         metrics = [outputs[name].metrics for name in names]
-        key = (names, tuple(tuple(m) for m in metrics), tuple(failures.items()), model.version)
+        key = (names, tuple(map(tuple, metrics)), tuple(failures.items()), model.version)
         template = self._templates.get(key)
         if template is None:
             if len(self._templates) >= MAX_TEMPLATES:

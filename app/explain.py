@@ -49,12 +49,17 @@ def explain(
     outputs: dict[str, MethodOutput] | None = None,
     templates: TemplateView | None = None,
     template_text: Callable[[int], str | None] | None = None,
+    score_matrix: FloatArray | None = None,
 ) -> list[str]:
+    """``score_matrix``, when given, is ``scores`` stacked as rows in the dict's order (the
+    engine has it already; stacking the rows again is a numpy call a single event pays for)."""
     n = len(batch)
     median_array = baseline.median_latency_ms
     ready_array = baseline.ready
     window_score_array = scores.get("sliding_window")
-    extra = _method_findings(batch, scores, outputs or {}, templates, template_text, settings)
+    extra = _method_findings(
+        batch, scores, outputs or {}, templates, template_text, settings, score_matrix
+    )
     latency = batch.latency_ms.tolist()
     median = median_array.tolist()
     notable: Iterable[int]
@@ -163,13 +168,23 @@ def _quoted(template_id: int, template_text: Callable[[int], str | None] | None)
     return f'#{template_id} "{text if len(text) <= 80 else text[:77] + "..."}"'
 
 
-def _notable_events(scores: dict[str, FloatArray]) -> dict[str, list[int]]:
+def _notable_events(
+    scores: dict[str, FloatArray], score_matrix: FloatArray | None = None
+) -> dict[str, list[int]]:
     """Per method, the events whose score is notable, in event order (one comparison for all
     methods: most events have none)."""
     if not scores:
         return {}
     names = list(scores)
-    methods, events = np.nonzero(np.array(list(scores.values())) >= NOTABLE_SCORE)
+    matrix = np.array(list(scores.values())) if score_matrix is None else score_matrix
+    if matrix.shape[1] == 1:
+        # One event: its scores compared as Python floats, not through three numpy calls.
+        return {
+            name: [0]
+            for name, score in zip(names, matrix.ravel().tolist(), strict=True)
+            if score >= NOTABLE_SCORE
+        }
+    methods, events = np.nonzero(matrix >= NOTABLE_SCORE)
     notable: dict[str, list[int]] = {}
     for m, i in zip(methods.tolist(), events.tolist(), strict=True):
         notable.setdefault(names[m], []).append(i)
@@ -183,12 +198,13 @@ def _method_findings(
     templates: TemplateView | None,
     template_text: Callable[[int], str | None] | None,
     settings: Settings,
+    score_matrix: FloatArray | None = None,
 ) -> dict[int, list[str]]:
     """Findings of the template, sequence, forecast, likelihood and autoencoder methods, only for
     the events where a method's score is notable (most events have none, so this loops over
     few); events without such findings are left out."""
     findings: defaultdict[int, list[str]] = defaultdict(list)
-    notable = _notable_events(scores)
+    notable = _notable_events(scores, score_matrix)
     if templates is not None:
         for i in notable.get("templates", ()):
             template = _quoted(int(templates.template_id[i]), template_text)

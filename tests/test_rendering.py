@@ -123,6 +123,24 @@ def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
     )
     expected = _as_dicts(methods, failed, version, columns)
     assert rendered == [orjson.dumps(answer) for answer in expected]
+    # Each event rendered alone (the single-event path) gives the same bytes as in the batch.
+    template = result_template(methods, failed, version)
+    for i, answer_bytes in enumerate(rendered):
+        one = slice(i, i + 1)
+        alone = render_results(
+            template,
+            columns["combined"][one],
+            columns["flagged"][one],
+            columns["scores"][:, one].astype(np.float64),
+            columns["scores"][:, one] >= THRESHOLD,
+            columns["metrics"][:, one].astype(np.float64),
+            columns["explanations"][one],
+            columns["services"][one],
+            seen[one],
+            columns["ready"][one],
+            (seen / (seen + CONFIDENCE_EVENTS))[one],
+        )
+        assert alone == [answer_bytes]
 
 
 @settings(max_examples=200, deadline=None)

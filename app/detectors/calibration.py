@@ -164,6 +164,7 @@ MAX_CALIBRATION_EVENTS = 20_000.0
 # An alarm this long after the service's previous one is "isolated": it is learned in full.
 ISOLATED_ALARM_SECONDS = 60.0
 _GRID = np.asarray(SURPRISE_GRID)
+_GRID_PAST_FIRST = _GRID[1:].copy()
 # log of each level's claimed rarity, 10**(-SURPRISE_GRID[j]), computed once, not on every call.
 _LOG_CLAIMED = -math.log(10.0) * _GRID
 
@@ -345,7 +346,12 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         alarm rarity ``alarms[m]``): the engine's form, one array for all methods."""
         # minimum(maximum()): what np.clip computes (NaN included), at a third of its call cost.
         stacked = np.minimum(np.maximum(rarities, MIN_RARITY), 1.0)
-        levels = np.searchsorted(_GRID, -np.log10(stacked), side="right").astype(np.int64) - 1
+        # The last grid level at or below each surprise: searching the grid past its first level
+        # (0, which every surprise reaches; NaN sorts last either way) counts one fewer, so no
+        # "- 1" call is needed.
+        levels = np.searchsorted(_GRID_PAST_FIRST, -np.log10(stacked), side="right").astype(
+            np.int64, copy=False
+        )
         calibrated = stacked.copy()
         # Events of one service state share a slot (a service evicted and seen again within the
         # batch has two states, as one event at a time would give it).
@@ -359,9 +365,14 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
             )
             unique = list({id(state): state for state in states}.values())
         methods = tuple(names)
-        counts = np.concatenate([state.counts_of(methods) for state in unique]).reshape(
-            len(unique), len(methods), SURPRISE_LEVELS + 1
-        )
+        if len(unique) == 1:
+            # The kernel may update the one service's counts in place: they are learned back
+            # into the same rows below either way, and a copy is a numpy call an event pays for.
+            counts = unique[0].counts_of(methods)[None]
+        else:
+            counts = np.concatenate([state.counts_of(methods) for state in unique]).reshape(
+                len(unique), len(methods), SURPRISE_LEVELS + 1
+            )
         last_alarm = np.array([state.last_alarm for state in unique])
         alarm_array, alarm_levels = _alarm_arrays(tuple(alarms))
         _recalibrate(
