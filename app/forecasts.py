@@ -65,6 +65,12 @@ MAX_LEVEL_WEIGHT = 2000.0
 # Residuals learned after the warm-up before the forecast judges: the spread from the warm-up's
 # few events is too rough to put a one-in-a-thousand interval on.
 SETTLE_EVENTS = 100
+# Half-life of each time-of-day slot's seasonal offset (and of the error-rate counts). A slot
+# learns a few events a day, so a one-week half-life estimated the daily profile from the last
+# ~60 events of each slot; two weeks halves that noise while a changed daily pattern is still
+# followed within days (its residuals move the offsets at once). NAB-tuned: measured at 7 / 10 /
+# 14 / 21 / 28 / 56 days, 63.9 / 64.0 / 65.1 / 65.0 / 65.0 / 65.1 (docs/evaluation.md).
+SEASON_HALFLIFE_DAYS = 14.0
 # Weight a slot's own history needs before its seasonal offset is used (else 0, the level alone).
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
@@ -325,7 +331,7 @@ class ForecastStore(RowStore):
         self,
         slots: int = 48,
         halflife_seconds: float = 3600.0,
-        season_halflife_days: float = 7.0,
+        season_halflife_days: float = SEASON_HALFLIFE_DAYS,
         bucket_seconds: float = 10.0,
         warmup: int = 20,
         interval_z: float = 3.29,

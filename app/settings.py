@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # Seasonal forecast of latency and error rate
     forecast_slots: int = Field(default=48, ge=1, le=1440, description="Seasonal slots per day.")
     forecast_halflife_minutes: float = Field(default=1440.0, gt=0.0, le=30 * 24 * 60)
-    forecast_season_halflife_days: float = Field(default=7.0, gt=0.0, le=365.0)
+    forecast_season_halflife_days: float = Field(default=14.0, gt=0.0, le=365.0)
     forecast_bucket_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
 
     # Training

@@ -408,8 +408,9 @@ def test_rows_keep_every_service_state_while_they_grow() -> None:
         (WindowStore(300.0, 60, 2, 600.0, 1000), ScalarWindowStore(300.0, 60, 2, 600.0, 1000)),
         (BaselineStore(3, 600.0, 1000), ScalarBaselineStore(3, 600.0, 1000)),
         (
-            ForecastStore(warmup=3, max_services=1000),
-            ScalarForecastStore(warmup=3, max_services=1000),
+            # The reference keeps the old default half-life (7 days): compared at that one.
+            ForecastStore(season_halflife_days=7.0, warmup=3, max_services=1000),
+            ScalarForecastStore(season_halflife_days=7.0, warmup=3, max_services=1000),
         ),
     ]
     for start in range(0, n, 7):

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.forecasts import SEASON_HALFLIFE_DAYS
 
 
 class ForecastDetector(Detector):
@@ -24,7 +25,7 @@ class ForecastDetector(Detector):
         self,
         slots: int = 48,
         halflife_minutes: float = 1440.0,
-        season_halflife_days: float = 7.0,
+        season_halflife_days: float = SEASON_HALFLIFE_DAYS,
         bucket_seconds: float = 10.0,
     ) -> None:
         self.slots = slots

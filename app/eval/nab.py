@@ -57,6 +57,7 @@ DEFAULT_SPAN_MS = 900.0
 SLIDING_WINDOW_ROWS = 6400
 SATURATED = 0.999
 REFERENCES = ("null", "perfect", "random", "sliding_zscore")
+STANDARD_A_FP = next(p.a_fp for p in PROFILES if p.name == "standard")
 
 
 class NabDataError(ValueError):
@@ -193,6 +194,64 @@ def write_results(out: Path, detector: str, series: NabSeries, scores: FloatArra
     return path
 
 
+def error_analysis(
+    layout: SeriesLayout,
+    combined: FloatArray,
+    methods: dict[str, FloatArray],
+    threshold: float,
+    a_fp: float = STANDARD_A_FP,
+) -> dict[str, Any]:
+    """Where one series loses at ``threshold``: each false-positive row under the method that
+    scored it highest (with the NAB cost it adds, ``a_fp * fp_unit``), and each missed window with
+    the best combined score inside it and the method that came closest. A window where some
+    method alone reached the threshold but the combined score did not was ranked as a repeat of
+    an earlier, stronger alarm (``app/repeats.py``); the others were below the threshold.
+    """
+    names = list(methods)
+    detected = (combined >= threshold) & layout.scorable
+    false_positives: dict[str, dict[str, float]] = {}
+    if names:
+        matrix = np.vstack([methods[name] for name in names])
+        for row in np.flatnonzero(detected & (layout.window < 0)).tolist():
+            strongest = names[int(np.argmax(matrix[:, row]))]
+            entry = false_positives.setdefault(strongest, {"rows": 0, "cost": 0.0})
+            entry["rows"] += 1
+            entry["cost"] -= a_fp * float(layout.fp_unit[row])
+    missed = []
+    for window in range(layout.n_windows):
+        rows = np.flatnonzero((layout.window == window) & layout.scorable)
+        if rows.size == 0 or detected[rows].any():
+            continue
+        best_method, best_method_score = "", 0.0
+        for name in names:
+            score = float(methods[name][rows].max())
+            if score > best_method_score:
+                best_method, best_method_score = name, score
+        missed.append(
+            {
+                "window": window,
+                "first_scorable_row": int(rows[0]),
+                "best_score": float(combined[rows].max()),
+                "best_method": best_method,
+                "best_method_score": best_method_score,
+                "reason": "ranked as a repeat"
+                if best_method_score >= threshold
+                else "below the threshold",
+            }
+        )
+    return {"false_positives_by_method": false_positives, "missed_windows": missed}
+
+
+def _corpus_false_positives(per_series: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    totals: dict[str, dict[str, float]] = {}
+    for series in per_series:
+        for name, entry in series["analysis"]["false_positives_by_method"].items():
+            total = totals.setdefault(name, {"rows": 0, "cost": 0.0})
+            total["rows"] += entry["rows"]
+            total["cost"] += entry["cost"]
+    return dict(sorted(totals.items(), key=lambda item: -item[1]["cost"]))
+
+
 def _fixed_threshold(
     corpus: list[NabSeries],
     scores: list[FloatArray],
@@ -228,10 +287,12 @@ def run(
 ) -> dict[str, Any]:
     engine_scores: list[FloatArray] = []
     engine_flags: list[FloatArray] = []
+    engine_methods: list[dict[str, FloatArray]] = []
     for series in corpus:
-        replay = replayer.replay(series_events(series, floor_ms, span_ms))
+        replay = replayer.replay(series_events(series, floor_ms, span_ms), keep_methods=True)
         engine_scores.append(replay.scores)
         engine_flags.append(replay.flagged.astype(np.float64))
+        engine_methods.append(replay.methods)
         write_results(out, DETECTOR, series, replay.scores)
 
     layouts = [s.layout for s in corpus]
@@ -245,7 +306,9 @@ def run(
 
     standard = detectors[DETECTOR]["standard"].threshold
     per_series = []
-    for series, scores, flags in zip(corpus, engine_scores, engine_flags, strict=True):
+    for series, scores, flags, methods in zip(
+        corpus, engine_scores, engine_flags, engine_methods, strict=True
+    ):
         outcome = score_series(series.layout, scores, standard, PROFILES)
         layout = series.layout
         # Scores pinned at the top of the scale cannot be told apart by any threshold.
@@ -264,6 +327,7 @@ def run(
                 "own_decision_false_positives": own_outcome.false_positives,
                 "saturated_in_windows": int((top & (layout.window >= 0)).sum()),
                 "saturated_outside": int((top & (layout.window < 0)).sum()),
+                "analysis": error_analysis(layout, scores, methods, standard),
             }
         )
     summary = {
@@ -284,6 +348,7 @@ def run(
         },
         "insighthub_own_decision": own,
         "per_series_at_standard_threshold": per_series,
+        "false_positives_by_strongest_method": _corpus_false_positives(per_series),
         "cost": replayer.cost.as_dict(),
         "results_layout": f"{out}/<detector>/<category>/<detector>_<name>.csv",
     }
@@ -341,6 +406,34 @@ def render(summary: dict[str, Any]) -> str:
                     str(s["saturated_outside"]),
                 ]
                 for s in summary["per_series_at_standard_threshold"]
+            ],
+        ),
+        "",
+        f"{DETECTOR} false-positive rows at the standard threshold by the method that scored "
+        "them highest, and their cost to the standard raw score:",
+        table(
+            ["method", "FP rows", "cost"],
+            [
+                [name, str(entry["rows"]), f"{entry['cost']:.2f}"]
+                for name, entry in summary["false_positives_by_strongest_method"].items()
+            ],
+        ),
+        "",
+        f"{DETECTOR} missed windows at the standard threshold (first scorable row; best combined "
+        "score inside; the method that came closest):",
+        table(
+            ["series", "window", "row", "best", "closest method", "why"],
+            [
+                [
+                    s["series"],
+                    str(m["window"]),
+                    str(m["first_scorable_row"]),
+                    f"{m['best_score']:.3f}",
+                    f"{m['best_method']} {m['best_method_score']:.3f}",
+                    m["reason"],
+                ]
+                for s in summary["per_series_at_standard_threshold"]
+                for m in s["analysis"]["missed_windows"]
             ],
         ),
         "",

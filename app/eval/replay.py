@@ -75,6 +75,8 @@ class Replay:
     scores: FloatArray
     flagged: npt.NDArray[np.bool_]
     explanations: list[str] = field(default_factory=list)
+    # Each method's calibrated score per event (``keep_methods``), before the combination.
+    methods: dict[str, FloatArray] = field(default_factory=dict)
 
 
 class Replayer:
@@ -87,12 +89,17 @@ class Replayer:
         self.settings = AnomalyDetector(artifacts_dir=artifacts_dir).settings
 
     def replay(
-        self, events: Sequence[Mapping[str, Any]], *, keep_explanations: bool = False
+        self,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        keep_explanations: bool = False,
+        keep_methods: bool = False,
     ) -> Replay:
         detector = AnomalyDetector(artifacts_dir=self.artifacts_dir)
         scores = np.empty(len(events))
         flagged = np.zeros(len(events), dtype=bool)
         explanations: list[str] = []
+        methods: dict[str, FloatArray] = {}
         for start in range(0, len(events), BATCH_EVENTS):
             chunk = events[start : start + BATCH_EVENTS]
             wall, cpu = time.perf_counter(), time.process_time()
@@ -103,7 +110,13 @@ class Replayer:
                 flagged[start + offset] = result["is_anomaly"]
             if keep_explanations:
                 explanations.extend(str(result["explanation"]) for result in results)
-        return Replay(scores, flagged, explanations)
+            if keep_methods:
+                for offset, result in enumerate(results):
+                    for name, method in result["methods"].items():
+                        # A method missing from some events (it failed there) scores 0 there.
+                        column = methods.setdefault(name, np.zeros(len(events)))
+                        column[start + offset] = method["anomaly_score"]
+        return Replay(scores, flagged, explanations, methods)
 
     def settings_summary(self) -> dict[str, Any]:
         return settings_summary(self.settings)

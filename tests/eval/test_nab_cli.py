@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from app.eval.__main__ import main
-from app.eval.nab import load_corpus, series_events, sliding_zscore, to_latency
+from app.eval.nab import error_analysis, load_corpus, series_events, sliding_zscore, to_latency
+from app.eval.nab_scoring import layout_series
 from app.eval.replay import replayer
 
 ROWS = 300
@@ -113,3 +114,32 @@ def test_replay_scores_each_row_from_the_past_only(tmp_path: Path) -> None:
         full = engine.replay(events).scores
         prefix = engine.replay(events[:215]).scores
     assert prefix.tolist() == full[:215].tolist()
+
+
+def test_error_analysis_names_each_loss() -> None:
+    """False positives go to the method that scored them highest, with NAB's cost; a missed
+    window is a repeat when one method alone reached the threshold, else below it."""
+    # Rows 0-1 probation (floor(0.15 * 20) = 3), windows at rows 8-9 and 14-15.
+    layout = layout_series("s", 20, [(8, 9), (14, 15)])
+    combined = np.zeros(20)
+    forecast, pattern = np.zeros(20), np.zeros(20)
+    combined[[1, 4, 5]] = 0.9  # row 1 is in the probation period: not counted
+    forecast[[1, 4]] = 0.9
+    pattern[5] = 0.9
+    combined[9], pattern[9] = 0.5, 0.95  # window 0: the method alarmed, the combination did not
+    combined[14], forecast[14] = 0.3, 0.3  # window 1: below the threshold
+    analysis = error_analysis(
+        layout, combined, {"forecast": forecast, "pattern": pattern}, threshold=0.6
+    )
+    false_positives = analysis["false_positives_by_method"]
+    assert false_positives.keys() == {"forecast", "pattern"}
+    assert false_positives["forecast"]["rows"] == 1
+    assert false_positives["pattern"]["rows"] == 1
+    # Before the first window a false positive costs the full A_FP.
+    assert false_positives["forecast"]["cost"] == pytest.approx(0.11)
+    reasons = [(m["window"], m["reason"], m["best_method"]) for m in analysis["missed_windows"]]
+    assert reasons == [
+        (0, "ranked as a repeat", "pattern"),
+        (1, "below the threshold", "forecast"),
+    ]
+    assert analysis["missed_windows"][1]["best_score"] == 0.3
