@@ -297,7 +297,11 @@ class ScoringEngine:
         # Every method's numbers as rows of one matrix: each step below is then one numpy call for
         # all methods, whose per-call cost is what a batch of one pays.
         if names:
-            rarities = np.array([outputs[name].rarity for name in names], dtype=np.float64)
+            # One concatenation of the methods' rows (each of n values): np.array on a list of
+            # arrays costs twice as much for the batch of one.
+            rarities = np.concatenate(
+                [outputs[name].rarity for name in names], dtype=np.float64
+            ).reshape(len(names), n)
             rows = table.recalibrated
             if rows:
                 # Methods whose rarities are already frequencies of the service's own history
@@ -355,7 +359,8 @@ class ScoringEngine:
             flagged,
             score_matrix,
             score_matrix >= threshold,
-            np.array(columns, dtype=np.float64) if columns else np.empty((0, n)),
+            # Rows of n values each, one after the other (render_results reads them so).
+            np.concatenate(columns, dtype=np.float64) if columns else np.empty(0),
             explanations,
             batch.services,
             seen,

@@ -135,10 +135,11 @@ def render_results(
     """Each event's answer filled into ``template``.
 
     ``scores`` and ``alarms`` have one row per method, ``metrics`` one row per metric (each
-    method's in turn, in the template's order); every other array has one value per event.
+    method's in turn, in the template's order; a 2-D array or its rows concatenated); every
+    other array has one value per event.
     """
     n = len(services)
-    if scores.shape[0] != template.methods or metrics.shape[0] != template.metrics:
+    if scores.shape[0] != template.methods or metrics.size != template.metrics * n:
         raise ValueError("the template was made for other methods")
     dumps = orjson.dumps
     # Rows of n values each, one after the other: the numbers of all rows in one orjson call.
