@@ -56,7 +56,8 @@ def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> Fl
     # 0, where np.clip or minimum/maximum would pass the NaN on into the response.
     clipped = np.fmax(np.fmin(np.asarray(rarity, dtype=np.float64), 1.0), MIN_RARITY)
     linear = 0.5 * np.log(clipped) / _log_rate(target_false_alarm_rate)
-    if (linear <= BEND_AT).all():
+    # count_nonzero: .all()'s answer without its Python-level wrapper (a single event pays it).
+    if np.count_nonzero(linear <= BEND_AT) == linear.size:
         # Nothing past the bend (the usual case; a NaN fails the test): the same result as below
         # without computing the bent branch. linear >= 0 here, so only -0.0 needs the "+ 0.0".
         unbent: FloatArray = np.maximum(linear, 0.0) + 0.0
@@ -116,7 +117,7 @@ class TailCalibrator:
         body = 1.0 - np.interp(scores, self.quantiles, self.levels)
         body = np.maximum(body, TAIL_FRACTION)
         in_tail = scores > self.tail_start
-        if not in_tail.any():
+        if not np.count_nonzero(in_tail):  # .any() without its Python-level wrapper
             # The usual case (95% of normal events): the same result without the tail's six
             # numpy calls, whose fixed cost is what a single event pays.
             return body
