@@ -21,6 +21,7 @@ from app.detectors.base import ScoringContext
 from app.detectors.calibration import TAIL_FRACTION, TailCalibrator, interp_one
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
+from app.features import expected_latency_z, feature_matrix
 from app.model import bootstrap_training_data, fit_model, model_from_arrays
 from app.repeats import AlarmRepeats
 from tests.conftest import make_settings
@@ -195,3 +196,20 @@ def test_repeats_of_single_events_equal_a_batchs(
     )
     got = batched.observe(services[: len(combined)], numbers, np.array(combined), 0.5)
     assert _same_bits(got, expected)
+
+
+z_scores = st.one_of(st.floats(width=64), st.sampled_from([0.0, -0.0, 50.0, -50.0, math.nan]))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(st.tuples(z_scores, z_scores, st.sampled_from([0.0, 0.25, 0.5, 1.0])), min_size=2)
+)
+def test_features_of_one_event_equal_a_batchs(rows: list[tuple[float, float, float]]) -> None:
+    baseline, forecast, levels = (np.array(column) for column in zip(*rows, strict=True))
+    expected_z = expected_latency_z(baseline, forecast)
+    matrix = feature_matrix(expected_z, levels)
+    for i in range(len(rows)):
+        alone_z = expected_latency_z(baseline[i : i + 1], forecast[i : i + 1])
+        assert _same_bits(alone_z, expected_z[i : i + 1])
+        assert _same_bits(feature_matrix(alone_z, levels[i : i + 1]), matrix[i : i + 1])
