@@ -361,8 +361,7 @@ class ScoringEngine:
             flagged,
             score_matrix,
             score_matrix >= threshold,
-            # Rows of n values each, one after the other (render_results reads them so).
-            np.concatenate(columns, dtype=np.float64) if columns else np.empty(0),
+            columns,
             explanations,
             batch.services,
             seen,
