@@ -125,7 +125,7 @@ def render_results(
     flagged: npt.NDArray[np.bool_],
     scores: FloatArray,
     alarms: npt.NDArray[np.bool_],
-    metrics: Sequence[npt.NDArray[np.generic]],
+    metrics: Sequence[npt.NDArray[np.generic]] | FloatArray,
     explanations: Sequence[str],
     services: Sequence[str],
     events_seen: npt.NDArray[np.int64],
