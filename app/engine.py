@@ -72,7 +72,9 @@ class _MethodTable:
     weights: FloatArray  # column vector, one row per method
     alarms: list[float]  # rarity at which each method alone flags an event
     labels: list[str]  # human names of the methods
-    recalibrated: list[int]  # rows of the methods whose rarities the online recalibration adjusts
+    # Rows of the methods whose rarities the online recalibration adjusts (an array: numpy
+    # converts a list index on every use).
+    recalibrated: npt.NDArray[np.intp]
     recalibrated_names: list[str]  # their names and alarm rarities, in that order
     recalibrated_alarms: list[float]
 
@@ -273,7 +275,7 @@ class ScoringEngine:
                 np.array(weights, dtype=np.float64)[:, None],
                 [alarm_rarity(q, threshold, weight) for weight in weights],
                 [self._method_names[name] for name in names],
-                recalibrated,
+                np.array(recalibrated, dtype=np.intp),
                 [names[m] for m in recalibrated],
                 [alarm_rarity(q, threshold, weights[m]) for m in recalibrated],
             )
@@ -297,16 +299,20 @@ class ScoringEngine:
         # Every method's numbers as rows of one matrix: each step below is then one numpy call for
         # all methods, whose per-call cost is what a batch of one pays.
         if names:
-            rarities = np.array([outputs[name].rarity for name in names], dtype=np.float64)
+            # One concatenation of the methods' rows (each of n values): np.array on a list of
+            # arrays costs twice as much for the batch of one.
+            rarities = np.concatenate(
+                [outputs[name].rarity for name in names], dtype=np.float64
+            ).reshape(len(names), n)
             rows = table.recalibrated
-            if rows:
+            if rows.size:
                 # Methods whose rarities are already frequencies of the service's own history
                 # (recalibrated = False) keep them: learning them again would silence them.
                 rarities[rows] = self.recalibration.observe_matrix(
                     batch.services,
                     batch.timestamps,
                     table.recalibrated_names,
-                    rarities[rows],
+                    rarities.take(rows, axis=0),  # a copy, as rarities[rows]: cheaper call
                     table.recalibrated_alarms,
                 )
             score_matrix = rarity_to_score(rarities, self.settings.target_false_alarm_rate)
@@ -355,7 +361,7 @@ class ScoringEngine:
             flagged,
             score_matrix,
             score_matrix >= threshold,
-            np.array(columns, dtype=np.float64) if columns else np.empty((0, n)),
+            columns,
             explanations,
             batch.services,
             seen,

@@ -33,7 +33,7 @@ class EventBatch:
     log_latency: FloatArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "is_error", np.asarray(self.level_scores >= ERROR_LEVEL_SCORE))
+        object.__setattr__(self, "is_error", self.level_scores >= ERROR_LEVEL_SCORE)
         object.__setattr__(self, "log_latency", np.log1p(self.latency_ms))
 
     def __len__(self) -> int:
@@ -44,6 +44,19 @@ class EventBatch:
         cls, events: Sequence[LogEvent], received_at: float | None = None
     ) -> EventBatch:
         now = time.time() if received_at is None else received_at
+        if len(events) == 1:
+            # The batch of one of /score: its three numeric columns as rows of one array (each
+            # a contiguous view), one numpy call rather than three.
+            (event,) = events
+            level_scores, latency_ms, timestamps = np.array(
+                [
+                    [LEVEL_SCORES[event.level]],
+                    [np.nan if event.latency_ms is None else event.latency_ms],
+                    [now if event.timestamp is None else event.timestamp.timestamp()],
+                ],
+                dtype=np.float64,
+            )
+            return cls([event.service], [event.level], level_scores, latency_ms, timestamps)
         # Plain lists, then one array each: cheaper than np.fromiter over generators, whose
         # set-up cost dominated for the batch of one that every /score is.
         services = [event.service for event in events]

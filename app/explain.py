@@ -205,6 +205,8 @@ def _method_findings(
     few); events without such findings are left out."""
     findings: defaultdict[int, list[str]] = defaultdict(list)
     notable = _notable_events(scores, score_matrix)
+    if not notable:  # the usual event: no method's score is notable
+        return findings
     if templates is not None:
         for i in notable.get("templates", ()):
             template = _quoted(int(templates.template_id[i]), template_text)

@@ -17,6 +17,10 @@ def feature_matrix(latency_z: FloatArray, level_scores: FloatArray) -> FloatArra
     the event has no latency or the service's baseline is still warming up; such events count as
     typical in latency (0) and say so in ``latency_missing``, so the forest never sees a NaN.
     """
+    if latency_z.shape[0] == 1:
+        # The batch of one of /score: one numpy call rather than five.
+        (z,), (level,) = latency_z.tolist(), level_scores.tolist()
+        return np.array([[0.0 if z != z else z, level, 1.0 if z != z else 0.0]])
     missing = np.isnan(latency_z)
     # Filled column by column: a third of np.column_stack's cost for the batch of one of /score.
     matrix = np.empty((latency_z.shape[0], len(FEATURE_NAMES)))
@@ -34,6 +38,11 @@ def expected_latency_z(baseline_z: FloatArray, forecast_z: FloatArray) -> FloatA
     service is the same quantity; live, the forecast also knows the time of day and follows a
     lasting shift, so a daily cycle or a deploy does not read as a stream of extreme latencies.
     """
+    if baseline_z.shape[0] == 1:
+        # The batch of one of /score, on Python floats: min and max give fmin and fmax's
+        # results for the non-NaN values they see here.
+        (baseline,), (forecast,) = baseline_z.tolist(), forecast_z.tolist()
+        return np.array([baseline if forecast != forecast else max(min(forecast, 50.0), -50.0)])
     # fmin/fmax: np.clip's result at a fraction of its call cost (NaN positions are not used).
     result: FloatArray = np.where(
         np.isnan(forecast_z), baseline_z, np.fmax(np.fmin(forecast_z, 50.0), -50.0)

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from app.bootstrap import forest_parameters, load_or_bootstrap
 from app.engine import ScoreDict, ScoringEngine
 from app.events import parse_events
@@ -42,7 +44,9 @@ class AnomalyDetector:
         return self.engine.model.version
 
     def predict(self, event: EventLike) -> ScoreDict:
-        return self.engine.score(parse_events([event]))[0]
+        # engine.score's path for one event, without its list of answers to join and read back.
+        answer: ScoreDict = orjson.loads(self.engine.score_json(parse_events([event]))[0])
+        return answer
 
     def predict_batch(self, events: Sequence[EventLike]) -> list[ScoreDict]:
         return self.engine.score(parse_events(events))

@@ -125,7 +125,7 @@ def render_results(
     flagged: npt.NDArray[np.bool_],
     scores: FloatArray,
     alarms: npt.NDArray[np.bool_],
-    metrics: FloatArray,
+    metrics: Sequence[npt.NDArray[np.generic]] | FloatArray,
     explanations: Sequence[str],
     services: Sequence[str],
     events_seen: npt.NDArray[np.int64],
@@ -135,16 +135,21 @@ def render_results(
     """Each event's answer filled into ``template``.
 
     ``scores`` and ``alarms`` have one row per method, ``metrics`` one row per metric (each
-    method's in turn, in the template's order); every other array has one value per event.
+    method's in turn, in the template's order: a 2-D array or a list of rows, numbers of any
+    dtype written as float64); every other array has one value per event.
     """
     n = len(services)
-    if scores.shape[0] != template.methods or metrics.shape[0] != template.metrics:
+    if scores.shape[0] != template.methods or len(metrics) != template.metrics:
         raise ValueError("the template was made for other methods")
     dumps = orjson.dumps
     # Rows of n values each, one after the other: the numbers of all rows in one orjson call.
-    # (np.concatenate of raveled rows: vstack's per-call cost is several times higher.)
+    # (np.concatenate of raveled rows: vstack's per-call cost is several times higher; the
+    # metric rows go into the same call, unstacked, as float64 like the first rows.)
+    numbers = np.concatenate((combined, confidence, scores.ravel(), *metrics), dtype=np.float64)
+    if numbers.size != (2 + template.methods + template.metrics) * n:
+        raise ValueError("a metric row does not have one value per event")
     texts = (
-        json_values(np.concatenate((combined, confidence, scores.ravel(), metrics.ravel())))
+        json_values(numbers)
         + json_values(np.concatenate((flagged, ready, alarms.ravel())))
         + [dumps(text) for text in explanations]
         + [dumps(service) for service in services]

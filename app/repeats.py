@@ -51,13 +51,17 @@ class AlarmRepeats(ServiceStates[deque[tuple[int, float]]]):
         """
         if self.horizon <= 0:
             return combined
-        alarms = np.flatnonzero(combined >= threshold)
-        if alarms.size == 0:
+        scores = combined.tolist()
+        if len(scores) == 1:
+            # The batch of one of /score: the test on a Python float, not two numpy calls.
+            alarms = [0] if scores[0] >= threshold else []
+        else:
+            alarms = np.flatnonzero(combined >= threshold).tolist()
+        if not alarms:
             return combined
         result = combined.copy()
         numbers = event_numbers.tolist()
-        scores = combined.tolist()
-        for i in alarms.tolist():
+        for i in alarms:
             queue = self.state_for(services[i])
             number, score = numbers[i], scores[i]
             if queue and queue[-1][0] >= number:

@@ -114,11 +114,14 @@ class SequenceStore(ServiceStates[ServiceSequence]):
         max_contexts = self.max_contexts
         ids = template_ids.tolist()
         # The states of the events that have a template, in order: the others touch none.
-        states = iter(
-            self.states_for(
-                [service for service, t in zip(services, ids, strict=True) if t != NO_TEMPLATE]
-            )
-        )
+        templated: Sequence[str]
+        if n == 1:  # the /score path: nothing to filter
+            templated = services if ids[0] != NO_TEMPLATE else []
+        else:
+            templated = [
+                service for service, t in zip(services, ids, strict=True) if t != NO_TEMPLATE
+            ]
+        states = iter(self.states_for(templated))
         for i, template_id in enumerate(ids):
             if template_id == NO_TEMPLATE:
                 continue

@@ -422,11 +422,14 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                     token_cache.clear()
                 tokens = token_cache[key] = tokens_of(without_service_name(service, message))
             all_tokens.append(tokens)
-        states = iter(
-            self.states_for(
-                [service for service, tokens in zip(services, all_tokens, strict=True) if tokens]
-            )
-        )
+        templated: Sequence[str]
+        if n == 1:  # the /score path: nothing to filter
+            templated = services if all_tokens[0] else []
+        else:
+            templated = [
+                service for service, tokens in zip(services, all_tokens, strict=True) if tokens
+            ]
+        states = iter(self.states_for(templated))
         # Columns as Python lists, made arrays once at the end: a numpy item assignment costs
         # several times a list's.
         ids = [NO_TEMPLATE] * n

@@ -38,6 +38,7 @@ MIN_STD = 1e-3  # a constant feature is left centred, not blown up by a tiny spr
 MIN_GROUP_SHARE = 0.05
 # The calibrated tail covers the training errors' own shares from this many rows up.
 MIN_COVERED_ROWS = 10
+_MISSING_COLUMN = FEATURE_NAMES.index("latency_missing")
 
 
 def _reconstruction_loop(
@@ -282,9 +283,21 @@ class AutoencoderDetector(BatchDetector):
         error = self.reconstruction_error(context.features)
         # While a service's baseline warms up, its latency feature reads "missing" although the
         # event has one: that combination says nothing about the event, so it is not judged.
-        missing_column = FEATURE_NAMES.index("latency_missing")
         latency = context.batch.latency_ms
-        warming_up = (context.features[:, missing_column] == 1.0) & (latency == latency)
+        if len(error) == 1:
+            # The batch of one of /score: the test on Python floats, no np.where.
+            (missing,), (event_latency,) = (
+                context.features[:, _MISSING_COLUMN].tolist(),
+                latency.tolist(),
+            )
+            if missing == 1.0 and event_latency == event_latency:
+                return MethodOutput(
+                    rarity=np.ones(1), metrics={"reconstruction_error": np.full(1, np.nan)}
+                )
+            return MethodOutput(
+                rarity=self.calibrator_.rarity(error), metrics={"reconstruction_error": error}
+            )
+        warming_up = (context.features[:, _MISSING_COLUMN] == 1.0) & (latency == latency)
         return MethodOutput(
             rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
             metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},

@@ -85,20 +85,37 @@ class IsolationForestDetector(BatchDetector):
         raw = forest.paper_scores(context.features)
         latency_z = context.baseline.latency_z
         median = context.baseline.median_latency_ms
-        # A ratio only where the latency was judged against a baseline (z known) and the median
-        # is a usable scale; NaN elsewhere.
-        ratio = np.divide(
-            context.batch.latency_ms,
-            median,
-            out=np.full(len(context.batch), np.nan),
-            where=(median > MIN_MEDIAN_FOR_RATIO_MS) & (latency_z == latency_z),
-        )
+        if len(raw) == 1:
+            # The batch of one of /score: the same comparisons and IEEE division on Python
+            # floats, both columns made by one numpy call rather than five.
+            (latency,), (z,), (usable,), (score,) = (
+                context.batch.latency_ms.tolist(),
+                latency_z.tolist(),
+                median.tolist(),
+                raw.tolist(),
+            )
+            ratio, beyond = np.array(
+                [
+                    [latency / usable if usable > MIN_MEDIAN_FOR_RATIO_MS and z == z else np.nan],
+                    [1.0 if score > -forest.offset else 0.0],
+                ]
+            )
+        else:
+            # A ratio only where the latency was judged against a baseline (z known) and the
+            # median is a usable scale; NaN elsewhere.
+            ratio = np.divide(
+                context.batch.latency_ms,
+                median,
+                out=np.full(len(context.batch), np.nan),
+                where=(median > MIN_MEDIAN_FOR_RATIO_MS) & (latency_z == latency_z),
+            )
+            # score_samples < offset, with score_samples = -raw (negation is exact).
+            beyond = (raw > -forest.offset).astype(np.float64)
         return MethodOutput(
             rarity=calibrator.rarity(raw),
             metrics={
                 "paper_score": raw,
-                # score_samples < offset, with score_samples = -raw (negation is exact).
-                "beyond_contamination_threshold": (raw > -forest.offset).astype(np.float64),
+                "beyond_contamination_threshold": beyond,
                 "latency_ratio": ratio,
                 "latency_zscore_vs_baseline": latency_z,
                 "level_score": context.batch.level_scores,

@@ -82,21 +82,27 @@ class TemplateDetector(Detector):
     def _rarity_of_one(self, view: TemplateView) -> MethodOutput:
         """``_rarity_of_batch`` for the batch of one of every /score, on Python floats (the
         same arithmetic; NaN propagates as through ``np.minimum``) in one numpy call."""
-        tests = (
-            float(view.novelty_rarity[0]),
-            float(view.system_rarity[0]),
-            float(view.rarity_of_rare[0]),
-            float(view.surge_rarity[0]),
+        # tolist: a Python float or int without the numpy scalar that indexing makes.
+        (novelty,), (system,), (rare,), (surge,) = (
+            view.novelty_rarity.tolist(),
+            view.system_rarity.tolist(),
+            view.rarity_of_rare.tolist(),
+            view.surge_rarity.tolist(),
         )
+        tests = (novelty, system, rare, surge)
         smallest = math.nan if any(t != t for t in tests) else min(tests)
-        template_id = int(view.template_id[0])
+        (template_id,), (template_count,), (service_messages,) = (
+            view.template_id.tolist(),
+            view.template_count.tolist(),
+            view.service_messages.tolist(),
+        )
         has_template = template_id >= 0
         rarity, template, count, messages = np.array(
             [
                 [min(1.0, len(tests) * smallest) if smallest == smallest else math.nan],
                 [template_id if has_template else math.nan],
-                [int(view.template_count[0]) if has_template else math.nan],
-                [int(view.service_messages[0])],
+                [template_count if has_template else math.nan],
+                [service_messages],
             ],
             dtype=np.float64,
         )
