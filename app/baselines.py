@@ -44,6 +44,13 @@ SHIFT_ALPHA = 0.2
 SHIFT_CLIP = 3.0
 SHIFT_SPREAD = math.sqrt(SHIFT_ALPHA / (2.0 - SHIFT_ALPHA))
 SHIFT_MIN_EVENTS = 5
+# A slowdown is over when an event comes in this far (in baseline spreads) below the recent mean
+# of clipped z-scores: the mean restarts from the baseline, so the events after a latency spike
+# are not judged by its memory (the mean, at the clip after a spike, takes ~5 events to fall below
+# the alarm level, and every moderately slow normal event among them was flagged as part of the
+# "shift"). After a spike, any event below the baseline's centre ends it; within a sustained
+# slowdown an event falls 3 spreads below the slowdown's level about once in 740.
+SHIFT_OVER_BELOW = 3.0
 
 
 def robust_location_scale(values: FloatArray) -> tuple[float, float]:
@@ -140,6 +147,8 @@ def _observe_kernel(
                 z = (value - row[_LOCATION]) / row[_SCALE]
                 out[_OUT_LATENCY_Z, i] = min(max(z, -MAX_ABS_Z), MAX_ABS_Z)
                 clipped = min(max(z, -SHIFT_CLIP), SHIFT_CLIP)
+                if row[_RECENT_SHIFT] > 0.0 and clipped < row[_RECENT_SHIFT] - SHIFT_OVER_BELOW:
+                    row[_RECENT_SHIFT] = 0.0
                 row[_RECENT_SHIFT] += SHIFT_ALPHA * (clipped - row[_RECENT_SHIFT])
                 row[_JUDGED] += 1.0
                 if row[_JUDGED] >= SHIFT_MIN_EVENTS:

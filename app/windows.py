@@ -6,7 +6,9 @@ busy it is. Running totals are updated as buckets enter and leave, so reading a 
 min and max, which cannot be un-added, are read from the buckets only when /stats asks.
 
 Each service also keeps a long-run error rate with an event-time half-life (much longer than the
-window), the baseline an error burst in the window is judged against.
+window), the baseline an error burst is judged against, and the error flags of its last
+``RECENT_EVENTS`` events as the bits of one integer (the sliding window's burst scan reads where
+the errors among them fall).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ _EMPTY = -1.0
 _SCALARS = 13
 _NO_HEAD = -float(2**62)
 # Rows of the kernel's integer output, in the order of WindowView's integer fields.
-_OUT_TOTAL, _OUT_ERRORS, _OUT_RECENT_TOTAL, _OUT_RECENT_ERRORS = range(4)
+_OUT_TOTAL, _OUT_ERRORS, _OUT_RECENT_TOTAL, _OUT_RECENT_ERRORS, _OUT_RECENT_BITS = range(5)
+_OUT_ROWS = 5
 
 # Prior for the long-run error rate of a new service: 1% with the weight of 10 events, so a
 # service's first error is not an error burst and a few of its first events settle its own rate.
@@ -74,6 +77,10 @@ class WindowView(NamedTuple):
     in_window: npt.NDArray[np.bool_]  # False: the event is older than the window's span
     recent_total: npt.NDArray[np.int64]  # the service's last few events, this one included
     recent_errors: npt.NDArray[np.int64]
+    # The error flags of those events: bit d is the event d events back (bit 0 this one).
+    recent_error_bits: npt.NDArray[np.int64]
+    # The events (decayed, prior included) behind expected_error_rate: how sure it is.
+    error_rate_weight: FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +110,9 @@ def _observe_kernel(
     two: float,
 ) -> None:
     """Read each event's window, then count the event in, in order: ``counts`` gets the integer
-    fields of ``WindowView`` (rows ``_OUT_*``), ``rates`` the expected error rate and the latency
-    z-score. Compiled by numba (see ``app.compiled``); as plain Python it is the same arithmetic
-    in the same order as the per-service objects it replaced."""
+    fields of ``WindowView`` (rows ``_OUT_*``), ``rates`` the expected error rate, the latency
+    z-score and the weight of the error rate. Compiled by numba (see ``app.compiled``); as plain
+    Python it is the same arithmetic in the same order as the per-service objects it replaced."""
     n_buckets = buckets.shape[2]
     for i in range(codes.shape[0]):
         s = codes[i]
@@ -150,6 +157,7 @@ def _observe_kernel(
             head = bucket_id
             row[_HEAD] = head
         rates[0, i] = (row[_HISTORY_ERRORS] + PRIOR_ERRORS) / (row[_HISTORY_EVENTS] + PRIOR_EVENTS)
+        rates[2, i] = row[_HISTORY_EVENTS] + PRIOR_EVENTS
         rates[1, i] = math.nan
         log_value = log_latency[i]
         lat_n = row[_TOTAL_LAT_N]
@@ -207,6 +215,7 @@ def _observe_kernel(
         counts[_OUT_ERRORS, i] = int(row[_TOTAL_ERRORS])
         counts[_OUT_RECENT_TOTAL, i] = int(row[_RECENT_SEEN])
         counts[_OUT_RECENT_ERRORS, i] = set_bits
+        counts[_OUT_RECENT_BITS, i] = int(row[_RECENT_ERRORS])
 
 
 _compiled_observe = compile_kernel(
@@ -241,8 +250,8 @@ class WindowStore(RowStore):
         n = len(batch)
         codes = self.row_codes(batch.services)
         state, buckets = self.rows
-        counts = np.empty((4, n), dtype=np.int64)
-        rates = np.empty((2, n))
+        counts = np.empty((_OUT_ROWS, n), dtype=np.int64)
+        rates = np.empty((3, n))
         in_window = np.empty(n, dtype=np.bool_)
         _observe(
             codes,
@@ -269,6 +278,8 @@ class WindowStore(RowStore):
             in_window,
             counts[_OUT_RECENT_TOTAL],
             counts[_OUT_RECENT_ERRORS],
+            counts[_OUT_RECENT_BITS],
+            rates[2],
         )
 
     def running_sums(self, service: str) -> tuple[float, float, float] | None:

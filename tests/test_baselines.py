@@ -11,8 +11,10 @@ import pytest
 from app.baselines import (
     CLIP_SCALES,
     MIN_LOG_SCALE,
+    SHIFT_ALPHA,
     SHIFT_CLIP,
     SHIFT_MIN_EVENTS,
+    SHIFT_SPREAD,
     BaselineStore,
     SeedBaseline,
     robust_location_scale,
@@ -86,6 +88,29 @@ def test_single_outlier_cannot_fake_a_latency_shift_but_a_slowdown_does() -> Non
     assert outlier.latency_shift[0] < SHIFT_CLIP
     slow = baselines.observe(batch("a", [400.0] * 10, start=101.0))
     assert slow.latency_shift[-1] > 5
+
+
+def test_a_spike_that_ended_is_not_a_shift_but_a_noisy_slowdown_stays_one() -> None:
+    rng = np.random.default_rng(5)
+    normal = (100.0 * rng.lognormal(0, 0.3, 200)).tolist()
+    baselines = fresh()
+    baselines.observe(batch("a", normal))
+    spike = baselines.observe(batch("a", [1000.0] * 30, start=200.0))
+    assert spike.latency_shift[-1] > 8  # the mean of clipped z-scores at the clip
+    # The spike ends: an ordinary event below the median, then a moderately slow one (2.5x).
+    after = baselines.observe(batch("a", [90.0, 250.0], start=230.0))
+    assert after.latency_z[1] > 1  # slow enough to count towards a shift (SHIFT_MIN_OWN_Z)
+    assert after.latency_shift[1] < 1.5  # it was ~7 spreads before the mean restarted
+    # A 2x slowdown with the same noise (on a service without the spike) is never cut short:
+    # the mean follows its recursion at every event and stays high (the baseline itself slowly
+    # learns the new level, so it does not stay as high as at the start).
+    baselines.observe(batch("b", normal))
+    slowdown = (200.0 * rng.lognormal(0, 0.3, 60)).tolist()
+    slow = baselines.observe(batch("b", slowdown, start=200.0))
+    mean = slow.latency_shift * SHIFT_SPREAD
+    clipped = np.clip(slow.latency_z, -SHIFT_CLIP, SHIFT_CLIP)
+    np.testing.assert_allclose(mean[1:], mean[:-1] + SHIFT_ALPHA * (clipped[1:] - mean[:-1]))
+    assert np.all(slow.latency_shift[10:] > 3)
 
 
 def test_services_are_judged_on_their_own_scale() -> None:

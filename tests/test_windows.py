@@ -122,6 +122,14 @@ def test_long_run_error_rate_starts_at_the_prior_and_learns() -> None:
     assert view.recent_total.max() == 16
     assert view.recent_errors[4] == 5
     assert view.recent_errors[-1] == 0  # the five errors have left the last 16 events
+    # The same flags as bits, newest (this event) in bit 0.
+    assert view.recent_error_bits.tolist()[:6] == [1, 3, 7, 15, 31, 62]
+    assert view.recent_error_bits[-1] == 0
+    # The weight behind the rate: the events before this one, decayed (39 s against an hour's
+    # half-life: 0.4% at most), plus the prior's.
+    assert view.error_rate_weight[0] == pytest.approx(PRIOR_EVENTS)
+    assert view.error_rate_weight[39] == pytest.approx(39 + PRIOR_EVENTS, rel=5e-3)
+    assert view.error_rate_weight[39] < 39 + PRIOR_EVENTS
 
 
 def test_window_memory_does_not_grow_with_events() -> None:

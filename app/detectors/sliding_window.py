@@ -5,30 +5,90 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import bdtrc, ndtr
-from scipy.special.cython_special import bdtrc as bdtrc_one
+import numpy.typing as npt
+from scipy.special import ndtr
 from scipy.special.cython_special import ndtr as ndtr_one
 
 from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.windows import RECENT_EVENTS
+
+FloatArray = npt.NDArray[np.float64]
 
 # An event counts towards a sustained slowdown only if it is itself this slow (baseline z-score).
 SHIFT_MIN_OWN_Z = 1.0
+# The false-alarm budget shared by the tests (weighted Bonferroni: the shares sum to 1, so the
+# event's rarity, the smallest of test / share, still bounds how often a normal event reaches it).
+# The error-burst tests speak only for error lines and the latency tests for any line; half the
+# budget each side. Before the burst scan each of four tests had a quarter.
+BURST_SHARE = 0.5
+LATENCY_JUMP_SHARE = 0.25
+LATENCY_SHIFT_SHARE = 0.25
+# The burst scan takes the smallest of up to RECENT_EVENTS tail probabilities (the line alone,
+# then one per earlier error among the last RECENT_EVENTS lines): by simulation on independent
+# error flags at a known rate (0.1% to 10%, 1e8-4e8 lines each) the share of lines whose smallest
+# tail is at most c stays within 2.2 c for c from 1e-6 to 1e-3, and within 1.5 c for rates up to
+# 1% but for one grid point (docs/evaluation.md, "Synthetic: the error-burst scan"); this factor
+# pays for taking the smallest.
+SCAN_CORRECTION = 2.0
+
+
+def _predictive_tail(earlier: int, lines: int, alpha: float, beta: float) -> float:
+    """P(X >= earlier) for X ~ BetaBinomial(lines, alpha, beta): the pmf from x = 0 up by the
+    ratio of consecutive terms, the upper terms summed (no 1 - sum, which loses tiny tails)."""
+    pmf = 1.0
+    for j in range(lines):
+        pmf *= (beta + j) / (alpha + beta + j)
+    tail = 0.0
+    for x in range(lines):
+        pmf *= (lines - x) / (x + 1) * (x + alpha) / (lines - x - 1 + beta)
+        if x + 1 >= earlier:
+            tail += pmf
+    return tail
+
+
+def error_burst_rarity(bits: int, rate: float, weight: float) -> float:
+    """How often a normal line is an error with its service's earlier errors this close: the
+    smallest over the earlier errors among the last ``RECENT_EVENTS`` lines (bit d of ``bits``
+    is the line d back), times ``SCAN_CORRECTION``.
+
+    With the m-th earlier error ``d`` lines back, a normal line looks at least this bad with
+    probability ``E[p * P(Bin(d, p) >= m)]``: the line is an error, and m of the d lines before
+    it are. The tail is per line, which is what a false-alarm rate counts (not per window of
+    lines), and the smallest over m is a scan over every horizon up to ``RECENT_EVENTS``. The
+    expectation is over the service's error rate ``p`` as its history knows it, Beta(rate *
+    weight, (1 - rate) * weight): then it is ``rate * P(BetaBinomial(d, alpha + 1, beta) >=
+    m)``, which for a long history is the binomial tail at ``rate``, while a young service (a few
+    dozen lines, a rate known within a factor of two) is not judged as if its rate were exact.
+    Two errors in four lines of a service erring 1% of the time: about ``0.01 * P(Bin(3, 0.01)
+    >= 1) = 3e-4``. Only the last ``RECENT_EVENTS`` lines count: the 5-minute window's error
+    count, a horizon the scan used to include, still holds a burst minutes after it ended, and a
+    pair of ordinary errors then looked like its continuation (docs/evaluation.md)."""
+    alpha = rate * weight
+    beta = weight - alpha
+    smallest = rate
+    earlier = 0
+    for distance in range(1, RECENT_EVENTS):
+        if (bits >> distance) & 1:
+            earlier += 1
+            tail = rate * _predictive_tail(earlier, distance, alpha + 1.0, beta)
+            smallest = min(smallest, tail)
+    return SCAN_CORRECTION * smallest
 
 
 class SlidingWindowDetector(Detector):
-    """Four tests per event, each an exact tail probability under the service's normal:
+    """Three tests per event, each a tail probability under the service's normal:
 
-    * error burst in the window (error events only): P(at least k errors among the window's n
-      events) under the service's long-run error rate, a binomial tail;
-    * error burst among the service's last 16 events, the same test on a short horizon, which
-      sees a burst within a few events even in a busy service;
+    * error burst (error events only): the line is an error with the service's earlier errors
+      this close (``error_burst_rarity``: a scan over the last 16 lines), against the
+      service's long-run error rate and how sure that rate is;
     * latency jump: P(Z >= z) for the event's log-latency z-score against the window;
     * latency shift: P(Z >= s) for the recent mean of the service's baseline z-scores, which
       catches a sustained slowdown whose single events are each only moderately slow (judged
       for events at least ``SHIFT_MIN_OWN_Z`` above the baseline themselves).
 
-    The event's rarity is the smallest of the four times four (Bonferroni), so running several
-    tests does not multiply the false-alarm rate.
+    The event's rarity is the smallest of each test divided by its share of the false-alarm
+    budget (``BURST_SHARE`` and the two latency shares sum to 1: a weighted Bonferroni), so
+    running several tests does not multiply the false-alarm rate.
     """
 
     name: ClassVar[str] = "sliding_window"
@@ -60,25 +120,16 @@ class SlidingWindowDetector(Detector):
         total = window.total.astype(np.float64)
         errors = window.errors.astype(np.float64)
         recent_errors = window.recent_errors.astype(np.float64)
+        bursts = np.ones(len(is_error))
         if is_error.any():
-            window_burst = np.where(
-                # An error burst needs another error among the service's last few events:
-                # without one the burst is over, and the window only remembers it.
-                is_error & window.in_window & (errors > 0) & (window.recent_errors >= 2),
-                # n must be an integer array: scipy deprecates (and, as an error, fails on) float n.
-                bdtrc(np.maximum(errors - 1.0, 0.0), window.total, expected),
-                1.0,
-            )
-            recent_burst = np.where(
-                is_error & (recent_errors > 0),
-                bdtrc(np.maximum(recent_errors - 1.0, 0.0), window.recent_total, expected),
-                1.0,
-            )
-            bursts = np.minimum(window_burst, recent_burst)
-        else:
-            # Burst tests apply to error events only; skipping them for a batch without one
-            # saves two binomial tails for most single events.
-            bursts = np.ones(len(is_error))
+            # Burst tests apply to error events only (a few in most batches), one at a time
+            # through the function the batch of one uses: the same arithmetic on both paths.
+            bits = window.recent_error_bits
+            weight = window.error_rate_weight
+            for row in np.flatnonzero(is_error).tolist():
+                bursts[row] = error_burst_rarity(
+                    int(bits[row]), float(expected[row]), float(weight[row])
+                )
         z = window.latency_zscore
         # ndtr(NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
         latency_jump = np.where(np.isnan(z), 1.0, ndtr(-z))
@@ -88,9 +139,12 @@ class SlidingWindowDetector(Detector):
         own_z = context.baseline.latency_z
         part_of_shift = ~np.isnan(shift) & (own_z >= SHIFT_MIN_OWN_Z)  # NaN compares False
         latency_shift = np.where(part_of_shift, ndtr(-shift), 1.0)
-        smallest = np.minimum(bursts, np.minimum(latency_jump, latency_shift))
+        smallest = np.minimum(
+            bursts / BURST_SHARE,
+            np.minimum(latency_jump / LATENCY_JUMP_SHARE, latency_shift / LATENCY_SHIFT_SHARE),
+        )
         return MethodOutput(
-            rarity=np.minimum(1.0, 4.0 * smallest),
+            rarity=np.minimum(1.0, smallest),
             metrics={
                 "error_rate": np.divide(errors, total, out=np.zeros_like(total), where=total > 0),
                 "latency_zscore": z,
@@ -98,6 +152,7 @@ class SlidingWindowDetector(Detector):
                 "expected_error_rate": expected,
                 "recent_errors": recent_errors,
                 "latency_shift": shift,
+                "error_burst_rarity": bursts,
             },
         )
 
@@ -113,24 +168,22 @@ class SlidingWindowDetector(Detector):
         expected = float(window.expected_error_rate[0])
         bursts = 1.0
         if context.batch.is_error[0]:
-            # As in the batch path: a window burst needs another recent error.
-            if window.in_window[0] and errors > 0 and recent_errors >= 2:
-                bursts = bdtrc_one(max(errors - 1.0, 0.0), int(window.total[0]), expected)
-            if recent_errors > 0:
-                recent = bdtrc_one(
-                    max(recent_errors - 1.0, 0.0), int(window.recent_total[0]), expected
-                )
-                bursts = min(bursts, recent)
+            bursts = error_burst_rarity(
+                int(window.recent_error_bits[0]), expected, float(window.error_rate_weight[0])
+            )
         z = float(window.latency_zscore[0])
         latency_jump = 1.0 if z != z else ndtr_one(-z)
         shift = float(baseline.latency_shift[0])
         # NaN compares False: no shift, or no latency of the event's own.
         part_of_shift = shift == shift and baseline.latency_z[0] >= SHIFT_MIN_OWN_Z
         latency_shift = ndtr_one(-shift) if part_of_shift else 1.0
-        smallest = min(bursts, min(latency_jump, latency_shift))
-        rarity, error_rate, total_logs, recent = np.array(
-            [[min(1.0, 4.0 * smallest)], [errors / total if total > 0 else 0.0], [total],
-             [recent_errors]]
+        smallest = min(
+            bursts / BURST_SHARE,
+            min(latency_jump / LATENCY_JUMP_SHARE, latency_shift / LATENCY_SHIFT_SHARE),
+        )
+        rarity, error_rate, total_logs, recent, burst = np.array(
+            [[min(1.0, smallest)], [errors / total if total > 0 else 0.0], [total],
+             [recent_errors], [bursts]]
         )  # fmt: skip
         return MethodOutput(
             rarity=rarity,
@@ -141,5 +194,6 @@ class SlidingWindowDetector(Detector):
                 "expected_error_rate": window.expected_error_rate,
                 "recent_errors": recent,
                 "latency_shift": baseline.latency_shift,
+                "error_burst_rarity": burst,
             },
         )

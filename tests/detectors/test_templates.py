@@ -83,7 +83,9 @@ def _context(
     nan = np.full(n, np.nan)
     baseline = BaselineView(nan, nan, np.zeros(n, np.int64), np.zeros(n, np.bool_), nan)
     zeros = np.zeros(n, np.int64)
-    window = WindowView(zeros, zeros, np.zeros(n), nan, np.ones(n, np.bool_), zeros, zeros)
+    window = WindowView(
+        zeros, zeros, np.zeros(n), nan, np.ones(n, np.bool_), zeros, zeros, zeros, np.full(n, 10.0)
+    )
     return ScoringContext(batch, np.zeros((n, 3)), baseline, window, templates=view)
 
 

@@ -42,6 +42,7 @@ SHIFT_ALPHA = 0.2
 SHIFT_CLIP = 3.0
 SHIFT_SPREAD = math.sqrt(SHIFT_ALPHA / (2.0 - SHIFT_ALPHA))
 SHIFT_MIN_EVENTS = 5
+SHIFT_OVER_BELOW = 3.0
 
 
 def robust_location_scale(values: FloatArray) -> tuple[float, float]:
@@ -162,6 +163,9 @@ class BaselineStore(ServiceStates[ServiceBaseline]):
                     z = (value - baseline.location) / baseline.scale
                     latency_z[i] = min(max(z, -MAX_ABS_Z), MAX_ABS_Z)
                     clipped = min(max(z, -SHIFT_CLIP), SHIFT_CLIP)
+                    recent = baseline.recent_shift
+                    if recent > 0.0 and clipped < recent - SHIFT_OVER_BELOW:
+                        baseline.recent_shift = 0.0
                     baseline.recent_shift += SHIFT_ALPHA * (clipped - baseline.recent_shift)
                     baseline.judged += 1
                     if baseline.judged >= SHIFT_MIN_EVENTS:

@@ -181,6 +181,8 @@ class WindowView:
     in_window: npt.NDArray[np.bool_]  # False: the event is older than the window's span
     recent_total: npt.NDArray[np.int64]  # the service's last few events, this one included
     recent_errors: npt.NDArray[np.int64]
+    recent_error_bits: npt.NDArray[np.int64]  # bit d: the event d events back was an error
+    error_rate_weight: FloatArray  # the decayed events behind expected_error_rate, prior included
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +217,8 @@ class WindowStore(ServiceStates[ServiceWindow]):
         """Read each event's window, then count the event in: sequential, in batch order."""
         n = len(batch)
         # One allocation per dtype: per-call cost matters for the batch of one of every /score.
-        total, errors, recent_total, recent_errors = np.zeros((4, n), dtype=np.int64)
+        total, errors, recent_total, recent_errors, recent_bits = np.zeros((5, n), dtype=np.int64)
+        weight = np.zeros(n)
         expected, zscore = np.full((2, n), np.nan)  # every expected[i] is set below
         in_window = np.ones(n, dtype=np.bool_)
         n_buckets = self.n_buckets
@@ -227,6 +230,7 @@ class WindowStore(ServiceStates[ServiceWindow]):
             bucket_id = math.floor(times[i] / self.bucket_seconds)
             window.advance(bucket_id, n_buckets)
             expected[i] = window.expected_error_rate
+            weight[i] = window.history_events + PRIOR_EVENTS
             log_latency = log_latencies[i]
             if window.lat_n >= self.min_events and log_latency == log_latency:
                 mean = window.log_sum / window.lat_n
@@ -240,9 +244,13 @@ class WindowStore(ServiceStates[ServiceWindow]):
             window.newest_time = max(window.newest_time, times[i])
             recent_total[i] = window.recent_seen
             recent_errors[i] = window.recent_errors.bit_count()
+            recent_bits[i] = window.recent_errors
             total[i] = window.total
             errors[i] = window.errors
-        return WindowView(total, errors, expected, zscore, in_window, recent_total, recent_errors)
+        return WindowView(
+            total, errors, expected, zscore, in_window, recent_total, recent_errors, recent_bits,
+            weight,
+        )  # fmt: skip
 
     def snapshot(self, service: str) -> WindowSnapshot | None:
         """The service's current window (ending at its newest event time); None if never seen."""
