@@ -142,6 +142,18 @@ def fit_model(data: TrainingData, parameters: dict[str, Any], warmup: int) -> Fi
     return FitResult(arrays, description)
 
 
+def _fewest_copies_reaching_share(rows: int, missing: int, share: float) -> int:
+    """The least k with (missing + k) >= share * (rows + k)."""
+    # The closed form, ceil((share * rows - missing) / (1 - share)), can land one off when the
+    # quotient is an integer up to rounding; settle it with the comparison itself.
+    copies = max(int(np.ceil((share * rows - missing) / (1.0 - share))), 0)
+    while copies > 0 and missing + copies - 1 >= share * (rows + copies - 1):
+        copies -= 1
+    while missing + copies < share * (rows + copies):
+        copies += 1
+    return copies
+
+
 def with_missing_latency_examples(features: FloatArray, random_state: int) -> FloatArray:
     """``features`` plus, when fewer than ``MIN_MISSING_LATENCY_SHARE`` of its rows lack a
     latency, copies of random rows with the latency removed (z 0, ``latency_missing`` 1, level
@@ -160,10 +172,7 @@ def with_missing_latency_examples(features: FloatArray, random_state: int) -> Fl
     rows, missing = features.shape[0], features.shape[0] - have_latency.size
     if missing >= MIN_MISSING_LATENCY_SHARE * rows:
         return features
-    # (missing + k) / (rows + k) = share, rounded up.
-    added = int(
-        np.ceil((MIN_MISSING_LATENCY_SHARE * rows - missing) / (1.0 - MIN_MISSING_LATENCY_SHARE))
-    )
+    added = _fewest_copies_reaching_share(rows, missing, MIN_MISSING_LATENCY_SHARE)
     rng = np.random.default_rng(random_state)
     copies = features[rng.choice(have_latency, min(added, have_latency.size), replace=False)]
     copies[:, FEATURE_NAMES.index("latency_z")] = 0.0

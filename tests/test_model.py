@@ -7,7 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.features import FEATURE_NAMES, feature_matrix
-from app.model import MIN_MISSING_LATENCY_SHARE, with_missing_latency_examples
+from app.model import (
+    MIN_MISSING_LATENCY_SHARE,
+    _fewest_copies_reaching_share,
+    with_missing_latency_examples,
+)
 
 LATENCY_Z = FEATURE_NAMES.index("latency_z")
 LEVEL = FEATURE_NAMES.index("level_score")
@@ -54,3 +58,14 @@ def test_missing_latency_examples_are_reproducible() -> None:
     first = with_missing_latency_examples(features, 7)
     np.testing.assert_array_equal(first, with_missing_latency_examples(features, 7))
     assert first.shape[0] > 500
+
+
+def test_the_top_up_is_the_least_that_reaches_the_share_where_the_closed_form_rounds_up() -> None:
+    # ceil((0.01 * 297 - 0) / 0.99) is 4 in floating point; 3 copies already make 3 / 300 = 1%.
+    assert _fewest_copies_reaching_share(297, 0, 0.01) == 3
+    assert _fewest_copies_reaching_share(299, 2, 0.01) == 1
+    for rows in range(2, 3001):
+        for missing in range(int(0.01 * rows) + 1):
+            copies = _fewest_copies_reaching_share(rows, missing, 0.01)
+            assert missing + copies >= 0.01 * (rows + copies)
+            assert copies == 0 or missing + copies - 1 < 0.01 * (rows + copies - 1)
