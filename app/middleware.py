@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,12 @@ UNLIMITED_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _POLICY_CACHE_SIZE = 4096
 
+# A route's answer to a request whose body has been read in full and is within the limit, sent
+# without the framework's request machinery; False declines (nothing sent), and the request then
+# takes the app's ordinary path with the same body, so every other answer (errors included) is the
+# app's own.
+Shortcut = Callable[[Scope, bytes, Send], Awaitable[bool]]
+
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive()``; FastAPI re-raises HTTPExceptions met while reading a body, so
@@ -51,6 +57,7 @@ class RoutePolicy:
     needs_key: bool
     max_body_bytes: int
     limited: bool  # counts against max_concurrent_requests
+    shortcut: Shortcut | None = None
 
 
 class RouteIndex:
@@ -63,7 +70,13 @@ class RouteIndex:
     refuses it, only after the body has been read.
     """
 
-    def __init__(self, openapi: dict[str, Any], settings: Settings) -> None:
+    def __init__(
+        self,
+        openapi: dict[str, Any],
+        settings: Settings,
+        shortcuts: Mapping[tuple[str, str], Shortcut] | None = None,
+    ) -> None:
+        shortcuts = shortcuts or {}
         body_limits = {
             "/score": settings.max_body_bytes_score,
             "/score/batch": settings.max_body_bytes_batch,
@@ -80,6 +93,7 @@ class RouteIndex:
                     needs_key=bool(operation.get("security")),
                     max_body_bytes=body_limits.get(path, settings.max_body_bytes),
                     limited=path not in UNLIMITED_ROUTES,
+                    shortcut=shortcuts.get((method.upper(), path)),
                 )
                 self._entries.append((method.upper(), regex, policy))
                 if method.upper() == "GET":  # Starlette answers HEAD on every GET route
@@ -127,6 +141,17 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` as it was before ``messages`` were taken from it."""
+    pending = iter(messages)
+
+    async def replayed() -> Message:
+        message = next(pending, None)
+        return message if message is not None else await receive()
+
+    return replayed
+
+
 class GuardMiddleware:
     def __init__(
         self,
@@ -136,10 +161,12 @@ class GuardMiddleware:
         settings: Settings,
         keys: KeyChecker,
         metrics: Metrics,
+        shortcuts: Mapping[tuple[str, str], Shortcut] | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self._openapi = openapi
+        self._shortcuts = dict(shortcuts or {})
         self._index: RouteIndex | None = None
         self.keys = keys
         self.metrics = metrics
@@ -148,6 +175,8 @@ class GuardMiddleware:
         # One event loop per process runs every request, and nothing awaits between reading
         # and changing this counter, so it needs no lock.
         self.in_flight = 0
+        # Read at scrape time: a gauge's inc()/dec() take a lock twice on every request.
+        metrics.in_flight.set_function(lambda: self.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,7 +185,7 @@ class GuardMiddleware:
         started_at = time.perf_counter()
         if self._index is None:
             # Built on the first request, when every route is included.
-            self._index = RouteIndex(self._openapi(), self.settings)
+            self._index = RouteIndex(self._openapi(), self.settings, self._shortcuts)
         policy = self._index.policy(scope)
         status = 500  # what the server answers if the app raises before starting a response
 
@@ -209,13 +238,40 @@ class GuardMiddleware:
                 )
                 return
             self.in_flight += 1
-            self.metrics.in_flight.inc()
         try:
-            await self._counted(scope, receive, send, limit)
+            if policy.shortcut is not None:
+                await self._shortcut(scope, receive, send, limit, policy.shortcut)
+            else:
+                await self._counted(scope, receive, send, limit)
         finally:
             if policy.limited:
                 self.in_flight -= 1
-                self.metrics.in_flight.dec()
+
+    async def _shortcut(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, shortcut: Shortcut
+    ) -> None:
+        """Reads the whole body and offers it to the route's shortcut; a body over the limit,
+        a client gone, or a declined request goes on to the app as if nothing had been read."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                break
+            if not message.get("more_body", False):
+                body = (
+                    messages[0].get("body", b"")
+                    if len(messages) == 1
+                    else b"".join(part.get("body", b"") for part in messages)
+                )
+                if await shortcut(scope, body, send):
+                    return
+                break
+        await self._counted(scope, _replay(messages, receive), send, limit)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
