@@ -117,8 +117,19 @@ async def score_batch(
     """Score up to 10,000 events in order, exactly as if they had been sent one by one."""
     results = (
         engine.score_columns(columns) if columns is not None else engine.score_json(request.logs)
-    )
-    return _json(b'{"results":[' + b",".join(results) + b"]}")
+    )  # a list of our own: _results_array may change it
+    return _json(_results_array(results))
+
+
+def _results_array(results: list[bytes]) -> bytes:
+    """``{"results":[...]}`` around the engine's JSON objects, with a single copy of them: a
+    thousand events answer ~2 MB, and every extra concatenation of a buffer that size allocates
+    fresh pages (a page fault each 4 KiB) and copies it again, ~1 ms apiece."""
+    if not results:
+        return b'{"results":[]}'
+    results[0] = b'{"results":[' + results[0]
+    results[-1] += b"]}"
+    return b",".join(results)
 
 
 # What @router.post does, with this route's own route class (the decorator cannot set it).

@@ -197,3 +197,20 @@ async def test_no_model_yet_is_the_routes_503(settings: Settings) -> None:
             running.app.state.insighthub = state
         assert_problem(response, 503)
         assert response.headers["retry-after"] == "1"
+
+
+async def test_batch_answer_is_the_single_answers_byte_for_byte(
+    tmp_path: Path, bootstrapped_artifacts: Path
+) -> None:
+    """The batch body is ``{"results":[`` + the one-by-one answers joined by commas + ``]}``."""
+    bodies = [orjson.dumps(log) for log in mixed_stream()]
+    async with fresh_app(tmp_path, bootstrapped_artifacts, "single") as running:
+        singles = [body for _, _, body in await answers(running, bodies, concurrent=False)]
+    batch_body = b'{"logs":[' + b",".join(bodies) + b"]}"
+    async with fresh_app(tmp_path, bootstrapped_artifacts, "batch") as running:
+        response = await raw_request(
+            running.app, "POST", "/score/batch", headers=JSON, body=batch_body
+        )
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.body == b'{"results":[' + b",".join(singles) + b"]}"
