@@ -152,6 +152,23 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
+class _WatchedSend:
+    """``send``, noting the status of the response it starts, for the request metrics."""
+
+    __slots__ = ("send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.status = 500  # what the server answers if the app raises before starting a response
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+        await self.send(message)
+
+
 class GuardMiddleware:
     def __init__(
         self,
@@ -187,23 +204,16 @@ class GuardMiddleware:
             # Built on the first request, when every route is included.
             self._index = RouteIndex(self._openapi(), self.settings, self._shortcuts)
         policy = self._index.policy(scope)
-        status = 500  # what the server answers if the app raises before starting a response
-
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self._guarded(scope, receive, send_and_watch, policy)
+            await self._guarded(scope, receive, watched, policy)
         finally:
             self.metrics.observe(
-                policy.route, scope["method"], status, time.perf_counter() - started_at
+                policy.route, scope["method"], watched.status, time.perf_counter() - started_at
             )
 
     async def _guarded(
-        self, scope: Scope, receive: Receive, send: Send, policy: RoutePolicy
+        self, scope: Scope, receive: Receive, send: _WatchedSend, policy: RoutePolicy
     ) -> None:
         if policy.needs_key and not self.keys.accepts_headers(
             _header(scope, b"authorization"), _header(scope, b"x-api-key")
@@ -248,7 +258,7 @@ class GuardMiddleware:
                 self.in_flight -= 1
 
     async def _shortcut(
-        self, scope: Scope, receive: Receive, send: Send, limit: int, shortcut: Shortcut
+        self, scope: Scope, receive: Receive, send: _WatchedSend, limit: int, shortcut: Shortcut
     ) -> None:
         """Reads the whole body and offers it to the route's shortcut; a body over the limit,
         a client gone, or a declined request goes on to the app as if nothing had been read."""
@@ -268,14 +278,17 @@ class GuardMiddleware:
                     if len(messages) == 1
                     else b"".join(part.get("body", b"") for part in messages)
                 )
-                if await shortcut(scope, body, send):
+                # Straight to the server: a shortcut answers 200 or declines without sending.
+                if await shortcut(scope, body, send.send):
+                    send.status = 200
                     return
                 break
         await self._counted(scope, _replay(messages, receive), send, limit)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    async def _counted(
+        self, scope: Scope, receive: Receive, send: _WatchedSend, limit: int
+    ) -> None:
         received = 0
-        response_started = False
 
         async def receive_counted() -> Message:
             nonlocal received
@@ -287,17 +300,11 @@ class GuardMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        async def send_watched(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive_counted, send_watched)
+            await self.app(scope, receive_counted, send)
         except BodyTooLarge as exc:
             # Normally the app's exception handler has answered already; this is the fallback
             # for a body read outside FastAPI's request handling.
-            if response_started:
+            if send.started:
                 raise
             await _send_problem(send, 413, PayloadTooLarge.title, str(exc.detail))
