@@ -1,12 +1,16 @@
 """The guard in front of every route: API key, body size, concurrency, request metrics.
 
-Pure ASGI (no BaseHTTPMiddleware), for three reasons:
+Pure ASGI (no BaseHTTPMiddleware), for four reasons:
 
 * it answers 401, 413 and 503 before the route runs and before the body is read, so refusing a
   request costs microseconds whatever its size;
 * it counts the body bytes as ``receive()`` hands them over, so a chunked upload without a
   Content-Length (or with a false one) cannot slip past the limit;
-* it adds no task or memory stream per request on the scoring hot path.
+* it adds no task or memory stream per request on the scoring hot path;
+* a route may hand it a shortcut (``Shortcut``): after the checks, the guard reads the body and
+  the shortcut answers the common case itself, without the framework's per-request machinery;
+  whatever it declines reaches the route with the body replayed, so the route still gives every
+  other answer (POST /score, app/routers/scoring.py).
 
 FastAPI's own ``max_body_size`` counts bytes too, but answers text/plain and only once the route
 reads; every error of this service is problem+json, and an oversized declared Content-Length is

@@ -76,13 +76,14 @@ class ScoreShortcut:
     """POST /score's answer to a valid event, sent without FastAPI's request machinery.
 
     Routing, the dependency solver, two Request objects and the Response class cost more per
-    request than scoring the event does once concurrent requests are coalesced (see
-    docs/load.md). ``GuardMiddleware`` has applied the key, the body limit and the concurrency
-    limit and read the body; this validates it with the route's own model, exactly as
-    ``JSONBodyRoute`` does, and answers what ``score_log`` answers, byte for byte. Everything
-    else it declines, and the request then takes the documented FastAPI route with the same body:
-    a body that is not JSON or not a valid event (the 422 naming the field), no model loaded
-    yet, or dependency overrides (tests replacing the engine).
+    request (~64 us in-process) than scoring the event does once concurrent requests are
+    coalesced (~26-45 us; docs/benchmarks.md, "HTTP: POST /score answered from the guard").
+    ``GuardMiddleware`` has applied the key, the body limit and the concurrency limit and read
+    the body; this validates it with the route's own model, exactly as ``JSONBodyRoute`` does,
+    and answers what ``score_log`` answers, byte for byte. Everything else it declines, and the
+    request then takes the documented FastAPI route with the same body: a body that is not JSON
+    or not a valid event (the 422 naming the field), no model loaded yet, or dependency
+    overrides (tests replacing the engine).
     """
 
     _event = TypeAdapter(LogEvent)
