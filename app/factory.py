@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.metrics import router as metrics_router
-from app.middleware import GuardMiddleware
+from app.middleware import GuardMiddleware, Shortcut
 from app.model_store import ModelStore
 from app.routers import health, models, scoring, stats, training
 from app.security import KeyChecker, RequireApiKey
@@ -85,11 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (stats, training, models):
         app.include_router(module.router, responses=GUARD_RESPONSES)
     app.include_router(health.router, responses=PROBE_RESPONSES)
-    install_guards(app, chosen)
+    install_guards(app, chosen, {("POST", "/score"): scoring.ScoreShortcut(app)})
     return app
 
 
-def install_guards(app: FastAPI, settings: Settings) -> None:
+def install_guards(
+    app: FastAPI, settings: Settings, shortcuts: Mapping[tuple[str, str], Shortcut] | None = None
+) -> None:
     """API key, body and concurrency limits, metrics, CORS, and the OpenAPI that declares them."""
     metrics = Metrics()
     metrics.watch(lambda: getattr(app.state, "insighthub", None))
@@ -103,6 +105,7 @@ def install_guards(app: FastAPI, settings: Settings) -> None:
         settings=settings,
         keys=app.state.key_checker,
         metrics=metrics,
+        shortcuts=shortcuts,
     )
     if settings.cors_origins:
         # Outside the guard, so preflights are answered and a 401 still carries CORS headers.

@@ -1,12 +1,16 @@
 """The guard in front of every route: API key, body size, concurrency, request metrics.
 
-Pure ASGI (no BaseHTTPMiddleware), for three reasons:
+Pure ASGI (no BaseHTTPMiddleware), for four reasons:
 
 * it answers 401, 413 and 503 before the route runs and before the body is read, so refusing a
   request costs microseconds whatever its size;
 * it counts the body bytes as ``receive()`` hands them over, so a chunked upload without a
   Content-Length (or with a false one) cannot slip past the limit;
-* it adds no task or memory stream per request on the scoring hot path.
+* it adds no task or memory stream per request on the scoring hot path;
+* a route may hand it a shortcut (``Shortcut``): after the checks, the guard reads the body and
+  the shortcut answers the common case itself, without the framework's per-request machinery;
+  whatever it declines reaches the route with the body replayed, so the route still gives every
+  other answer (POST /score, app/routers/scoring.py).
 
 FastAPI's own ``max_body_size`` counts bytes too, but answers text/plain and only once the route
 reads; every error of this service is problem+json, and an oversized declared Content-Length is
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +40,12 @@ UNLIMITED_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _POLICY_CACHE_SIZE = 4096
 
+# A route's answer to a request whose body has been read in full and is within the limit, sent
+# without the framework's request machinery; False declines (nothing sent), and the request then
+# takes the app's ordinary path with the same body, so every other answer (errors included) is the
+# app's own.
+Shortcut = Callable[[Scope, bytes, Send], Awaitable[bool]]
+
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive()``; FastAPI re-raises HTTPExceptions met while reading a body, so
@@ -51,6 +61,7 @@ class RoutePolicy:
     needs_key: bool
     max_body_bytes: int
     limited: bool  # counts against max_concurrent_requests
+    shortcut: Shortcut | None = None
 
 
 class RouteIndex:
@@ -63,7 +74,13 @@ class RouteIndex:
     refuses it, only after the body has been read.
     """
 
-    def __init__(self, openapi: dict[str, Any], settings: Settings) -> None:
+    def __init__(
+        self,
+        openapi: dict[str, Any],
+        settings: Settings,
+        shortcuts: Mapping[tuple[str, str], Shortcut] | None = None,
+    ) -> None:
+        shortcuts = shortcuts or {}
         body_limits = {
             "/score": settings.max_body_bytes_score,
             "/score/batch": settings.max_body_bytes_batch,
@@ -80,6 +97,7 @@ class RouteIndex:
                     needs_key=bool(operation.get("security")),
                     max_body_bytes=body_limits.get(path, settings.max_body_bytes),
                     limited=path not in UNLIMITED_ROUTES,
+                    shortcut=shortcuts.get((method.upper(), path)),
                 )
                 self._entries.append((method.upper(), regex, policy))
                 if method.upper() == "GET":  # Starlette answers HEAD on every GET route
@@ -127,6 +145,34 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` as it was before ``messages`` were taken from it."""
+    pending = iter(messages)
+
+    async def replayed() -> Message:
+        message = next(pending, None)
+        return message if message is not None else await receive()
+
+    return replayed
+
+
+class _WatchedSend:
+    """``send``, noting the status of the response it starts, for the request metrics."""
+
+    __slots__ = ("send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.status = 500  # what the server answers if the app raises before starting a response
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+        await self.send(message)
+
+
 class GuardMiddleware:
     def __init__(
         self,
@@ -136,10 +182,12 @@ class GuardMiddleware:
         settings: Settings,
         keys: KeyChecker,
         metrics: Metrics,
+        shortcuts: Mapping[tuple[str, str], Shortcut] | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self._openapi = openapi
+        self._shortcuts = dict(shortcuts or {})
         self._index: RouteIndex | None = None
         self.keys = keys
         self.metrics = metrics
@@ -148,6 +196,8 @@ class GuardMiddleware:
         # One event loop per process runs every request, and nothing awaits between reading
         # and changing this counter, so it needs no lock.
         self.in_flight = 0
+        # Read at scrape time: a gauge's inc()/dec() take a lock twice on every request.
+        metrics.in_flight.set_function(lambda: self.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,25 +206,18 @@ class GuardMiddleware:
         started_at = time.perf_counter()
         if self._index is None:
             # Built on the first request, when every route is included.
-            self._index = RouteIndex(self._openapi(), self.settings)
+            self._index = RouteIndex(self._openapi(), self.settings, self._shortcuts)
         policy = self._index.policy(scope)
-        status = 500  # what the server answers if the app raises before starting a response
-
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self._guarded(scope, receive, send_and_watch, policy)
+            await self._guarded(scope, receive, watched, policy)
         finally:
             self.metrics.observe(
-                policy.route, scope["method"], status, time.perf_counter() - started_at
+                policy.route, scope["method"], watched.status, time.perf_counter() - started_at
             )
 
     async def _guarded(
-        self, scope: Scope, receive: Receive, send: Send, policy: RoutePolicy
+        self, scope: Scope, receive: Receive, send: _WatchedSend, policy: RoutePolicy
     ) -> None:
         if policy.needs_key and not self.keys.accepts_headers(
             _header(scope, b"authorization"), _header(scope, b"x-api-key")
@@ -209,17 +252,47 @@ class GuardMiddleware:
                 )
                 return
             self.in_flight += 1
-            self.metrics.in_flight.inc()
         try:
-            await self._counted(scope, receive, send, limit)
+            if policy.shortcut is not None:
+                await self._shortcut(scope, receive, send, limit, policy.shortcut)
+            else:
+                await self._counted(scope, receive, send, limit)
         finally:
             if policy.limited:
                 self.in_flight -= 1
-                self.metrics.in_flight.dec()
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    async def _shortcut(
+        self, scope: Scope, receive: Receive, send: _WatchedSend, limit: int, shortcut: Shortcut
+    ) -> None:
+        """Reads the whole body and offers it to the route's shortcut; a body over the limit,
+        a client gone, or a declined request goes on to the app as if nothing had been read."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                break
+            if not message.get("more_body", False):
+                body = (
+                    messages[0].get("body", b"")
+                    if len(messages) == 1
+                    else b"".join(part.get("body", b"") for part in messages)
+                )
+                # Straight to the server: a shortcut answers 200 or declines without sending.
+                if await shortcut(scope, body, send.send):
+                    send.status = 200
+                    return
+                break
+        await self._counted(scope, _replay(messages, receive), send, limit)
+
+    async def _counted(
+        self, scope: Scope, receive: Receive, send: _WatchedSend, limit: int
+    ) -> None:
         received = 0
-        response_started = False
 
         async def receive_counted() -> Message:
             nonlocal received
@@ -231,17 +304,11 @@ class GuardMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        async def send_watched(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive_counted, send_watched)
+            await self.app(scope, receive_counted, send)
         except BodyTooLarge as exc:
             # Normally the app's exception handler has answered already; this is the fallback
             # for a body read outside FastAPI's request handling.
-            if response_started:
+            if send.started:
                 raise
             await _send_problem(send, 413, PayloadTooLarge.title, str(exc.detail))

@@ -79,6 +79,12 @@ class Server:
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS in /proc status")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (all its threads)."""
+        with open(f"/proc/{self.pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -129,10 +135,17 @@ class Load:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    server_cpu_seconds: float = 0.0  # CPU time the server used during the run
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Server CPU per answered request: unlike req/s, hardly moved by neighbours that take
+        CPU from the server (only their cache and memory-bus contention shows)."""
+        return self.server_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
 
 
 _LUA = """
@@ -194,8 +207,11 @@ def run_wrk(
 ) -> Load:
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s"]
     command += ["-s", str(script), server.url + path]
+    cpu_before = server.cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    return _parse(done.stdout)
+    load = _parse(done.stdout)
+    load.server_cpu_seconds = server.cpu_seconds() - cpu_before
+    return load
 
 
 def _sizes(server: Server, path: str, bodies: list[bytes]) -> int:
@@ -282,6 +298,10 @@ def _throughput(
         )
     errors = {key: sum(load.errors for load in loads) for key, loads in runs.items()}
     rate = {key: statistics.median(load.rate for load in loads) for key, loads in runs.items()}
+    cpu = {
+        key: statistics.median(load.cpu_us_per_request for load in loads)
+        for key, loads in runs.items()
+    }
     note = f"wrk -t1 -c{SINGLE_CONNECTIONS}, {rounds} x {seconds:.0f} s alternating, median"
     return [
         Row(
@@ -293,8 +313,14 @@ def _throughput(
             rate["c1"],
             better="higher",
             target=">= 0.70",
-            note=note + f"; non-2xx/socket errors: {errors['s1']} vs {errors['c1']}",
-            extra={"all": {k: [load.rate for load in v] for k, v in runs.items()}},
+            note=note + f"; non-2xx/socket errors: {errors['s1']} vs {errors['c1']}; server CPU "
+            f"per request (median) {cpu['s1']:.0f} us vs {cpu['c1']:.0f} us",
+            extra={
+                "all": {k: [load.rate for load in v] for k, v in runs.items()},
+                "cpu_us_per_request": {
+                    k: [load.cpu_us_per_request for load in v] for k, v in runs.items()
+                },
+            },
         ),
         Row(
             "c",
@@ -305,7 +331,9 @@ def _throughput(
             rate["cb"] * BATCH_EVENTS,
             better="higher",
             target=">= 0.50",
-            note=f"wrk -t1 -c{BATCH_CONNECTIONS}; errors: {errors['sb']} vs {errors['cb']}",
+            note=f"wrk -t1 -c{BATCH_CONNECTIONS}; errors: {errors['sb']} vs {errors['cb']}; server "
+            f"CPU per {BATCH_EVENTS}-event request (median) {cpu['sb'] / 1000:.1f} ms vs "
+            f"{cpu['cb'] / 1000:.1f} ms",
         ),
     ]
 
