@@ -381,14 +381,23 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             self.miner = TemplateMiner.from_arrays(
                 miner_arrays, "", self.miner.max_templates, self.miner.similarity
             )
+        # Services share most of their templates: each text is looked up once, not once per
+        # service (this runs on the event loop at a swap). ``add`` can merge or evict templates,
+        # after which a remembered lookup may be stale, so the memo is emptied at every add.
+        found: dict[str, int] = {}
         for seed in seeds:
             if seed.service in self:
                 continue
             state = self.state_for(seed.service)
             for text, count in seed.counts.items():
-                template_id = self.miner.find(text)
+                template_id = found.get(text)
                 if template_id is None:
-                    template_id = self.miner.add(text)
+                    template_id = self.miner.find(text)
+                    if template_id is None:
+                        template_id = self.miner.add(text)
+                        found.clear()
+                    else:
+                        found[text] = template_id
                 state.counts[template_id] = state.counts.get(template_id, 0) + count
                 state.messages += count
             state.singletons = sum(1 for c in state.counts.values() if c == 1)
