@@ -215,10 +215,10 @@ def _seed_cost() -> float:
 
 
 def logs_training_data(services: int, seed: int = 5) -> TrainingData:
-    """Log events of ``services`` services (five each, at least 20,000 rows), a dozen message
-    shapes shared between services: what a logs model is trained on."""
+    """Log events of ``services`` services (24 each: past the warm-up, so every service gets a
+    baseline), a dozen message shapes shared between services: what a logs model is trained on."""
     rng = np.random.default_rng(seed)
-    rows = max(20_000, services * 5)
+    rows = services * 24
     names = [f"svc-{i % services:05d}" for i in range(rows)]
     messages = [f"op{i % 13} request {i} handled by worker {i % 7}" for i in range(rows)]
     levels = [Level.ERROR if i % 97 == 0 else Level.INFO for i in range(rows)]
