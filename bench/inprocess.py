@@ -252,13 +252,25 @@ def bench_swap(rounds: int = 5) -> list[Row]:
                 costs.append(time.perf_counter() - start)
             swap_ms = statistics.median(costs) * 1e3
             rows.append(
-                Row("f", f"model swap on the event loop, {services:,} services", swap_ms, "ms",
-                    "engine.score of one event", score_one * 1e3)  # fmt: skip
+                Row(
+                    "f",
+                    f"model swap on the event loop, {services:,} services",
+                    swap_ms,
+                    "ms",
+                    "engine.score of one event",
+                    score_one * 1e3,
+                )
             )
         stall = asyncio.run(_cycle_stall(Path(tmp) / "cycle", logs_training_data(2000)))
         rows.append(
-            Row("f", "longest event-loop stall, train -> store -> swap (2,000 services)",
-                stall * 1e3, "ms", "engine.score of one event", score_one * 1e3)  # fmt: skip
+            Row(
+                "f",
+                "longest event-loop stall, train -> store -> swap (2,000 services)",
+                stall * 1e3,
+                "ms",
+                "engine.score of one event",
+                score_one * 1e3,
+            )
         )
     return rows
 
@@ -282,7 +294,8 @@ async def _cycle_stall(artifacts: Path, data: TrainingData) -> float:
             longest = max(longest, now - last)
             last = now
         status = trainer.get(job.job_id)
-        assert status is not None and status.status.value == "succeeded", status
+        if status is None or status.status.value != "succeeded":
+            raise RuntimeError(f"the benchmark's training job did not succeed: {status}")
     finally:
         await trainer.close()
     return longest

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from app.baselines import BaselineStore, SeedBaseline
 from app.engine import ScoringEngine
-from app.events import EventBatch
+from app.events import EventBatch, parse_events
 from app.local import AnomalyDetector
 from app.model import fit_model
 from app.model_store import ModelStore
@@ -23,7 +23,6 @@ from app.schemas.events import Level
 from app.templates import SeedTemplates, TemplateStore
 from app.training_data import TrainingData
 from bench.common import event_stream
-from app.events import parse_events
 
 
 def _per_service_template_seed(
@@ -119,7 +118,9 @@ def test_template_seed_matches_the_per_service_lookups(
     texts: list[str], services: list[str], counts: list[int], max_templates: int
 ) -> None:
     seeds = [
-        SeedTemplates(service, {text: counts[(i + j) % 12] for j, text in enumerate(texts[i % 3 :])})
+        SeedTemplates(
+            service, {text: counts[(i + j) % 12] for j, text in enumerate(texts[i % 3 :])}
+        )
         for i, service in enumerate(services)
     ]
     memoised = TemplateStore(max_templates=max_templates)
