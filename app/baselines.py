@@ -229,7 +229,38 @@ class BaselineStore(RowStore):
         )
 
     def seed(self, seeds: list[SeedBaseline]) -> None:
-        """Adopt trained baselines for services that have no live baseline yet."""
+        """Adopt trained baselines for services that have no live baseline yet.
+
+        Runs on the event loop when a model is swapped in, so every new service's row is handed
+        out and written in one array operation rather than one call per service. Rows, slot
+        order and values are those of the per-service loop; when the seeds would evict services,
+        the evictions depend on the order of the calls, and that case keeps the per-service loop."""
+        first: dict[str, SeedBaseline] = {}
+        for seed in seeds:
+            if seed.service not in first and seed.service not in self:
+                first[seed.service] = seed
+        new = list(first.values())
+        if not new:
+            return
+        if len(self) + len(new) > self.services.max_services:
+            self._seed_one_by_one(seeds)
+            return
+        slots = ~self.row_codes([seed.service for seed in new])  # may grow the rows: read after
+        state = self.rows[0]
+        events = np.array([seed.events for seed in new], dtype=np.float64)
+        warmed = events >= self.warmup
+        state[slots] = 0.0
+        state[slots, _SCALE] = MIN_LOG_SCALE
+        state[slots, _LAST_TIME] = -math.inf
+        state[slots, _EVENTS_SEEN] = events
+        warm_slots = slots[warmed]
+        warm = [seed for seed, ready in zip(new, warmed.tolist(), strict=True) if ready]
+        state[warm_slots, _WARMED] = -1.0
+        state[warm_slots, _LOCATION] = [seed.location for seed in warm]
+        state[warm_slots, _SCALE] = np.maximum([seed.scale for seed in warm], MIN_LOG_SCALE)
+        state[warm_slots, _WEIGHT] = np.minimum(events[warmed], 10_000.0)
+
+    def _seed_one_by_one(self, seeds: list[SeedBaseline]) -> None:
         for seed in seeds:
             if seed.service in self:
                 continue

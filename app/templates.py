@@ -381,14 +381,28 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             self.miner = TemplateMiner.from_arrays(
                 miner_arrays, "", self.miner.max_templates, self.miner.similarity
             )
+        # Services share most of their templates: each text is looked up once, not once per
+        # service (this runs on the event loop at a swap). ``add`` can merge or evict templates,
+        # after which a remembered lookup may be stale, so the memo is emptied at every add.
+        found: dict[str, int] = {}
+        services = self._services
         for seed in seeds:
-            if seed.service in self:
+            if seed.service in services:
                 continue
-            state = self.state_for(seed.service)
+            if len(services) < self.max_services:
+                # ``state_for`` of a service it does not hold, without its lookups (no eviction).
+                state = services[seed.service] = ServiceTemplates()
+            else:
+                state = self.state_for(seed.service)
             for text, count in seed.counts.items():
-                template_id = self.miner.find(text)
+                template_id = found.get(text)
                 if template_id is None:
-                    template_id = self.miner.add(text)
+                    template_id = self.miner.find(text)
+                    if template_id is None:
+                        template_id = self.miner.add(text)
+                        found.clear()
+                    else:
+                        found[text] = template_id
                 state.counts[template_id] = state.counts.get(template_id, 0) + count
                 state.messages += count
             state.singletons = sum(1 for c in state.counts.values() if c == 1)

@@ -3,9 +3,11 @@ and (f) what each detector and each stage of the engine costs per event."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -17,8 +19,11 @@ from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
 from app.features import feature_matrix
 from app.local import AnomalyDetector
-from app.model import bootstrap_training_data
-from app.schemas.events import LogEvent
+from app.model import bootstrap_training_data, fit_model
+from app.model_store import ModelStore
+from app.schemas.events import Level, LogEvent
+from app.trainer import Trainer
+from app.training_data import TrainingData
 from bench.common import Row, event_stream, interleaved, per_call_seconds, percentile
 
 
@@ -137,6 +142,7 @@ def bench_detectors(rounds: int = 5) -> list[Row]:
                 seed_cost,
             )
         )
+    rows += bench_swap()
     if not COMPILED_AVAILABLE:
         rows.append(Row("f", "numba missing: compiled rows ran the numpy path", 0.0, ""))
     return rows
@@ -206,3 +212,90 @@ def _seed_cost() -> float:
         forest.score_samples(row)  # type: ignore[attr-defined]
 
     return statistics.median(per_call_seconds(seed, 50, 1)[0] for _ in range(5)) * 1e6
+
+
+def logs_training_data(services: int, seed: int = 5) -> TrainingData:
+    """Log events of ``services`` services (24 each: past the warm-up, so every service gets a
+    baseline), a dozen message shapes shared between services: what a logs model is trained on."""
+    rng = np.random.default_rng(seed)
+    rows = services * 24
+    names = [f"svc-{i % services:05d}" for i in range(rows)]
+    messages = [f"op{i % 13} request {i} handled by worker {i % 7}" for i in range(rows)]
+    levels = [Level.ERROR if i % 97 == 0 else Level.INFO for i in range(rows)]
+    latency = rng.lognormal(3.0, 0.5, rows)
+    return TrainingData.from_columns(names, levels, latency, "logs", messages=messages)
+
+
+def bench_swap(rounds: int = 5) -> list[Row]:
+    """What installing a new model costs the event loop: ``ScoringEngine.swap`` of a logs model
+    (baselines and template counts seeded for every service it knows) into a fresh engine, against
+    one ``engine.score`` call of one event, and the longest stall of the loop over a whole
+    train -> store -> swap cycle in the service's own ``Trainer``."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        detector = AnomalyDetector(artifacts_dir=Path(tmp) / "serving")
+        one = parse_events(event_stream(1, services=1, seed=3))
+        detector.engine.score(parse_events(event_stream(2000, services=50, seed=2)))
+        score_one = statistics.median(
+            per_call_seconds(partial(detector.engine.score, one), 200, 1)[0] for _ in range(rounds)
+        )
+        for services in (100, 2000, 10_000):
+            store = ModelStore(Path(tmp) / f"store-{services}")
+            model = store.save(fit_model(logs_training_data(services), {"n_estimators": 25}, 20))
+            costs = []
+            for _ in range(rounds):
+                # A fresh engine each time: the first swap seeds every service (later swaps of
+                # the same services find them live and skip them).
+                engine = AnomalyDetector(artifacts_dir=Path(tmp) / "serving").engine
+                start = time.perf_counter()
+                engine.swap(model)
+                costs.append(time.perf_counter() - start)
+            swap_ms = statistics.median(costs) * 1e3
+            rows.append(
+                Row(
+                    "f",
+                    f"model swap on the event loop, {services:,} services",
+                    swap_ms,
+                    "ms",
+                    "engine.score of one event",
+                    score_one * 1e3,
+                )
+            )
+        stall = asyncio.run(_cycle_stall(Path(tmp) / "cycle", logs_training_data(2000)))
+        rows.append(
+            Row(
+                "f",
+                "longest event-loop stall, train -> store -> swap (2,000 services)",
+                stall * 1e3,
+                "ms",
+                "engine.score of one event",
+                score_one * 1e3,
+            )
+        )
+    return rows
+
+
+async def _cycle_stall(artifacts: Path, data: TrainingData) -> float:
+    """The longest gap between wake-ups of a task that sleeps 1 ms, from submitting a fit to the
+    new model serving: every on-loop step (the result read back from the worker, the store's save
+    and activation in threads that share the GIL, the swap) shows up as a gap."""
+    detector = AnomalyDetector(artifacts_dir=artifacts)
+    trainer = Trainer(detector.settings, detector.store, detector.engine)
+    old_version = detector.engine.model.version
+    longest = 0.0
+    try:
+        # Start the worker and compile its kernels first: the stall of interest is the cycle's.
+        await trainer._fit(0, data, {"n_estimators": 25})
+        job = trainer.submit(data, {"n_estimators": 25}, activate=True)
+        last = time.perf_counter()
+        while detector.engine.model.version == old_version:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+        status = trainer.get(job.job_id)
+        if status is None or status.status.value != "succeeded":
+            raise RuntimeError(f"the benchmark's training job did not succeed: {status}")
+    finally:
+        await trainer.close()
+    return longest
