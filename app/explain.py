@@ -11,10 +11,12 @@ import numpy.typing as npt
 
 from app.baselines import MIN_MEDIAN_FOR_RATIO_MS, BaselineView
 from app.detectors.base import MethodOutput
+from app.detectors.sliding_window import BURST_SHARE, SCAN_CORRECTION, error_burst_scan
 from app.events import EventBatch
 from app.patterns import NEW_BELOW, RECENT_EVENTS
 from app.settings import Settings
 from app.templates import TemplateView
+from app.windows import RECENT_EVENTS as RECENT_ERROR_FLAGS
 from app.windows import WindowView
 
 FloatArray = npt.NDArray[np.float64]
@@ -24,6 +26,9 @@ NOTABLE_RATIO = 3.0
 NOTABLE_WINDOW_Z = 3.0
 NOTABLE_SCORE = 0.25
 NOTABLE_SHIFT = 3.0
+# Below this many events (decayed, prior included) behind a service's error rate, a burst finding
+# says so: the scan's tail allows for a rate known this loosely, which the reader should know too.
+YOUNG_RATE_WEIGHT = 100.0
 # From this many events on, the events that may have a finding are picked out by whole-batch masks.
 WHOLE_BATCH_MASK_FROM = 16
 
@@ -110,9 +115,7 @@ def explain(
     seen = baseline.events_seen.tolist()
     window_z = window.latency_zscore.tolist()
     shift = baseline.latency_shift.tolist()
-    totals = window.total.tolist()
-    errors = window.errors.tolist()
-    expected = window.expected_error_rate.tolist()
+    window_output = (outputs or {}).get("sliding_window")
     is_error = batch.is_error.tolist()
     window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
     for i in notable:
@@ -132,12 +135,10 @@ def explain(
                     f"latency {_ms(latency[i])} is {below} this service's median "
                     f"of {_ms(median[i])}"
                 )
-        if is_error[i] and window_score[i] >= NOTABLE_SCORE and totals[i] > 0:
-            findings.append(
-                f"{_counted(errors[i], 'error')} in the last {_counted(totals[i], 'event')} of "
-                "this service "
-                f"({errors[i] / totals[i]:.1%}; usually {expected[i]:.1%})"
-            )
+        if is_error[i] and window_score[i] >= NOTABLE_SCORE:
+            burst = _burst_finding(window, window_output, i)
+            if burst is not None:
+                findings.append(burst)
         if not math.isnan(window_z[i]) and window_z[i] >= NOTABLE_WINDOW_Z:
             findings.append(
                 f"latency is {window_z[i]:.1f} standard deviations above this service's last "
@@ -159,6 +160,44 @@ def explain(
             verdict = "anomalous" if flagged_list[i] else "normal"
             sentences[i] = f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings)
     return sentences
+
+
+def _percent(rate: float) -> str:
+    """``0.8%``, ``2.7%``; ``0.012%`` for a rate one decimal of a percent would show as 0."""
+    return f"{rate:.1%}" if rate >= 0.001 else f"{rate * 100:.2g}%"
+
+
+def _one_in(rarity: float) -> str:
+    """``1 in 5,000``: two significant figures, as the rarity is an estimate."""
+    return f"1 in {float(f'{1.0 / rarity:.2g}'):,.0f}"
+
+
+def _burst_finding(window: WindowView, output: MethodOutput | None, i: int) -> str | None:
+    """What the sliding window's burst scan found for error event ``i``, when the burst test is
+    what gives the window its score (its share of the budget is the smallest test): the
+    horizon and count of the smallest tail, from the scan the score used. None when a latency
+    test drives the score (its own finding says why). The 5-minute window's error count is not
+    quoted: no test reads it since the scan replaced it (app/detectors/sliding_window.py), and
+    it would explain an alarm by what did not raise it."""
+    rate = float(window.expected_error_rate[i])
+    tail, errors, events = error_burst_scan(
+        int(window.recent_error_bits[i]), rate, float(window.error_rate_weight[i])
+    )
+    rarity = SCAN_CORRECTION * tail
+    if output is not None and rarity / BURST_SHARE > output.rarity[i]:
+        return None
+    weight = float(window.error_rate_weight[i])
+    known = f", known from about {weight:.0f} events so far" if weight < YOUNG_RATE_WEIGHT else ""
+    usual = (
+        f"usually {_percent(rate)} of its events are errors{known}; "
+        f"about {_one_in(rarity)} normal events looks like this"
+    )
+    if errors > 1:
+        return f"{errors} errors in the last {events} events of this service ({usual})"
+    lines = min(RECENT_ERROR_FLAGS, int(window.recent_total[i]))
+    if lines <= 1:
+        return f"an error as this service's first event ({usual})"
+    return f"an error, the only one in the last {lines} events of this service ({usual})"
 
 
 def _quoted(template_id: int, template_text: Callable[[int], str | None] | None) -> str:

@@ -143,7 +143,7 @@ def test_subnormal_latencies_do_not_break_the_latency_ratio(
 def test_explanations_count_one_error_in_the_singular(
     model_and_settings: tuple[Model, Settings],
 ) -> None:
-    # The first error of a quiet service reads "1 error in the last N events", never "1 errors".
+    # The first error of a quiet service reads "1 error in 1 event" (forecast), not "1 errors".
     model, settings = model_and_settings
     engine = ScoringEngine(settings, model)
     quiet = [

@@ -63,16 +63,29 @@ def error_burst_rarity(bits: int, rate: float, weight: float) -> float:
     >= 1) = 3e-4``. Only the last ``RECENT_EVENTS`` lines count: the 5-minute window's error
     count, a horizon the scan used to include, still holds a burst minutes after it ended, and a
     pair of ordinary errors then looked like its continuation (docs/evaluation.md)."""
+    return SCAN_CORRECTION * error_burst_scan(bits, rate, weight)[0]
+
+
+def error_burst_scan(bits: int, rate: float, weight: float) -> tuple[float, int, int]:
+    """The scan behind ``error_burst_rarity``: its smallest tail (before ``SCAN_CORRECTION``)
+    and where it was found, as ``(tail, errors, events)``: ``errors`` errors among the service's
+    last ``events`` events, this one included. ``(rate, 1, 1)`` when no earlier error among the
+    last ``RECENT_EVENTS`` lines makes the line rarer than being an error at all. One loop for
+    the score and its explanation, so the explanation names what the score found. A plain
+    tuple: this runs for every error event."""
     alpha = rate * weight
     beta = weight - alpha
     smallest = rate
+    errors = events = 1
     earlier = 0
     for distance in range(1, RECENT_EVENTS):
         if (bits >> distance) & 1:
             earlier += 1
             tail = rate * _predictive_tail(earlier, distance, alpha + 1.0, beta)
-            smallest = min(smallest, tail)
-    return SCAN_CORRECTION * smallest
+            # Strictly smaller, as min() kept the earlier value on a tie: the same smallest.
+            if tail < smallest:
+                smallest, errors, events = tail, earlier + 1, distance + 1
+    return smallest, errors, events
 
 
 class SlidingWindowDetector(Detector):
