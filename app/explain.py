@@ -180,13 +180,11 @@ def _burst_finding(window: WindowView, output: MethodOutput | None, i: int) -> s
     quoted: no test reads it since the scan replaced it (app/detectors/sliding_window.py), and
     it would explain an alarm by what did not raise it."""
     rate = float(window.expected_error_rate[i])
-    tail, errors, events = error_burst_scan(
-        int(window.recent_error_bits[i]), rate, float(window.error_rate_weight[i])
-    )
+    weight = float(window.error_rate_weight[i])
+    tail, errors, events = error_burst_scan(int(window.recent_error_bits[i]), rate, weight)
     rarity = SCAN_CORRECTION * tail
     if output is not None and rarity / BURST_SHARE > output.rarity[i]:
         return None
-    weight = float(window.error_rate_weight[i])
     known = f", known from about {weight:.0f} events so far" if weight < YOUNG_RATE_WEIGHT else ""
     usual = (
         f"usually {_percent(rate)} of its events are errors{known}; "

@@ -385,15 +385,10 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         # service (this runs on the event loop at a swap). ``add`` can merge or evict templates,
         # after which a remembered lookup may be stale, so the memo is emptied at every add.
         found: dict[str, int] = {}
-        services = self._services
         for seed in seeds:
-            if seed.service in services:
+            if seed.service in self:
                 continue
-            if len(services) < self.max_services:
-                # ``state_for`` of a service it does not hold, without its lookups (no eviction).
-                state = services[seed.service] = ServiceTemplates()
-            else:
-                state = self.state_for(seed.service)
+            state = self.state_for(seed.service)
             for text, count in seed.counts.items():
                 template_id = found.get(text)
                 if template_id is None:
