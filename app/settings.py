@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         le=7 * 24 * 3600,
         description="A fit running longer fails with a message; the worker takes the next job.",
     )
+    train_priority: Literal["idle", "low", "normal"] = Field(
+        default="idle",
+        description="CPU priority of the fitting and body-parsing processes. idle: Linux's "
+        "SCHED_IDLE, they get only CPU time scoring does not want (on a machine kept fully busy "
+        "by other work a fit may not progress until its timeout); low: nice 10, they always "
+        "progress but take a share of the CPU from scoring while they run; normal: unchanged.",
+    )
 
     # Access control
     api_key: SecretStr | None = Field(

@@ -90,7 +90,7 @@ class Trainer:
 
     def _parser(self) -> ProcessPoolExecutor:
         if self._parse_pool is None:
-            self._parse_pool = _worker_pool(1)
+            self._parse_pool = _worker_pool(1, self.settings.train_priority)
         return self._parse_pool
 
     async def parse(self, raw: bytes) -> TrainingInput | list[dict[str, Any]]:
@@ -160,7 +160,7 @@ class Trainer:
         """Fit in slot ``slot``'s process; kill it if it does not answer in time."""
         pool = self._fit_pools[slot]
         if pool is None:
-            pool = self._fit_pools[slot] = _worker_pool(1)
+            pool = self._fit_pools[slot] = _worker_pool(1, self.settings.train_priority)
         timeout = self.settings.train_timeout_seconds
         fitting = asyncio.get_running_loop().run_in_executor(
             pool,
@@ -214,11 +214,12 @@ class Trainer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
+def _worker_pool(workers: int, priority: str) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=lower_priority,
+        initargs=(priority,),
     )
 
 

@@ -114,20 +114,28 @@ def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
     return training_input(request)
 
 
-def lower_priority() -> None:
+def lower_priority(priority: str = "idle") -> None:
     """Initializer of the parsing and fitting processes (here, so the parser imports nothing
-    heavier): every thread of the worker yields the CPU to the service's own threads.
+    heavier): every thread of the worker yields the CPU to the service's own threads, as
+    ``priority`` (the ``train_priority`` setting) says.
 
-    On Linux each thread is put in SCHED_IDLE: the kernel preempts it as soon as a normal thread
-    (the event loop) wakes on its core, where a niced thread may first finish its slice. Both
-    are per thread on Linux, which ``os.nice`` here missed: the BLAS threads numpy starts at
-    import, before this initializer runs, kept normal priority. Elsewhere, or if the kernel
-    refuses, the threads are niced instead."""
+    ``idle``: on Linux each thread is put in SCHED_IDLE, so the kernel preempts it as soon as a
+    normal thread (the event loop) wakes on its core, where a niced thread may first finish its
+    slice. Both are per thread on Linux, which ``os.nice`` here missed: the BLAS threads numpy
+    starts at import, before this initializer runs, kept normal priority. Elsewhere, or if the
+    kernel refuses, the threads are niced instead. ``low`` nices them: a fit then always
+    progresses, also on a machine that other work keeps fully busy, where SCHED_IDLE would leave
+    it waiting until its timeout. ``normal`` leaves them alone."""
+    if priority == "normal":
+        return
     for thread in _own_threads():
-        try:
-            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            _nice(thread)
+        if priority == "idle":
+            try:
+                os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+                continue
+            except (AttributeError, OSError):
+                pass
+        _nice(thread)
 
 
 def _own_threads() -> list[int]:
