@@ -31,6 +31,7 @@ from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_
 from app.detectors.forecast import ForecastDetector
 from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.pattern import PatternDetector
+from app.detectors.record import RecordDetector
 from app.detectors.registry import DETECTOR_TYPES
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
@@ -41,6 +42,7 @@ from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
 from app.patterns import PatternStore
+from app.records import RecordStore
 from app.rendering import (
     FailedMethod,
     MethodLayout,
@@ -116,6 +118,7 @@ class ScoringEngine:
             max_services=settings.max_services,
         )
         self.patterns = PatternStore(settings.max_services)
+        self.records = RecordStore(settings.max_services)
         self.online_detectors: list[Detector] = [
             self.sliding_window,
             TemplateDetector(
@@ -133,6 +136,7 @@ class ScoringEngine:
             ),
             LikelihoodDetector(),
             PatternDetector(),
+            RecordDetector(),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
         self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)
@@ -260,6 +264,7 @@ class ScoringEngine:
             forecasts,
             history,
             self.patterns.observe(batch),
+            self.records.observe(batch),
         )
 
     def _method_table(self, names: tuple[str, ...]) -> _MethodTable:

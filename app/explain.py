@@ -312,6 +312,14 @@ def _method_findings(
                 f"latency patterns new to this service (seen fewer than {NEW_BELOW} times; "
                 f"usually {pattern.metrics['novelty_rate'][i]:.1%})"
             )
+    record = outputs.get("record")
+    if record is not None:
+        for i in notable.get("record", ()):
+            low, high = record.metrics["range_low_ms"][i], record.metrics["range_high_ms"][i]
+            findings[i].append(
+                f"latency {_ms(batch.latency_ms[i])} beyond everything this service has shown "
+                f"({_ms(low)}-{_ms(high)}) by {record.metrics['range_margin'][i]:.0%} of that range"
+            )
     autoencoder = outputs.get("autoencoder")
     if autoencoder is not None:
         for i in notable.get("autoencoder", ()):

@@ -28,6 +28,7 @@ SERVICE_STORES = (
     "sequences",
     "forecasts",
     "patterns",
+    "records",
     "repeats",
 )
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     weight_lstm_sequence: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_likelihood: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_pattern: float = Field(default=1.0, ge=0.0, le=1.0)
+    weight_record: float = Field(default=1.0, ge=0.0, le=1.0)
     confidence_events: int = Field(
         default=100,
         ge=1,
@@ -231,4 +232,5 @@ class Settings(BaseSettings):
             "lstm_sequence": self.weight_lstm_sequence,
             "likelihood": self.weight_likelihood,
             "pattern": self.weight_pattern,
+            "record": self.weight_record,
         }

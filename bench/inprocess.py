@@ -172,6 +172,7 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
         ),
         "forecasts.observe": partial(engine.forecasts.observe, batch),
         "patterns.observe": partial(engine.patterns.observe, batch),
+        "records.observe": partial(engine.records.observe, batch),
         "feature_matrix": partial(feature_matrix, baseline.latency_z, batch.level_scores),
         "all per-service stores (engine.observe)": partial(engine.observe, events, batch),
     }

@@ -179,7 +179,8 @@ async def test_service_state_is_bounded_and_evictions_are_counted(
     assert (await client.get("/stats/svc-0")).status_code == 404
     assert (await client.get("/stats/svc-4")).status_code == 200
     metrics = (await client.get("/metrics")).text
-    for store in ("baselines", "windows", "templates", "sequences", "forecasts", "patterns"):
+    stores = ("baselines", "windows", "templates", "sequences", "forecasts", "patterns", "records")
+    for store in stores:
         assert f'insighthub_service_evictions_total{{store="{store}"}} 2.0' in metrics, store
         assert f'insighthub_services_tracked{{store="{store}"}} 3.0' in metrics, store
     assert "insighthub_templates_tracked " in metrics

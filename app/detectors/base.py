@@ -21,6 +21,7 @@ from app.baselines import BaselineView
 from app.events import EventBatch
 from app.forecasts import ForecastView
 from app.patterns import PatternView
+from app.records import RecordView
 from app.sequences import SequenceView
 from app.templates import TemplateView
 from app.windows import WindowView
@@ -49,6 +50,7 @@ class ScoringContext:
     # detector of the model reads them.
     template_history: IntArray | None = None
     patterns: PatternView | None = None
+    records: RecordView | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from app.detectors.isolation_forest import IsolationForestDetector
 from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.lstm_sequence import LstmSequenceDetector
 from app.detectors.pattern import PatternDetector
+from app.detectors.record import RecordDetector
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
@@ -23,6 +24,7 @@ DETECTOR_TYPES: dict[str, type[Detector]] = {
         ForecastDetector,
         LikelihoodDetector,
         PatternDetector,
+        RecordDetector,
         AutoencoderDetector,
         LstmSequenceDetector,
     )

@@ -20,6 +20,7 @@ from app.events import EventBatch
 from app.features import FEATURE_NAMES, feature_matrix
 from app.forecasts import ForecastStore
 from app.patterns import PatternStore
+from app.records import RecordStore
 from app.schemas.events import LogEvent
 from app.sequences import SequenceStore
 from app.templates import TemplateStore
@@ -43,6 +44,7 @@ def test_registry_has_the_required_detectors() -> None:
         "forecast",
         "likelihood",
         "pattern",
+        "record",
     ]
 
 
@@ -178,13 +180,19 @@ def test_batch_detector_scores_batches_row_by_row(name: str) -> None:
 
 
 Stores = tuple[
-    BaselineStore, WindowStore, TemplateStore, SequenceStore, ForecastStore, PatternStore
+    BaselineStore,
+    WindowStore,
+    TemplateStore,
+    SequenceStore,
+    ForecastStore,
+    PatternStore,
+    RecordStore,
 ]
 
 
 def stream_context(stores: Stores, events: list[LogEvent]) -> ScoringContext:
     """What the engine builds: every store read, then learned, in event order."""
-    baselines, windows, templates, sequences, forecasts, patterns = stores
+    baselines, windows, templates, sequences, forecasts, patterns, records = stores
     batch = EventBatch.from_events(events)
     baseline = baselines.observe(batch)
     window = windows.observe(batch)
@@ -199,6 +207,7 @@ def stream_context(stores: Stores, events: list[LogEvent]) -> ScoringContext:
         sequences.observe(batch.services, template_view.template_id),
         forecasts.observe(batch),
         patterns=patterns.observe(batch),
+        records=records.observe(batch),
     )
 
 
@@ -224,6 +233,7 @@ def fresh_stores() -> Stores:
         SequenceStore(),
         ForecastStore(),
         PatternStore(),
+        RecordStore(),
     )
 
 

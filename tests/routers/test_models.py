@@ -22,6 +22,7 @@ SCORING = {
     "forecast",
     "likelihood",
     "pattern",
+    "record",
     "autoencoder",
 }
 

@@ -33,6 +33,7 @@ def check_result(body: dict[str, Any], service: str, version: str) -> ScoreResul
         "forecast",
         "likelihood",
         "pattern",
+        "record",
         "autoencoder",
     }
     assert 0.0 <= result.anomaly_score <= 1.0
