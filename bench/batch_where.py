@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import tempfile
 import time
@@ -26,7 +27,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app import engine as engine_module
 from app.factory import create_app
+from app.rendering import render_results
 from app.routers import scoring
 from app.settings import Settings
 from bench.http import _batch_bodies
@@ -75,10 +78,20 @@ async def _call(app: Any, body: bytes) -> int:
 
 
 class _Stages:
-    """CPU time spent inside wrapped functions, per stage."""
+    """CPU time spent inside wrapped functions, per stage, and in the garbage collector (which
+    runs inside whichever stage allocates when a generation fills)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            name = f"gc generation {info['generation']} (inside the stages above)"
+            self.seconds[name] += time.thread_time() - self._gc_started
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -113,6 +126,7 @@ async def _service(bodies: list[bytes], rounds: int, requests: int) -> dict[str,
         app = create_app(Settings(artifacts_dir=Path(folder)))
         async with app.router.lifespan_context(app):
             engine = app.state.insighthub.engine
+            engine_module.render_results = stages.wrap("  of which rendering", render_results)
             engine.score_columns = stages.wrap("engine", engine.score_columns)
             engine.score_json = stages.wrap("engine", engine.score_json)
             scoring.read_batch = stages.wrap("validation", scoring.read_batch)  # type: ignore[attr-defined]
@@ -134,13 +148,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=12, help="requests per round")
+    parser.add_argument(
+        "--canned",
+        action="store_true",
+        help="the engine answers copies of its first results (bench/edge_app.py): the edge alone",
+    )
     args = parser.parse_args()
+    if args.canned:
+        import bench.edge_app  # noqa: F401  (patches the engine's class)
     bodies = _batch_bodies()
     figures = asyncio.run(_service(bodies, args.rounds, args.requests))
     ceiling = asyncio.run(_ceiling(bodies, args.rounds, args.requests * 2, 2_160_000))
-    rest = figures["whole"] - sum(v for k, v in figures.items() if k != "whole")
+    stages = ("engine", "validation", "answer")
+    rest = figures["whole"] - sum(figures.get(name, 0.0) for name in stages)
     print(f"CPU ms per 1,000-event request, median of {args.rounds} rounds:")
-    for name in ("whole", "engine", "validation", "answer"):
+    shown = ("whole", "engine", "  of which rendering", "validation", "answer")
+    for name in (*shown, *sorted(k for k in figures if k.startswith("gc"))):
         print(f"  {name:<52} {figures.get(name, 0.0) * 1e3:7.3f}")
     print(f"  {'rest (guard, routing, dependencies, metrics, send)':<52} {rest * 1e3:7.3f}")
     print(f"  {'outside the engine':<52} {(figures['whole'] - figures['engine']) * 1e3:7.3f}")
