@@ -104,7 +104,9 @@ class _Stages:
         return timed
 
 
-async def _measure(app: Any, bodies: list[bytes], rounds: int, requests: int, stages: _Stages):
+async def _measure(
+    app: Any, bodies: list[bytes], rounds: int, requests: int, stages: _Stages
+) -> dict[str, float]:
     for body in bodies:  # warm-up: first-call caches, page faults
         assert await _call(app, body) == 200
     per_round: list[dict[str, float]] = []
@@ -126,12 +128,15 @@ async def _service(bodies: list[bytes], rounds: int, requests: int) -> dict[str,
         app = create_app(Settings(artifacts_dir=Path(folder)))
         async with app.router.lifespan_context(app):
             engine = app.state.insighthub.engine
-            engine_module.render_results = stages.wrap("  of which rendering", render_results)
+            engine_module.render_results = stages.wrap(  # type: ignore[attr-defined]
+                "  of which rendering", render_results
+            )
             engine.score_columns = stages.wrap("engine", engine.score_columns)
             engine.score_json = stages.wrap("engine", engine.score_json)
             scoring.read_batch = stages.wrap("validation", scoring.read_batch)  # type: ignore[attr-defined]
             scoring._results_array = stages.wrap("answer", scoring._results_array)
-            return await _measure(app, bodies, rounds, requests, stages)
+            figures: dict[str, float] = await _measure(app, bodies, rounds, requests, stages)
+            return figures
 
 
 async def _ceiling(bodies: list[bytes], rounds: int, requests: int, size: int) -> float:
@@ -141,7 +146,8 @@ async def _ceiling(bodies: list[bytes], rounds: int, requests: int, size: int) -
     import bench.ceiling
 
     app: FastAPI = bench.ceiling.app
-    return (await _measure(app, bodies, rounds, requests, _Stages()))["whole"]
+    figures: dict[str, float] = await _measure(app, bodies, rounds, requests, _Stages())
+    return figures["whole"]
 
 
 def main() -> None:
