@@ -144,9 +144,10 @@ async def test_a_declined_body_is_read_column_wise_once(
     running: RunningApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import app.routers.scoring as scoring
+    from app.schemas.columns import read_batch
 
     reads: list[bytes] = []
-    original = scoring.read_batch
+    original = read_batch
 
     def counted(body: bytes) -> Any:
         reads.append(body)
