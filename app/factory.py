@@ -85,7 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (stats, training, models):
         app.include_router(module.router, responses=GUARD_RESPONSES)
     app.include_router(health.router, responses=PROBE_RESPONSES)
-    install_guards(app, chosen, {("POST", "/score"): scoring.ScoreShortcut(app)})
+    shortcuts: dict[tuple[str, str], Shortcut] = {
+        ("POST", "/score"): scoring.ScoreShortcut(app),
+        ("POST", "/score/batch"): scoring.BatchShortcut(app),
+    }
+    install_guards(app, chosen, shortcuts)
     return app
 
 

@@ -8,6 +8,7 @@ cost nothing on the scoring path.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -121,8 +122,14 @@ class Metrics:
             "Requests being served that count against max_concurrent_requests.",
             registry=self.registry,
         )
-        self._children: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
+        # What the requests since the last scrape added, in plain Python: prometheus_client's
+        # inc() and observe() take a lock per call and observe() walks the buckets in Python,
+        # ~5 us per request together; everything here runs on the event loop's thread, so
+        # counting needs no lock, and the sums go into the metrics when they are read.
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._series: set[tuple[str, str, int]] = set()
+        self._durations: dict[str, _Durations] = {}
+        self._bounds = DURATION_BUCKETS  # a bucket's upper bound; the last bucket is +Inf
 
     def watch(self, state: Callable[[], Any]) -> None:
         self.registry.register(_ServiceCollector(state))
@@ -130,18 +137,54 @@ class Metrics:
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "OTHER"
         key = (route, method, status)
-        # labels() takes a lock and builds a tuple each call; the children are cached instead.
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(route, method, str(status))
-        child.inc()
-        duration = self._durations.get(route)
-        if duration is None:
-            duration = self._durations[route] = self.duration.labels(route)
-        duration.observe(seconds)
+        counts = self._counts
+        count = counts.get(key)
+        if count is None and key not in self._series:
+            # The series appears (with its creation time) at its first request, as before.
+            self._series.add(key)
+            self.requests.labels(route, method, str(status))
+        counts[key] = (count or 0) + 1
+        durations = self._durations.get(route)
+        if durations is None:
+            self.duration.labels(route)
+            durations = self._durations[route] = _Durations(len(self._bounds) + 1)
+        # The first bucket whose bound is >= seconds, as Histogram.observe picks it.
+        durations.buckets[bisect_left(self._bounds, seconds)] += 1
+        durations.total += seconds
+
+    def flush(self) -> None:
+        """Adds what ``observe`` counted since the last flush to the Prometheus metrics."""
+        counts, self._counts = self._counts, {}
+        for (route, method, status), count in counts.items():
+            self.requests.labels(route, method, str(status)).inc(count)
+        for route, durations in self._durations.items():
+            if not durations.total and not any(durations.buckets):
+                continue
+            child = self.duration.labels(route)
+            # Histogram.observe adds one to the first bucket that holds the value (the
+            # exposition makes the counts cumulative) and the value to the sum; this adds all
+            # of them at once. Private attributes of prometheus_client (pinned in the lock);
+            # tests/test_metrics.py compares the exposition with observe() called per request.
+            for bucket, count in zip(child._buckets, durations.buckets, strict=True):
+                if count:
+                    bucket.inc(count)
+            child._sum.inc(durations.total)
+            durations.buckets = [0] * len(durations.buckets)
+            durations.total = 0.0
 
     def exposition(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
+
+
+class _Durations:
+    """One route's request durations since the last flush: a count per bucket, and their sum."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self, size: int) -> None:
+        self.buckets = [0] * size
+        self.total = 0.0
 
 
 router = APIRouter(tags=["metrics"])

@@ -83,7 +83,11 @@ def main() -> None:
         rows += bench_detectors()
     if wanted & set("bcde"):
         try:
-            rows += [row for row in bench_http(args.rounds, args.seconds) if row.section in wanted]
+            rows += [
+                row
+                for row in bench_http(args.rounds, args.seconds, "".join(sorted(wanted)))
+                if row.section in wanted
+            ]
         except Missing as exc:
             missing.append(str(exc))
     rows.sort(key=lambda row: row.section)

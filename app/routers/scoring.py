@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import Scope, Send
+from starlette.types import Message, Scope, Send
 
 from app.errors import problem_responses
 from app.routers.fast_json import JSONBodyRoute, content_type
@@ -21,12 +21,15 @@ router = APIRouter(tags=["scoring"], route_class=JSONBodyRoute)
 _COLUMNS = "insighthub.columns"
 
 
+_READ = "insighthub.batch_read"  # BatchShortcut has read this body already, and declined it
+
+
 class ColumnarBatchRoute(JSONBodyRoute):
     """Reads a batch body column-wise (app/schemas/columns.py); pydantic validates whatever the
     fast path leaves to it, so error answers are unchanged."""
 
     async def validate_body(self, request: Request, adapter: TypeAdapter[Any], raw: bytes) -> Any:
-        columns = read_batch(raw)
+        columns = None if request.scope.get(_READ) else read_batch(raw)
         if columns is None:
             return await super().validate_body(request, adapter, raw)
         request.scope[_COLUMNS] = columns
@@ -101,14 +104,50 @@ class ScoreShortcut:
             event = self._event.validate_json(body)
         except ValidationError:
             return False
-        content = await state.engine.coalescer.score(event)
-        # The headers Starlette's Response writes for this answer, in its order.
-        headers = [
-            (b"content-length", str(len(content)).encode("latin-1")),
-            (b"content-type", b"application/json"),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        start, body_message = _answer(await state.engine.coalescer.score(event))
+        await send(start)
+        await send(body_message)
+        return True
+
+
+def _answer(content: bytes) -> tuple[Message, Message]:
+    """The ASGI messages of ``_json(content)``: the headers Starlette's Response writes, in its
+    order."""
+    headers = [
+        (b"content-length", str(len(content)).encode("latin-1")),
+        (b"content-type", b"application/json"),
+    ]
+    return (
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": content},
+    )
+
+
+class BatchShortcut:
+    """POST /score/batch's answer to a body the column-wise check accepts, sent without FastAPI's
+    request machinery (routing, two ``Request`` objects, the dependency solver, ``Response``),
+    as ``ScoreShortcut`` does for POST /score; the same bytes and headers as ``score_batch``.
+    Everything else goes on to the route with the same body: whatever ``read_batch`` leaves to
+    pydantic (errors, attributes, unusual timestamps), no model yet, dependency overrides. The
+    route is told the body was read already, so a declined body is not read column-wise twice.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, body: bytes, send: Send) -> bool:
+        state = getattr(self._app.state, "insighthub", None)
+        if state is None or self._app.dependency_overrides or not body:
+            return False
+        if not content_type(scope).startswith(b"application/json"):
+            return False
+        columns = read_batch(body)
+        if columns is None:
+            scope[_READ] = True
+            return False
+        start, body_message = _answer(_results_array(state.engine.score_columns(columns)))
+        await send(start)
+        await send(body_message)
         return True
 
 

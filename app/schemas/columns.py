@@ -32,6 +32,9 @@ from app.schemas.scoring import MAX_BATCH_EVENTS
 FloatArray = npt.NDArray[np.float64]
 
 _FIELDS = frozenset(("service", "level", "message", "latency_ms", "timestamp", "attributes"))
+_NUMBER_TYPES = frozenset((float, int, type(None)))
+# An absent "attributes" reads as this (never changed); an empty object equals it.
+_NO_ATTRIBUTES: dict[str, Any] = {}
 # ServiceName's pattern; fullmatch, because Python's "$" also matches before a final newline
 # where pydantic's (Rust) regex does not.
 _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -122,7 +125,12 @@ def _timestamps(texts: list[str]) -> FloatArray | None:
 
 
 def read_batch(body: bytes) -> EventColumns | None:
-    """The events of a ``ScoreBatchRequest`` body, or None when pydantic must decide."""
+    """The events of a ``ScoreBatchRequest`` body, or None when pydantic must decide.
+
+    Field by field over the whole batch rather than event by event: one comprehension per field,
+    and the checks on each column in C (set, map, join, numpy) or on its few distinct values, so
+    the Python work per event is a handful of dict lookups (~0.25 us against ~0.75 for a loop
+    that checks each event in turn)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -132,51 +140,64 @@ def read_batch(body: bytes) -> EventColumns | None:
     logs = parsed.get("logs")
     if type(logs) is not list or not 1 <= len(logs) <= MAX_BATCH_EVENTS:
         return None
-    services: list[str] = []
-    levels: list[Level] = []
-    messages: list[str] = []
-    latencies: list[float] = []
-    stamped: list[int] = []
-    stamps: list[str] = []
-    nan = float("nan")
-    for i, event in enumerate(logs):
-        if type(event) is not dict or not _FIELDS.issuperset(event):
+    try:
+        # Indexing by a key raises TypeError on anything but a dict (what else JSON gives:
+        # list, str, number, bool, null) and KeyError on a missing required field.
+        services: list[Any] = [event["service"] for event in logs]
+        spellings: list[Any] = [event["level"] for event in logs]
+        distinct_services = set(services)
+        distinct_spellings = set(spellings)  # TypeError if one is a list or an object
+    except (KeyError, TypeError):
+        return None
+    if not all(map(_FIELDS.issuperset, logs)):
+        return None  # an unknown field
+    # Only strings pass these checks, and a string equals no other JSON value, so what the sets
+    # merged (1 and 1.0 and true) cannot hide a value that would fail.
+    if not all(map(_service, distinct_services)):
+        return None
+    known: dict[Any, Level] = {}
+    for spelling in distinct_spellings:
+        level = _level(spelling)
+        if level is None:
             return None
-        service = event.get("service")
-        level = _level(event.get("level"))
-        if level is None or not _service(service):
-            return None
-        message = event.get("message", "")
-        if type(message) is not str or len(message) > MAX_MESSAGE_CHARS:
-            return None
-        latency = event.get("latency_ms")
-        if latency is None:
-            latency = nan
-        elif type(latency) is float or type(latency) is int:
-            latency = float(latency)
-            if not 0.0 <= latency <= MAX_LATENCY_MS:
-                return None
-        else:
-            return None
-        stamp = event.get("timestamp")
-        if stamp is not None:
-            if type(stamp) is not str:
-                return None
-            stamped.append(i)
-            stamps.append(stamp)
-        if "attributes" in event and event["attributes"] != {}:
-            return None  # not read by the engine: pydantic checks them
-        services.append(service)  # type: ignore[arg-type]  # checked by _service
-        levels.append(level)
-        messages.append(message)
-        latencies.append(latency)
+        known[spelling] = level
+    levels = list(map(known.__getitem__, spellings))
+    messages: list[Any] = [event.get("message", "") for event in logs]
+    try:
+        # join raises TypeError on any item that is not a string (null, a number, a list).
+        "".join(messages)
+    except TypeError:
+        return None
+    if max(map(len, messages)) > MAX_MESSAGE_CHARS:
+        return None
+    latencies: list[Any] = [event.get("latency_ms") for event in logs]
+    if not _NUMBER_TYPES.issuperset(map(type, latencies)):
+        return None  # true/false or "12": pydantic's strict float refuses them
+    # None becomes NaN; JSON integers become the floats pydantic makes of them (exact over the
+    # accepted range, and any value outside it stays outside).
+    try:
+        latency_ms = np.array(latencies, dtype=np.float64)
+    except OverflowError:
+        return None
+    present = latency_ms[~np.isnan(latency_ms)]
+    if present.size and not (present.min() >= 0.0 and present.max() <= MAX_LATENCY_MS):
+        return None
+    attributes = [event.get("attributes", _NO_ATTRIBUTES) for event in logs]
+    if attributes.count(_NO_ATTRIBUTES) != len(attributes):
+        return None  # attributes are not read by the engine: pydantic checks them
     timestamps = np.full(len(logs), np.nan)
-    if stamps:
-        seconds = _timestamps(stamps)
+    stamps: list[Any] = [event.get("timestamp") for event in logs]
+    absent = stamps.count(None)
+    if absent != len(stamps):
+        stamped = [i for i, stamp in enumerate(stamps) if stamp is not None]
+        texts = [stamps[i] for i in stamped]
+        if not {str}.issuperset(map(type, texts)):
+            return None
+        seconds = _timestamps(texts)
         if seconds is None:
             return None
         timestamps[stamped] = seconds
-    return EventColumns(services, levels, messages, np.array(latencies), timestamps)
+    return EventColumns(services, levels, messages, latency_ms, timestamps)
 
 
 def columns_of(events: Any) -> EventColumns:
