@@ -40,7 +40,7 @@ batch; memory at most ``MAX_PATTERNS`` counts per order and service.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -72,8 +72,10 @@ MAX_RATE_EVENTS = 20_000.0
 MAX_PATTERNS = 8192
 
 _RECENT_MASK = (1 << RECENT_EVENTS) - 1
-_CONTEXT_MASKS = [(1 << (LEVEL_BITS * j)) - 1 for j in range(ORDERS)]
-_HISTORY_MASK = _CONTEXT_MASKS[-1]
+_HISTORY_MASK = (1 << (LEVEL_BITS * (ORDERS - 1))) - 1  # the last ORDERS - 1 levels
+# The pattern of order j: the level after the j levels before it, the low LEVEL_BITS * (j + 1)
+# bits of (history << LEVEL_BITS) | level.
+_PATTERN_MASKS = [(1 << (LEVEL_BITS * (j + 1))) - 1 for j in range(ORDERS)]
 
 
 class ServicePatterns:
@@ -102,8 +104,9 @@ class ServicePatterns:
         self.recent = [0] * ORDERS  # novelty of the last RECENT_EVENTS patterns, one bit each
 
 
-@dataclass(frozen=True, slots=True)
-class PatternView:
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class PatternView(NamedTuple):
     rarity: FloatArray  # 1 where the event is not judged
     # The lowest order at which the event's pattern is new (0: a level the service never had);
     # NaN where it is known at every order or not judged.
@@ -130,7 +133,7 @@ class PatternStore(ServiceStates[ServicePatterns]):
         # the whole loop for a batch of one.
         nan = math.nan
         novel_order = [nan] * n
-        context_masks = _CONTEXT_MASKS
+        pattern_masks = _PATTERN_MASKS
         log_latency = batch.log_latency.tolist()
         for i, state in enumerate(self.states_for(batch.services)):
             value = log_latency[i]
@@ -162,13 +165,18 @@ class PatternStore(ServiceStates[ServicePatterns]):
             usable = ORDERS if learned >= ORDERS - 1 else learned + 1
             judge = learned >= SETTLE_EVENTS
             first_novel = -1
+            # Every order's pattern is the low bits of one integer: the level after the history.
+            pattern = (history << LEVEL_BITS) | level
             for j in range(usable):
-                key = ((history & context_masks[j]) << LEVEL_BITS) | level
+                key = pattern & pattern_masks[j]
                 table = counts[j]
                 seen = table.get(key, 0)
-                novel = seen < NEW_BELOW
-                recent = ((recents[j] << 1) | novel) & _RECENT_MASK
-                if novel:
+                if seen >= NEW_BELOW:
+                    # A known pattern (most of them): counted, and a 0 bit in the recent ones.
+                    table[key] = seen + 1
+                    recents[j] = (recents[j] << 1) & _RECENT_MASK
+                else:
+                    recent = ((recents[j] << 1) | 1) & _RECENT_MASK
                     if first_novel < 0:
                         first_novel = j
                     if judge:
@@ -182,8 +190,8 @@ class PatternStore(ServiceStates[ServicePatterns]):
                     if len(table) >= MAX_PATTERNS:
                         self._forget_singletons(state, j)
                         table = counts[j]
-                table[key] = seen + 1
-                recents[j] = recent
+                    table[key] = seen + 1
+                    recents[j] = recent
                 total = totals[j] + 1.0
                 if total > MAX_RATE_EVENTS:
                     novels[j] *= 0.5
@@ -191,7 +199,7 @@ class PatternStore(ServiceStates[ServicePatterns]):
                 totals[j] = total
             if judge and first_novel >= 0:
                 novel_order[i] = first_novel
-            state.history = ((history << LEVEL_BITS) | level) & _HISTORY_MASK
+            state.history = pattern & _HISTORY_MASK
             state.learned = learned + 1
         rarity = [1.0] * n
         recent_novel = [nan] * n

@@ -451,11 +451,26 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         surge_count = [0.0] * n
         surge_expected = [0.0] * n
         surge_halflife = self.surge_halflife_messages
+        # The miner's exact-tokens cache, read here: ``observe_tokens``'s path for a repeated
+        # message (most of them) without its two calls, with the same effects in the same order.
+        resolved = miner._cache
+        templates_by_id = miner._templates
         for i, tokens in enumerate(all_tokens):
             if not tokens:
                 continue
             prior_singletons, prior_messages = miner.singletons, miner.messages
-            template_id, created = miner.observe_tokens(tokens)
+            cached = resolved.get(tokens)
+            template = templates_by_id.get(cached) if cached is not None else None
+            if template is not None:
+                miner.messages = prior_messages + 1
+                resolved.move_to_end(tokens)
+                if template.count == 1:
+                    miner.singletons = prior_singletons - 1
+                template.count += 1
+                template_id, created = template.template_id, False
+                templates_by_id.move_to_end(template_id)
+            else:
+                template_id, created = miner.observe_tokens(tokens)
             ids[i] = template_id
             state = next(states)
             n_messages = state.messages

@@ -95,6 +95,15 @@ def _sliced(value: T, i: int) -> T:
         return value[i : i + 1].copy()  # type: ignore[return-value]
     if isinstance(value, list):
         return value[i : i + 1]  # type: ignore[return-value]
+    if isinstance(value, EventBatch):  # built from its five given columns; the rest derived
+        sliced = EventBatch(
+            _sliced(value.services, i),
+            _sliced(value.levels, i),
+            _sliced(value.level_scores, i),
+            _sliced(value.latency_ms, i),
+            _sliced(value.timestamps, i),
+        )
+        return sliced  # type: ignore[return-value]
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # the stores' NamedTuple views
         return type(value)(*(_sliced(column, i) for column in value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -370,9 +370,7 @@ def test_online_detectors_on_one_event_match_their_batch_path(
         templates = template_store.observe(batch.services, [message], batch.level_scores.tolist())
         sequences = sequence_store.observe(batch.services, templates.template_id)
         forecasts = forecast_store.observe(batch)
-        one = dataclasses.replace(
-            context, templates=templates, sequences=sequences, forecasts=forecasts
-        )
+        one = context._replace(templates=templates, sequences=sequences, forecasts=forecasts)
         two = ScoringContext(
             EventBatch(
                 batch.services * 2,

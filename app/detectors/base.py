@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -34,8 +35,10 @@ class NotFittedError(RuntimeError):
     """A batch detector was asked to score before it was fitted."""
 
 
-@dataclass(frozen=True, slots=True)
-class ScoringContext:
+# NamedTuples, immutable like the frozen dataclasses they replace at a fraction of their
+# construction cost (a frozen dataclass sets each field through object.__setattr__): every call
+# makes one context and one output per method, the batch of one of /score included.
+class ScoringContext(NamedTuple):
     """What the engine knows about a batch when the detectors run."""
 
     batch: EventBatch
@@ -53,10 +56,12 @@ class ScoringContext:
     records: RecordView | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MethodOutput:
+_NO_METRICS: Mapping[str, FloatArray] = MappingProxyType({})  # read-only: shared by every default
+
+
+class MethodOutput(NamedTuple):
     rarity: FloatArray
-    metrics: dict[str, FloatArray] = field(default_factory=dict)  # NaN reads as "not known"
+    metrics: Mapping[str, FloatArray] = _NO_METRICS  # NaN reads as "not known"
 
 
 class Detector(ABC):
