@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="Event-time half-life of each service's latency and error-rate baseline.",
     )
     max_services: int = Field(default=100_000, ge=1, description="Services tracked at most.")
+    window_store: str = Field(
+        default="memory",
+        description="Where per-service windows and online state live. Only 'memory' (this "
+        "process) is built; 'redis' (the design's store for several workers or hosts) is not yet "
+        "and is refused at start-up rather than silently ignored.",
+    )
 
     # Combination
     target_false_alarm_rate: float = Field(
@@ -172,6 +178,21 @@ class Settings(BaseSettings):
     def _level_alias(cls, value: Any) -> Any:
         # Levels are accepted as events accept them: any case, WARNING and FATAL included.
         return LEVEL_ALIASES.get(value.upper(), value) if isinstance(value, str) else value
+
+    @field_validator("window_store")
+    @classmethod
+    def _only_the_built_window_store(cls, value: str) -> str:
+        # A user who asks for shared windows must learn at start-up that they do not get them:
+        # several workers would each keep their own windows and score differently.
+        if value == "memory":
+            return value
+        if value == "redis":
+            raise ValueError(
+                "the Redis window store is not built yet: windows and the other online state "
+                "live in this process's memory ('memory', the only choice); run one worker per "
+                "artifacts directory (README, Architecture)"
+            )
+        raise ValueError("must be 'memory' (the only window store built)")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
