@@ -46,7 +46,7 @@ from app.explain import explain, explain_one
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
-from app.one_event import combine_one, finite_or_none, recalibrate_one, scores_of_one
+from app.one_event import as_float, combine_one, finite_or_none, recalibrate_one, scores_of_one
 from app.patterns import PatternStore
 from app.rendering import (
     FailedMethod,
@@ -336,11 +336,7 @@ class ScoringEngine:
         names = tuple(outputs)
         table = self._method_table(names)
         method_outputs = [outputs[name] for name in names]
-        rarities = (
-            np.concatenate([output.rarity for output in method_outputs], dtype=np.float64).tolist()
-            if names
-            else []
-        )
+        rarities = [as_float(output.rarity) for output in method_outputs]
         service = batch.services[0]
         if table.recalibrated_rows:
             calibrated = recalibrate_one(
@@ -377,18 +373,17 @@ class ScoringEngine:
             context.templates,
             self.templates.miner.text,
         )
-        columns = [column for output in method_outputs for column in output.metrics.values()]
-        values = np.concatenate(columns, dtype=np.float64).tolist() if columns else []
         methods: dict[str, Any] = {}
-        position = 0
         for name, label, output, score in zip(
             names, table.labels, method_outputs, scores, strict=True
         ):
             metrics = {}
-            for metric in output.metrics:
-                value = values[position]
+            for metric, column in output.metrics.items():
+                value = column.item()
+                if type(value) is not float:
+                    value = float(value)  # what float64 writes of an integer or a boolean
+                # NaN and infinities are written as null.
                 metrics[metric] = value if value - value == 0.0 else None
-                position += 1
             methods[name] = {
                 "anomaly_score": finite_or_none(score),
                 "is_anomaly": score >= threshold,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from app.detectors.calibration import (
     _GRID_PAST_FIRST,
@@ -32,9 +34,11 @@ _GRID = _GRID_PAST_FIRST.tolist()
 _LOG_CLAIMED_LIST = _LOG_CLAIMED.tolist()
 # The column of events learned in a method's row of counts, after the levels' exceedances.
 _TOTAL = SURPRISE_LEVELS
-# counts[:, ::_TOTAL] is columns 0 and _TOTAL, the two every learned event adds one to.
-if SURPRISE_LEVELS + 1 > 2 * _TOTAL:  # pragma: no cover - holds for any grid of 2+ levels
-    raise ImportError("the stride trick below needs fewer than 2 * SURPRISE_LEVELS columns")
+_LOG_OF_ONE: float = np.log(np.ones(1)).item()
+# A rarity above this has a surprise (-log10) below 0.49, whatever the last bit of log10.
+SURELY_LEVEL_0 = 10.0**-0.49
+if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
+    raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
 
 def recalibrate_one(
@@ -52,44 +56,61 @@ def recalibrate_one(
     (``_recalibration_loop``) for one event: same operations, same order."""
     # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
     stacked = [MIN_RARITY if r < MIN_RARITY else 1.0 if r > 1.0 else r for r in rarities]
-    # searchsorted(side="right") of -log10 on the grid past its first level; NaN sorts last.
-    levels = [bisect_right(_GRID, -surprise) for surprise in np.log10(stacked).tolist()]
+    levels = _surprise_levels(stacked)
     state = recalibration.state_for(service)
     counts = state.counts_of(names)
-    totals = counts[:, _TOTAL].tolist()
+    # Element by element through a memoryview: a few dozen reads and writes of Python floats,
+    # where numpy's indexing would make a scalar or a view for each.
+    cells: Any = counts.data  # a memoryview (typeshed calls its items ints: here floats)
     calibrated = stacked.copy()
     flagged = False
     for m, level in enumerate(levels):
         rarity = stacked[m]
-        total = totals[m]
-        if level > 0 and total > 0:
-            exponent = 1.0
-            for j, exceed in enumerate(counts[m, 1 : level + 1].tolist(), 1):
-                if exceed < MIN_EXCEEDANCES:
-                    break
-                if exceed < total:
-                    exponent = min(exponent, math.log(exceed / total) / _LOG_CLAIMED_LIST[j])
-                else:
-                    exponent = 0.0
-            rarity = rarity**exponent
-            calibrated[m] = rarity
+        if level > 0:
+            total = cells[m, _TOTAL]
+            if total > 0:
+                exponent = 1.0
+                for j in range(1, level + 1):
+                    exceed = cells[m, j]
+                    if exceed < MIN_EXCEEDANCES:
+                        break
+                    if exceed < total:
+                        exponent = min(exponent, math.log(exceed / total) / _LOG_CLAIMED_LIST[j])
+                    else:
+                        exponent = 0.0
+                rarity = rarity**exponent
+                calibrated[m] = rarity
         if rarity <= alarms[m]:
             flagged = True
     clip = False
     if flagged:
         clip = time - state.last_alarm < ISOLATED_ALARM_SECONDS
         state.last_alarm = max(state.last_alarm, time)
-    counts[:, ::_TOTAL] += 1.0
     for m, level in enumerate(levels):
         if clip and alarm_levels[m] < level:
             level = alarm_levels[m]
-        if level > 0:
-            counts[m, 1 : level + 1] += 1.0
-        if totals[m] + 1.0 > MAX_CALIBRATION_EVENTS:
+        for j in range(level + 1):
+            cells[m, j] += 1.0
+        total = cells[m, _TOTAL] + 1.0
+        cells[m, _TOTAL] = total
+        if total > MAX_CALIBRATION_EVENTS:
             counts[m] *= 0.5
+    cells.release()
     if counts is not state.counts:  # a copy (the methods changed): learned back into place
         state.learn(names, counts)
     return calibrated
+
+
+def _surprise_levels(stacked: list[float]) -> list[int]:
+    """The last grid level at or below each rarity's surprise (-log10), as observe_matrix finds
+    it with ``np.log10`` and searchsorted: a NaN reaches every level."""
+    # Above SURELY_LEVEL_0 the surprise is below 0.49, the first level past 0 being 0.5: no
+    # log10 is needed to know the level (most rarities of most events are there).
+    if all(value > SURELY_LEVEL_0 for value in stacked):
+        return [0] * len(stacked)
+    # (np.array first: a ufunc converts a list through a slower path.)
+    surprises = np.log10(np.array(stacked)).tolist()
+    return [bisect_right(_GRID, -surprise) for surprise in surprises]
 
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
@@ -99,7 +120,15 @@ def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     for rarity in rarities:
         capped = rarity if rarity < 1.0 else 1.0
         clipped.append(capped if capped > MIN_RARITY else MIN_RARITY)
-    linear = [0.5 * log / log_rate for log in np.log(clipped).tolist()]
+    # Rarity 1 (no evidence: most methods for most events) has the log numpy gives it, taken
+    # once at import; the others take one np.log call (np.array first: a ufunc converts a list
+    # through a slower path).
+    others = [value for value in clipped if value != 1.0]
+    if others:
+        logs = iter(np.log(np.array(others)).tolist())
+        linear = [0.5 * (_LOG_OF_ONE if c == 1.0 else next(logs)) / log_rate for c in clipped]
+    else:
+        linear = [0.5 * _LOG_OF_ONE / log_rate] * len(clipped)
     # "+ 0.0": the -0.0 of log(1) as 0.0. Past the bend, the array version clips to [0, 1].
     if all(value <= BEND_AT for value in linear):
         return [(value if value >= 0.0 else 0.0) + 0.0 for value in linear]
@@ -125,9 +154,16 @@ def combine_one(scores: list[float], weights: list[float]) -> float:
     return combined
 
 
+def as_float(column: npt.NDArray[np.generic]) -> float:
+    """The one value of ``column`` as float64 writes it (``np.concatenate(..., dtype=float64)``
+    of an integer or boolean column), without an array made for it."""
+    value = column.item()
+    return value if type(value) is float else float(value)
+
+
 def finite_or_none(value: float) -> float | None:
     """The value as the JSON answer reads back: NaN and infinities are written as null."""
     return value if value - value == 0.0 else None
 
 
-__all__ = ["combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]
+__all__ = ["as_float", "combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]
