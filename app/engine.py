@@ -46,7 +46,7 @@ from app.explain import explain, explain_one
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
-from app.one_event import as_float, combine_one, finite_or_none, recalibrate_one, scores_of_one
+from app.one_event import combine_one, finite_or_none, recalibrate_one, scores_of_one
 from app.patterns import PatternStore
 from app.rendering import (
     FailedMethod,
@@ -336,7 +336,7 @@ class ScoringEngine:
         names = tuple(outputs)
         table = self._method_table(names)
         method_outputs = [outputs[name] for name in names]
-        rarities = [as_float(output.rarity) for output in method_outputs]
+        rarities = [float(output.rarity.item()) for output in method_outputs]
         service = batch.services[0]
         if table.recalibrated_rows:
             calibrated = recalibrate_one(
@@ -380,10 +380,9 @@ class ScoringEngine:
             metrics = {}
             for metric, column in output.metrics.items():
                 value = column.item()
-                if type(value) is not float:
-                    value = float(value)  # what float64 writes of an integer or a boolean
-                # NaN and infinities are written as null.
-                metrics[metric] = value if value - value == 0.0 else None
+                # NaN and infinities are written as null; float(): what float64 writes of an
+                # integer or a boolean column (a float is returned as it is).
+                metrics[metric] = float(value) if value - value == 0 else None
             methods[name] = {
                 "anomaly_score": finite_or_none(score),
                 "is_anomaly": score >= threshold,
@@ -398,7 +397,7 @@ class ScoringEngine:
                 "metrics": None,
                 "degraded": reason,
             }
-        (seen,), (ready,) = baseline.events_seen.tolist(), baseline.ready.tolist()
+        seen, ready = baseline.events_seen.item(), baseline.ready.item()
         return {
             "is_anomaly": flagged,
             "anomaly_score": finite_or_none(combined),

@@ -14,6 +14,7 @@ from app.detectors.base import MethodOutput
 from app.detectors.sliding_window import BURST_SHARE, SCAN_CORRECTION, error_burst_scan
 from app.events import EventBatch
 from app.patterns import NEW_BELOW, RECENT_EVENTS
+from app.schemas.events import Level
 from app.settings import Settings
 from app.templates import TemplateView
 from app.windows import RECENT_EVENTS as RECENT_ERROR_FLAGS
@@ -124,7 +125,7 @@ def explain(
             window_z[i],
             shift[i],
             seen[i],
-            batch.levels[i].value,
+            batch.levels[i],
             extra.get(i, ()),
             window,
             window_output,
@@ -156,7 +157,7 @@ def _findings(
     window_z: float,
     shift: float,
     seen: int,
-    level: str,
+    level: Level,
     extra: Iterable[str],
     window: WindowView,
     window_output: MethodOutput | None,
@@ -191,7 +192,7 @@ def _findings(
         )
     findings.extend(extra)
     if is_error:
-        findings.append(f"level {level}")
+        findings.append(f"level {level.value}")
     if not math.isnan(latency) and not ready:
         findings.append(
             f"latency not judged yet: {seen} of {settings.baseline_warmup_events} events "
@@ -214,11 +215,8 @@ def explain_one(
 ) -> str:
     """``explain`` of a batch of one, from its scores as Python floats: the same sentence,
     without the arrays ``explain`` makes and reads for every event."""
-    (latency,), (median,), (ready,) = (
-        batch.latency_ms.tolist(),
-        baseline.median_latency_ms.tolist(),
-        baseline.ready.tolist(),
-    )
+    # item(): each one-value column's Python value, as tolist() gives it, without a list.
+    latency, median = batch.latency_ms.item(), baseline.median_latency_ms.item()
     ratio = (
         latency / median
         if not math.isnan(latency) and median > MIN_MEDIAN_FOR_RATIO_MS
@@ -230,23 +228,18 @@ def explain_one(
         if notable
         else {}
     )
-    (is_error,), (window_z,), (shift,), (seen,) = (
-        batch.is_error.tolist(),
-        window.latency_zscore.tolist(),
-        baseline.latency_shift.tolist(),
-        baseline.events_seen.tolist(),
-    )
+    ready = baseline.ready.item()
     findings = _findings(
         latency,
         median,
         ratio,
         ready,
-        is_error,
+        batch.is_error.item(),
         scores.get("sliding_window", 0.0),
-        window_z,
-        shift,
-        seen,
-        batch.levels[0].value,
+        window.latency_zscore.item(),
+        baseline.latency_shift.item(),
+        baseline.events_seen.item(),
+        batch.levels[0],
         extra.get(0, ()),
         window,
         outputs.get("sliding_window"),

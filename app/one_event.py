@@ -11,11 +11,10 @@ bit for bit.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from app.detectors.calibration import (
     _GRID_PAST_FIRST,
@@ -37,6 +36,11 @@ _TOTAL = SURPRISE_LEVELS
 _LOG_OF_ONE: float = np.log(np.ones(1)).item()
 # A rarity above this has a surprise (-log10) below 0.49, whatever the last bit of log10.
 SURELY_LEVEL_0 = 10.0**-0.49
+# The rarity 10**-g of each level g past the first, ascending, and how near one a rarity must be
+# for its level to need log10 itself: 1e-9 of it moves the surprise by ~4e-10, some thousand
+# times what log10's last bits can.
+_LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
+_NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
 if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
     raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
@@ -89,7 +93,8 @@ def recalibrate_one(
     for m, level in enumerate(levels):
         if clip and alarm_levels[m] < level:
             level = alarm_levels[m]
-        for j in range(level + 1):
+        cells[m, 0] += 1.0
+        for j in range(1, level + 1):
             cells[m, j] += 1.0
         total = cells[m, _TOTAL] + 1.0
         cells[m, _TOTAL] = total
@@ -104,13 +109,25 @@ def recalibrate_one(
 def _surprise_levels(stacked: list[float]) -> list[int]:
     """The last grid level at or below each rarity's surprise (-log10), as observe_matrix finds
     it with ``np.log10`` and searchsorted: a NaN reaches every level."""
-    # Above SURELY_LEVEL_0 the surprise is below 0.49, the first level past 0 being 0.5: no
-    # log10 is needed to know the level (most rarities of most events are there).
-    if all(value > SURELY_LEVEL_0 for value in stacked):
-        return [0] * len(stacked)
-    # (np.array first: a ufunc converts a list through a slower path.)
-    surprises = np.log10(np.array(stacked)).tolist()
-    return [bisect_right(_GRID, -surprise) for surprise in surprises]
+    levels = []
+    for value in stacked:
+        # Most rarities of most events: no level past 0 (their surprise is below 0.49).
+        if value > SURELY_LEVEL_0:
+            levels.append(0)
+            continue
+        # The level is the number of level rarities at or above the value, unless the value is
+        # within _MARGIN of one of them (or NaN): there only numpy's log10 can tell.
+        k = bisect_left(_LEVEL_RARITIES, value)
+        if (
+            not value == value
+            or (k < len(_LEVEL_RARITIES) and _LEVEL_RARITIES[k] - value <= _NEAR[k])
+            or (k > 0 and value - _LEVEL_RARITIES[k - 1] <= _NEAR[k - 1])
+        ):
+            # (np.array first: a ufunc converts a list through a slower path.)
+            surprises = np.log10(np.array(stacked)).tolist()
+            return [bisect_right(_GRID, -surprise) for surprise in surprises]
+        levels.append(len(_LEVEL_RARITIES) - k)
+    return levels
 
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
@@ -154,16 +171,9 @@ def combine_one(scores: list[float], weights: list[float]) -> float:
     return combined
 
 
-def as_float(column: npt.NDArray[np.generic]) -> float:
-    """The one value of ``column`` as float64 writes it (``np.concatenate(..., dtype=float64)``
-    of an integer or boolean column), without an array made for it."""
-    value = column.item()
-    return value if type(value) is float else float(value)
-
-
 def finite_or_none(value: float) -> float | None:
     """The value as the JSON answer reads back: NaN and infinities are written as null."""
     return value if value - value == 0.0 else None
 
 
-__all__ = ["as_float", "combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]
+__all__ = ["combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]

@@ -280,6 +280,8 @@ def test_surprise_levels_are_those_of_log10_and_searchsorted() -> None:
     grid = 10.0 ** -np.asarray(SURPRISE_GRID)
     values = [*grid, *np.nextafter(grid, 0.0), *np.nextafter(grid, 1.0), 1e-300, math.nan]
     values += [SURELY_LEVEL_0, math.nextafter(SURELY_LEVEL_0, 0.0), 0.3, 0.5, 1.0]
+    # Just inside and just outside the margin around each level's rarity, and between levels.
+    values += [*(grid * (1 + 2e-9)), *(grid * (1 - 2e-9)), *(grid * (1 + 5e-10)), *(grid * 0.7)]
     stacked = np.minimum(np.maximum(np.array(values), MIN_RARITY), 1.0)
     expected = np.searchsorted(np.asarray(SURPRISE_GRID[1:]), -np.log10(stacked), side="right")
     for value, level in zip(stacked.tolist(), expected.tolist(), strict=True):
