@@ -16,6 +16,8 @@ from app.schemas.stats import WindowStats
 from app.settings import Settings
 
 EventLike = Mapping[str, Any] | LogEvent
+# LogEvent.model_validate's own validator, called without the classmethod around it.
+_validate = LogEvent.__pydantic_validator__.validate_python
 
 
 class AnomalyDetector:
@@ -42,7 +44,8 @@ class AnomalyDetector:
         return self.engine.model.version
 
     def predict(self, event: EventLike) -> ScoreDict:
-        (parsed,) = parse_events((event,))
+        # parse_events' validation, without its list.
+        parsed = event if isinstance(event, LogEvent) else _validate(event)
         return self.engine.score_one(parsed)
 
     def predict_batch(self, events: Sequence[EventLike]) -> list[ScoreDict]:
