@@ -72,6 +72,11 @@ FloatArray = npt.NDArray[np.float64]
 ScoreDict = dict[str, Any]
 # Compiled answer templates kept (one per set of methods, metrics, failures and model version).
 MAX_TEMPLATES = 64
+# Batches up to this size are scored one event at a time through the one-event path (the same
+# answers: a batch is scored as its events one call at a time). A batch of two through the array
+# path cost 2.8x a single event (CPU time, branch onepath, docs/benchmarks.md): the batch path's
+# fixed cost per call is only repaid from about four events on.
+ONE_BY_ONE_UP_TO = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +190,9 @@ class ScoringEngine:
         Each result is what POST /score answers, read back from its JSON (``score_json``)."""
         if not events:
             return []
-        if len(events) == 1:
-            return [self.score_one(events[0], received_at)]
+        if len(events) <= ONE_BY_ONE_UP_TO:
+            now = time.time() if received_at is None else received_at
+            return [self.score_one(event, now) for event in events]
         results: list[ScoreDict] = orjson.loads(
             b"[" + b",".join(self.score_json(events, received_at)) + b"]"
         )
@@ -198,6 +204,11 @@ class ScoringEngine:
         """``score``, each event's result as the JSON object the HTTP API answers with."""
         if not events:
             return []
+        if len(events) <= ONE_BY_ONE_UP_TO:
+            # orjson writes the dict's floats as it writes the arrays' (the same shortest text),
+            # so these are the bytes ``_render`` writes, at a fraction of its cost.
+            now = time.time() if received_at is None else received_at
+            return [orjson.dumps(self.score_one(event, now)) for event in events]
         return self._score(
             EventBatch.from_events(events, received_at), [event.message for event in events]
         )
