@@ -27,7 +27,13 @@ from app.baselines import BaselineStore, BaselineView
 from app.batching import ScoreCoalescer
 from app.combiner import combine_matrix
 from app.detectors.base import Detector, MethodOutput, ScoringContext
-from app.detectors.calibration import OnlineRecalibration, alarm_rarity, rarity_to_score
+from app.detectors.calibration import (
+    OnlineRecalibration,
+    _alarm_arrays,
+    _log_rate,
+    alarm_rarity,
+    rarity_to_score,
+)
 from app.detectors.forecast import ForecastDetector
 from app.detectors.likelihood import LikelihoodDetector
 from app.detectors.pattern import PatternDetector
@@ -37,10 +43,11 @@ from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
 from app.events import EventBatch
-from app.explain import explain
+from app.explain import explain, explain_one
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
+from app.one_event import combine_one, finite_or_none, recalibrate_one, scores_of_one
 from app.patterns import PatternStore
 from app.records import RecordStore
 from app.rendering import (
@@ -67,6 +74,11 @@ FloatArray = npt.NDArray[np.float64]
 ScoreDict = dict[str, Any]
 # Compiled answer templates kept (one per set of methods, metrics, failures and model version).
 MAX_TEMPLATES = 64
+# Batches up to this size are scored one event at a time through the one-event path (the same
+# answers: a batch is scored as its events one call at a time). A batch of two through the array
+# path cost 2.8x a single event (CPU time, branch onepath, docs/benchmarks.md): the batch path's
+# fixed cost per call is only repaid from about four events on.
+ONE_BY_ONE_UP_TO = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,11 @@ class _MethodTable:
     recalibrated: npt.NDArray[np.intp]
     recalibrated_names: list[str]  # their names and alarm rarities, in that order
     recalibrated_alarms: list[float]
+    # The same as Python values, for the batch of one (app/one_event.py).
+    weight_list: list[float]
+    recalibrated_rows: list[int]
+    recalibrated_tuple: tuple[str, ...]
+    recalibrated_levels: list[int]  # the surprise level of each recalibrated alarm rarity
 
 
 class ScoringEngine:
@@ -177,6 +194,9 @@ class ScoringEngine:
         Each result is what POST /score answers, read back from its JSON (``score_json``)."""
         if not events:
             return []
+        if len(events) <= ONE_BY_ONE_UP_TO:
+            now = time.time() if received_at is None else received_at
+            return [self.score_one(event, now) for event in events]
         results: list[ScoreDict] = orjson.loads(
             b"[" + b",".join(self.score_json(events, received_at)) + b"]"
         )
@@ -188,6 +208,11 @@ class ScoringEngine:
         """``score``, each event's result as the JSON object the HTTP API answers with."""
         if not events:
             return []
+        if len(events) <= ONE_BY_ONE_UP_TO:
+            # orjson writes the dict's floats as it writes the arrays' (the same shortest text),
+            # so these are the bytes ``_render`` writes, at a fraction of its cost.
+            now = time.time() if received_at is None else received_at
+            return [orjson.dumps(self.score_one(event, now)) for event in events]
         return self._score(
             EventBatch.from_events(events, received_at), [event.message for event in events]
         )
@@ -206,9 +231,20 @@ class ScoringEngine:
         )
         return self._score(batch, columns.messages)
 
-    def _score(self, batch: EventBatch, messages: Sequence[str]) -> list[bytes]:
+    def score_one(self, event: LogEvent, received_at: float | None = None) -> ScoreDict:
+        """``score`` of one event: its answer built directly as the dict that reading back its
+        JSON gives (the batch of one of every /score and ``AnomalyDetector.predict``)."""
+        return self._score_one(EventBatch.from_events((event,), received_at), (event.message,))
+
+    def _score_one(self, batch: EventBatch, messages: Sequence[str]) -> ScoreDict:
         model = self._model
         context = self.observe((), batch, messages)
+        outputs, failures = self._run_detectors(model, context)
+        return self._answer_of_one(model, context, outputs, failures)
+
+    def _run_detectors(
+        self, model: Model, context: ScoringContext
+    ) -> tuple[dict[str, MethodOutput], dict[str, str]]:
         outputs: dict[str, MethodOutput] = {}
         failures: dict[str, str] = {}
         for detector in self._detectors(model):
@@ -219,6 +255,16 @@ class ScoringEngine:
                 log.exception("detector %s failed; scoring without it", detector.name)
                 failures[detector.name] = f"{type(exc).__name__}: {exc}"
                 self.detector_failures[detector.name] += 1
+        return outputs, failures
+
+    def _score(self, batch: EventBatch, messages: Sequence[str]) -> list[bytes]:
+        if len(batch) == 1:
+            # orjson writes the dict's floats as it writes the arrays' (the same shortest text),
+            # so these are the bytes ``_render`` writes, at a fraction of its cost for one event.
+            return [orjson.dumps(self._score_one(batch, messages))]
+        model = self._model
+        context = self.observe((), batch, messages)
+        outputs, failures = self._run_detectors(model, context)
         return self._render(
             model,
             context.batch,
@@ -276,16 +322,109 @@ class ScoringEngine:
             threshold = self.settings.anomaly_threshold
             weights = [self.weights.get(name, 1.0) for name in names]
             recalibrated = [m for m, name in enumerate(names) if name not in self._not_recalibrated]
+            recalibrated_alarms = [alarm_rarity(q, threshold, weights[m]) for m in recalibrated]
             table = _MethodTable(
                 np.array(weights, dtype=np.float64)[:, None],
                 [alarm_rarity(q, threshold, weight) for weight in weights],
                 [self._method_names[name] for name in names],
                 np.array(recalibrated, dtype=np.intp),
                 [names[m] for m in recalibrated],
-                [alarm_rarity(q, threshold, weights[m]) for m in recalibrated],
+                recalibrated_alarms,
+                [float(w) for w in np.array(weights, dtype=np.float64).tolist()],
+                recalibrated,
+                tuple(names[m] for m in recalibrated),
+                _alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
             )
             self._method_tables[names] = table
         return table
+
+    def _answer_of_one(
+        self,
+        model: Model,
+        context: ScoringContext,
+        outputs: dict[str, MethodOutput],
+        failures: dict[str, str],
+    ) -> ScoreDict:
+        """``_render`` of a batch of one, read back from its JSON: the same steps on Python
+        floats (app/one_event.py), the answer built as the dict."""
+        batch, baseline = context.batch, context.baseline
+        threshold = self.settings.anomaly_threshold
+        names = tuple(outputs)
+        table = self._method_table(names)
+        method_outputs = [outputs[name] for name in names]
+        rarities = [float(output.rarity.item()) for output in method_outputs]
+        service = batch.services[0]
+        if table.recalibrated_rows:
+            calibrated = recalibrate_one(
+                self.recalibration,
+                service,
+                batch.timestamps.item(),
+                table.recalibrated_tuple,
+                [rarities[m] for m in table.recalibrated_rows],
+                table.recalibrated_alarms,
+                table.recalibrated_levels,
+            )
+            for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
+                rarities[m] = rarity
+        target = self.settings.target_false_alarm_rate
+        scores = scores_of_one(rarities, float(_log_rate(target))) if names else []
+        combined = combine_one(scores, table.weight_list)
+        flagged = combined >= threshold
+        if flagged:
+            # Still flagged, but ranked below the alarm it repeats (see app/repeats.py); an
+            # event below the threshold leaves the repeats untouched.
+            (combined,) = self.repeats.observe(
+                batch.services, baseline.events_seen, np.array([combined]), threshold
+            ).tolist()
+        score_of = dict(zip(names, scores, strict=True))
+        explanation = explain_one(
+            batch,
+            baseline,
+            context.window,
+            score_of,
+            combined,
+            flagged,
+            self.settings,
+            outputs,
+            context.templates,
+            self.templates.miner.text,
+        )
+        methods: dict[str, Any] = {}
+        for name, label, output, score in zip(
+            names, table.labels, method_outputs, scores, strict=True
+        ):
+            metrics = {}
+            for metric, column in output.metrics.items():
+                value = column.item()
+                # NaN and infinities are written as null; float(): what float64 writes of an
+                # integer or a boolean column (a float is returned as it is).
+                metrics[metric] = float(value) if value - value == 0 else None
+            methods[name] = {
+                "anomaly_score": finite_or_none(score),
+                "is_anomaly": score >= threshold,
+                "method": label,
+                "metrics": metrics,
+            }
+        for name, reason in failures.items():
+            methods[name] = {
+                "anomaly_score": 0.0,
+                "is_anomaly": False,
+                "method": self._method_names[name],
+                "metrics": None,
+                "degraded": reason,
+            }
+        seen, ready = baseline.events_seen.item(), baseline.ready.item()
+        return {
+            "is_anomaly": flagged,
+            "anomaly_score": finite_or_none(combined),
+            "methods": methods,
+            "model_version": model.version,
+            "explanation": explanation,
+            "service": service,
+            "service_events_seen": seen,
+            "baseline_ready": ready,
+            "confidence": finite_or_none(seen / (seen + self.settings.confidence_events)),
+        }
 
     def _render(
         self,

@@ -69,18 +69,19 @@ class EventBatch(_Columns):
     ) -> EventBatch:
         now = time.time() if received_at is None else received_at
         if len(events) == 1:
-            # The batch of one of /score: its three numeric columns as rows of one array (each
-            # a contiguous view), one numpy call rather than three.
+            # The batch of one of /score: its three numeric columns as slices of one array
+            # (each a contiguous view), one numpy call rather than three; a flat tuple and
+            # slices cost half what rows of a 3 x 1 array of nested lists do.
             (event,) = events
-            level_scores, latency_ms, timestamps = np.array(
-                [
-                    [LEVEL_SCORES[event.level]],
-                    [np.nan if event.latency_ms is None else event.latency_ms],
-                    [now if event.timestamp is None else event.timestamp.timestamp()],
-                ],
+            values = np.array(
+                (
+                    LEVEL_SCORES[event.level],
+                    np.nan if event.latency_ms is None else event.latency_ms,
+                    now if event.timestamp is None else event.timestamp.timestamp(),
+                ),
                 dtype=np.float64,
             )
-            return cls([event.service], [event.level], level_scores, latency_ms, timestamps)
+            return cls([event.service], [event.level], values[0:1], values[1:2], values[2:3])
         # Plain lists, then one array each: cheaper than np.fromiter over generators, whose
         # set-up cost dominated for the batch of one that every /score is.
         services = [event.service for event in events]

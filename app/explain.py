@@ -14,6 +14,7 @@ from app.detectors.base import MethodOutput
 from app.detectors.sliding_window import BURST_SHARE, SCAN_CORRECTION, error_burst_scan
 from app.events import EventBatch
 from app.patterns import NEW_BELOW, RECENT_EVENTS
+from app.schemas.events import Level
 from app.settings import Settings
 from app.templates import TemplateView
 from app.windows import RECENT_EVENTS as RECENT_ERROR_FLAGS
@@ -100,12 +101,7 @@ def explain(
     flagged_list = flagged.tolist()
     ready = ready_array.tolist()
     sentences = [
-        f"{'anomalous' if is_flagged else 'normal'} (score {score:.2f}): "
-        + (
-            f"latency {ratio:.1f}x this service's median"
-            if is_ready and ratio == ratio
-            else "nothing unusual"
-        )
+        _verdict(is_flagged, score, ratio, is_ready)
         for is_flagged, score, ratio, is_ready in zip(
             flagged_list, combined_list, ratios, ready, strict=True
         )
@@ -119,47 +115,142 @@ def explain(
     is_error = batch.is_error.tolist()
     window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
     for i in notable:
-        findings: list[str] = []
-        has_latency = not math.isnan(latency[i])
-        ratio = ratios[i]
-        if ready[i] and not math.isnan(ratio):
-            if ratio >= NOTABLE_RATIO:
-                findings.append(
-                    f"latency {_ms(latency[i])} is {ratio:.1f}x this service's median of "
-                    f"{_ms(median[i])}"
-                )
-            elif ratio <= 1 / NOTABLE_RATIO:
-                # A 0 ms latency is valid input: it has no finite ratio to print.
-                below = f"{1 / ratio:.1f}x below" if ratio > 0 else "far below"
-                findings.append(
-                    f"latency {_ms(latency[i])} is {below} this service's median "
-                    f"of {_ms(median[i])}"
-                )
-        if is_error[i] and window_score[i] >= NOTABLE_SCORE:
-            burst = _burst_finding(window, window_output, i)
-            if burst is not None:
-                findings.append(burst)
-        if not math.isnan(window_z[i]) and window_z[i] >= NOTABLE_WINDOW_Z:
-            findings.append(
-                f"latency is {window_z[i]:.1f} standard deviations above this service's last "
-                f"{settings.window_minutes:g} minutes"
-            )
-        if not math.isnan(shift[i]) and shift[i] >= NOTABLE_SHIFT:
-            findings.append(
-                f"this service's recent latencies run {shift[i]:.1f} spreads above its baseline"
-            )
-        findings.extend(extra.get(i, ()))
-        if is_error[i]:
-            findings.append(f"level {batch.levels[i].value}")
-        if has_latency and not ready[i]:
-            findings.append(
-                f"latency not judged yet: {seen[i]} of {settings.baseline_warmup_events} events "
-                "of this service seen"
-            )
+        findings = _findings(
+            latency[i],
+            median[i],
+            ratios[i],
+            ready[i],
+            is_error[i],
+            window_score[i],
+            window_z[i],
+            shift[i],
+            seen[i],
+            batch.levels[i],
+            extra.get(i, ()),
+            window,
+            window_output,
+            i,
+            settings,
+        )
         if findings:
             verdict = "anomalous" if flagged_list[i] else "normal"
             sentences[i] = f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings)
     return sentences
+
+
+def _verdict(flagged: bool, score: float, ratio: float, ready: bool) -> str:
+    """An event's sentence when it has no finding: the verdict and the plain latency ratio."""
+    return f"{'anomalous' if flagged else 'normal'} (score {score:.2f}): " + (
+        f"latency {ratio:.1f}x this service's median"
+        if ready and ratio == ratio
+        else "nothing unusual"
+    )
+
+
+def _findings(
+    latency: float,
+    median: float,
+    ratio: float,
+    ready: bool,
+    is_error: bool,
+    window_score: float,
+    window_z: float,
+    shift: float,
+    seen: int,
+    level: Level,
+    extra: Iterable[str],
+    window: WindowView,
+    window_output: MethodOutput | None,
+    i: int,
+    settings: Settings,
+) -> list[str]:
+    """What is notable about event ``i`` (empty when nothing is), in the sentence's order."""
+    findings: list[str] = []
+    if ready and not math.isnan(ratio):
+        if ratio >= NOTABLE_RATIO:
+            findings.append(
+                f"latency {_ms(latency)} is {ratio:.1f}x this service's median of {_ms(median)}"
+            )
+        elif ratio <= 1 / NOTABLE_RATIO:
+            # A 0 ms latency is valid input: it has no finite ratio to print.
+            below = f"{1 / ratio:.1f}x below" if ratio > 0 else "far below"
+            findings.append(
+                f"latency {_ms(latency)} is {below} this service's median of {_ms(median)}"
+            )
+    if is_error and window_score >= NOTABLE_SCORE:
+        burst = _burst_finding(window, window_output, i)
+        if burst is not None:
+            findings.append(burst)
+    if not math.isnan(window_z) and window_z >= NOTABLE_WINDOW_Z:
+        findings.append(
+            f"latency is {window_z:.1f} standard deviations above this service's last "
+            f"{settings.window_minutes:g} minutes"
+        )
+    if not math.isnan(shift) and shift >= NOTABLE_SHIFT:
+        findings.append(
+            f"this service's recent latencies run {shift:.1f} spreads above its baseline"
+        )
+    findings.extend(extra)
+    if is_error:
+        findings.append(f"level {level.value}")
+    if not math.isnan(latency) and not ready:
+        findings.append(
+            f"latency not judged yet: {seen} of {settings.baseline_warmup_events} events "
+            "of this service seen"
+        )
+    return findings
+
+
+def explain_one(
+    batch: EventBatch,
+    baseline: BaselineView,
+    window: WindowView,
+    scores: dict[str, float],
+    combined: float,
+    flagged: bool,
+    settings: Settings,
+    outputs: dict[str, MethodOutput],
+    templates: TemplateView | None,
+    template_text: Callable[[int], str | None] | None,
+) -> str:
+    """``explain`` of a batch of one, from its scores as Python floats: the same sentence,
+    without the arrays ``explain`` makes and reads for every event."""
+    # item(): each one-value column's Python value, as tolist() gives it, without a list.
+    latency, median = batch.latency_ms.item(), baseline.median_latency_ms.item()
+    ratio = (
+        latency / median
+        if not math.isnan(latency) and median > MIN_MEDIAN_FOR_RATIO_MS
+        else math.nan
+    )
+    notable = {name: [0] for name, score in scores.items() if score >= NOTABLE_SCORE}
+    extra = (
+        _method_findings(batch, {}, outputs, templates, template_text, settings, None, notable)
+        if notable
+        else {}
+    )
+    ready = baseline.ready.item()
+    findings = _findings(
+        latency,
+        median,
+        ratio,
+        ready,
+        batch.is_error.item(),
+        scores.get("sliding_window", 0.0),
+        window.latency_zscore.item(),
+        baseline.latency_shift.item(),
+        baseline.events_seen.item(),
+        batch.levels[0],
+        extra.get(0, ()),
+        window,
+        outputs.get("sliding_window"),
+        0,
+        settings,
+    )
+    if findings:
+        return f"{'anomalous' if flagged else 'normal'} (score {combined:.2f}): " + "; ".join(
+            findings
+        )
+    return _verdict(flagged, combined, ratio, ready)
 
 
 def _percent(rate: float) -> str:
@@ -236,12 +327,15 @@ def _method_findings(
     template_text: Callable[[int], str | None] | None,
     settings: Settings,
     score_matrix: FloatArray | None = None,
+    notable: dict[str, list[int]] | None = None,
 ) -> dict[int, list[str]]:
     """Findings of the template, sequence, forecast, likelihood and autoencoder methods, only for
     the events where a method's score is notable (most events have none, so this loops over
-    few); events without such findings are left out."""
+    few); events without such findings are left out. ``notable``, when given, is what
+    ``_notable_events`` would find."""
     findings: defaultdict[int, list[str]] = defaultdict(list)
-    notable = _notable_events(scores, score_matrix)
+    if notable is None:
+        notable = _notable_events(scores, score_matrix)
     if not notable:  # the usual event: no method's score is notable
         return findings
     if templates is not None:

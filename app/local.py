@@ -6,8 +6,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from app.bootstrap import forest_parameters, load_or_bootstrap
 from app.engine import ScoreDict, ScoringEngine
 from app.events import parse_events
@@ -18,6 +16,8 @@ from app.schemas.stats import WindowStats
 from app.settings import Settings
 
 EventLike = Mapping[str, Any] | LogEvent
+# LogEvent.model_validate's own validator, called without the classmethod around it.
+_validate = LogEvent.__pydantic_validator__.validate_python
 
 
 class AnomalyDetector:
@@ -44,9 +44,9 @@ class AnomalyDetector:
         return self.engine.model.version
 
     def predict(self, event: EventLike) -> ScoreDict:
-        # engine.score's path for one event, without its list of answers to join and read back.
-        answer: ScoreDict = orjson.loads(self.engine.score_json(parse_events([event]))[0])
-        return answer
+        # parse_events' validation, without its list.
+        parsed = event if isinstance(event, LogEvent) else _validate(event)
+        return self.engine.score_one(parsed)
 
     def predict_batch(self, events: Sequence[EventLike]) -> list[ScoreDict]:
         return self.engine.score(parse_events(events))

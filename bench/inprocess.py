@@ -181,18 +181,24 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
     stages["  forest, compiled evaluator"] = partial(forest.score_samples, features, "compiled")
     stages["  forest, numpy evaluator"] = partial(forest.score_samples, features, "numpy")
     outputs = {active.name: active.rarity(context) for active in engine._detectors(engine.model)}
-    stages["rendering (recalibration, scores, explanation, JSON answers)"] = partial(
-        engine._render,
-        engine.model,
-        batch,
-        baseline,
-        context.window,
-        outputs,
-        {},
-        context.templates,
+    # A batch of one takes its own path (ScoringEngine.score_one): the answer built as a dict
+    # on Python floats, written with orjson.dumps by score_json.
+    stages["rendering (recalibration, scores, explanation, JSON answers)"] = (
+        partial(engine._answer_of_one, engine.model, context, outputs, {})
+        if size == 1
+        else partial(
+            engine._render,
+            engine.model,
+            batch,
+            baseline,
+            context.window,
+            outputs,
+            {},
+            context.templates,
+        )
     )
     # What the service runs: answers as JSON bytes. engine.score (the Python API's path) reads
-    # them back into dicts, so the difference between the two rows is that orjson.loads.
+    # them back into dicts (a batch of one builds its dict directly).
     stages["engine.score_json (the service's path)"] = partial(engine.score_json, events)
     stages["whole engine.score"] = partial(engine.score, events)
     return {

@@ -13,17 +13,41 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.detectors.base import ScoringContext
-from app.detectors.calibration import TAIL_FRACTION, TailCalibrator, interp_one
+from app.combiner import combine_matrix
+from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.calibration import (
+    MAX_CALIBRATION_EVENTS,
+    MIN_RARITY,
+    SURPRISE_GRID,
+    SURPRISE_LEVELS,
+    TAIL_FRACTION,
+    OnlineRecalibration,
+    TailCalibrator,
+    _alarm_arrays,
+    _log_rate,
+    alarm_rarity,
+    interp_one,
+    rarity_to_score,
+)
+from app.detectors.sequence import SequenceDetector
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
 from app.features import expected_latency_z, feature_matrix
 from app.model import bootstrap_training_data, fit_model, model_from_arrays
+from app.one_event import (
+    SURELY_LEVEL_0,
+    _surprise_levels,
+    combine_one,
+    recalibrate_one,
+    scores_of_one,
+)
 from app.repeats import AlarmRepeats
+from app.schemas.events import LogEvent
 from tests.conftest import make_settings
 
 T = TypeVar("T")
@@ -222,3 +246,217 @@ def test_features_of_one_event_equal_a_batchs(rows: list[tuple[float, float, flo
         alone_z = expected_latency_z(baseline[i : i + 1], forecast[i : i + 1])
         assert _same_bits(alone_z, expected_z[i : i + 1])
         assert _same_bits(feature_matrix(alone_z, levels[i : i + 1]), matrix[i : i + 1])
+
+
+# The fused path of one event (ScoringEngine.score_one, app/one_event.py) against the array
+# steps of a batch: recalibration, score mapping, combination, explanation and the answer itself.
+
+rarities = st.one_of(
+    st.floats(0.0, 1.0),
+    st.floats(1e-300, 1e-3),
+    st.sampled_from(
+        [0.0, 1.0, 1e-300, 5e-324, 2.0, -1.0, math.inf, math.nan, SURELY_LEVEL_0]
+        + [10.0**-g for g in (0.5, 1.0, 1.5, 11.5, 18.0, 299.0)]
+        + [math.nextafter(10.0**-g, s) for g in (0.5, 1.0, 12.0) for s in (0.0, 1.0)]
+        + [math.nextafter(SURELY_LEVEL_0, s) for s in (0.0, 1.0)]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(values=st.lists(rarities, min_size=1, max_size=12))
+def test_scores_of_one_equal_rarity_to_score(values: list[float]) -> None:
+    for q in (0.001, 0.01):
+        expected = rarity_to_score(np.array(values)[:, None], q).ravel()
+        got = np.array(scores_of_one(values, float(_log_rate(q))))
+        assert _same_bits(got, expected)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(
+        st.tuples(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.3, 0.5, 1.0])), max_size=12
+    )
+)
+def test_combine_one_equals_combine_matrix(rows: list[tuple[float, float]]) -> None:
+    scores = [score for score, _ in rows]
+    weights = [weight for _, weight in rows]
+    expected, _ = combine_matrix(np.array(scores).reshape(-1, 1), np.array(weights)[:, None], 0.5)
+    assert _same_bits(np.array([combine_one(scores, weights)]), expected)
+
+
+def test_surprise_levels_are_those_of_log10_and_searchsorted() -> None:
+    grid = 10.0 ** -np.asarray(SURPRISE_GRID)
+    values = [*grid, *np.nextafter(grid, 0.0), *np.nextafter(grid, 1.0), 1e-300, math.nan]
+    values += [SURELY_LEVEL_0, math.nextafter(SURELY_LEVEL_0, 0.0), 0.3, 0.5, 1.0]
+    # Just inside and just outside the margin around each level's rarity, and between levels.
+    values += [*(grid * (1 + 2e-9)), *(grid * (1 - 2e-9)), *(grid * (1 + 5e-10)), *(grid * 0.7)]
+    stacked = np.minimum(np.maximum(np.array(values), MIN_RARITY), 1.0)
+    expected = np.searchsorted(np.asarray(SURPRISE_GRID[1:]), -np.log10(stacked), side="right")
+    for value, level in zip(stacked.tolist(), expected.tolist(), strict=True):
+        assert _surprise_levels([value]) == [level], value
+    assert _surprise_levels(stacked.tolist()) == expected.tolist()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    specials=st.lists(st.tuples(st.integers(0, 299), st.integers(0, 3), rarities), max_size=20),
+    near_halving=st.booleans(),
+)
+def test_recalibrate_one_equals_observe_matrix(
+    seed: int, specials: list[tuple[int, int, float]], near_halving: bool
+) -> None:
+    """Event by event, two services, methods added midway, gaps around the isolation time,
+    counts near the halving: calibrated rarities, counts and alarm times bit for bit."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    # Rarities of all sizes (many past the levels' MIN_EXCEEDANCES), some events special.
+    values = 10.0 ** -rng.exponential(rng.uniform(0.3, 6.0), size=(n, 4))
+    for i, m, value in specials:
+        values[i, m] = value
+    gaps = rng.choice([0.5, 20.0, 59.9, 60.0, 75.0], size=n)
+    times = 1.8e9 + np.cumsum(gaps)
+    services = rng.choice(["a", "b"], size=n).tolist()
+    q, threshold = 0.001, 0.5
+    weights = {"m0": 1.0, "m1": 0.5, "m2": 1.0, "m3": 0.8}
+    by_array, by_floats = OnlineRecalibration(), OnlineRecalibration()
+    if near_halving:
+        first = ("m0", "m1", "m2")
+        for service in ("a", "b"):
+            # The same counts for both: totals just below the halving, levels decreasing.
+            counts = np.zeros((len(first), SURPRISE_LEVELS + 1))
+            counts[:, -1] = MAX_CALIBRATION_EVENTS - rng.integers(0, 30, size=len(first))
+            levels = rng.integers(0, 5000, size=(len(first), SURPRISE_LEVELS))
+            counts[:, :-1] = np.sort(levels)[:, ::-1]
+            for recalibration in (by_array, by_floats):
+                recalibration.state_for(service).learn(first, counts.copy())
+    for i in range(n):
+        names = ("m0", "m1", "m2") if i < n // 2 else ("m0", "m3", "m1", "m2")
+        row = values[i, : len(names)].tolist()
+        alarms = [alarm_rarity(q, threshold, weights[name]) for name in names]
+        expected = by_array.observe_matrix(
+            [services[i]], times[i : i + 1], list(names), np.array(row)[:, None], alarms
+        )
+        got = recalibrate_one(
+            by_floats,
+            services[i],
+            float(times[i]),
+            names,
+            row,
+            alarms,
+            _alarm_arrays(tuple(alarms))[1].tolist(),
+        )
+        assert _same_bits(np.array(got), expected.ravel()), i
+    for service in ("a", "b"):
+        array_state, float_state = by_array.state_for(service), by_floats.state_for(service)
+        assert array_state.methods == float_state.methods
+        assert _same_bits(array_state.counts, float_state.counts)
+        assert array_state.last_alarm == float_state.last_alarm
+
+
+def _varied_events(n: int, seed: int) -> list[LogEvent]:
+    """Warming-up and evicted services, error bursts, latency spikes and drops, no latency,
+    late events, novel messages: every kind of finding an explanation can have."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    messages = ["GET /items 200", "user 17 logged in", "disk full on /dev/sda1", "retry 3 of 5"]
+    events = []
+    burst_until = -1
+    for i in range(n):
+        service = int(rng.integers(0, 8)) if rng.random() < 0.95 else int(rng.integers(8, 40))
+        if rng.random() < 0.01:
+            burst_until = i + int(rng.integers(5, 40))
+        in_burst = i < burst_until and service < 3
+        level = (
+            "ERROR"
+            if in_burst and rng.random() < 0.7
+            else str(rng.choice(["INFO", "ERROR", "DEBUG", "WARNING"], p=[0.85, 0.05, 0.05, 0.05]))
+        )
+        message = str(rng.choice(messages))
+        if rng.random() < 0.03:
+            message = f"novel failure {int(rng.integers(10**6))} in module m{i % 7}"
+        seconds = 0.5 * i - (float(rng.uniform(0, 900)) if rng.random() < 0.01 else 0.0)
+        event: dict[str, Any] = {
+            "service": f"svc-{service}",
+            "level": level,
+            "message": message,
+            "timestamp": (start + timedelta(seconds=seconds)).isoformat(),
+        }
+        if rng.random() > 0.07:
+            factor = float(rng.choice([1.0, 40.0, 0.02])) if rng.random() < 0.04 else 1.0
+            median = 5.0 * 1.7 ** (service % 8)
+            event["latency_ms"] = median * float(rng.lognormal(0.0, 0.4)) * factor
+        if rng.random() < 0.005:
+            event["latency_ms"] = 0.0
+        events.append(event)
+    return parse_events(events)
+
+
+def _rendered_answer(engine: ScoringEngine, event: LogEvent, received_at: float) -> bytes:
+    """The answer of a batch of one through the array path that batches take (``_render``)."""
+    batch = EventBatch.from_events([event], received_at)
+    context = engine.observe((), batch, [event.message])
+    outputs, failures = engine._run_detectors(engine.model, context)
+    (answer,) = engine._render(
+        engine.model,
+        context.batch,
+        context.baseline,
+        context.window,
+        outputs,
+        failures,
+        context.templates,
+    )
+    return answer
+
+
+@pytest.mark.parametrize("max_services", [100_000, 5])
+def test_one_event_answer_is_the_rendered_one(
+    tmp_path: Path, max_services: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ScoringEngine.score_one's dict is what reading back ``_render``'s JSON gives, and its
+    JSON those bytes, event after event (a method failing now and then included)."""
+    result = fit_model(bootstrap_training_data(), {"n_estimators": 37}, 20)
+    model = model_from_arrays("t-1", result.arrays, result.description)
+    settings_ = make_settings(tmp_path, max_services=max_services)
+    fused, rendered = ScoringEngine(settings_, model), ScoringEngine(settings_, model)
+    original = SequenceDetector.rarity
+    failing = {"now": False}
+
+    def sometimes_failing(self: SequenceDetector, context: ScoringContext) -> MethodOutput:
+        if failing["now"]:
+            raise ValueError("sequence store unavailable")
+        return original(self, context)
+
+    monkeypatch.setattr(SequenceDetector, "rarity", sometimes_failing)
+    anomalies = findings = 0
+    for i, event in enumerate(_varied_events(2500, seed=max_services)):
+        failing["now"] = i % 97 == 5
+        expected = _rendered_answer(rendered, event, 1.8e9)
+        answer = fused.score_one(event, 1.8e9)
+        assert orjson.dumps(answer) == expected, i
+        assert answer == orjson.loads(expected)
+        anomalies += answer["is_anomaly"]
+        findings += ";" in answer["explanation"]
+    # The stream reaches the paths it is meant to.
+    assert anomalies > 10
+    assert findings > 100
+
+
+def test_score_json_of_one_event_is_the_batch_paths(engine: ScoringEngine) -> None:
+    """score_json and score of single events (the fused path) against the same events scored
+    in batches of 2 to 300 by a second engine of the same model."""
+    events = _varied_events(1200, seed=3)
+    batched = ScoringEngine(engine.settings, engine.model)
+    single = ScoringEngine(engine.settings, engine.model)
+    expected: list[bytes] = []
+    sizes = np.random.default_rng(3).integers(2, 300, size=len(events)).tolist()
+    start = 0
+    while start < len(events):
+        expected += batched.score_json(events[start : start + sizes[start]], 1.8e9)
+        start += sizes[start]
+    for i, event in enumerate(events):
+        if i % 2:
+            assert single.score_json([event], 1.8e9) == [expected[i]], i
+        else:
+            assert single.score([event], 1.8e9) == [orjson.loads(expected[i])], i

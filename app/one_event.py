@@ -1,0 +1,179 @@
+"""The batch of one (every POST /score, every ``AnomalyDetector.predict``) on Python floats.
+
+For one event each numpy call's fixed cost is most of its price, so the steps after the detectors
+(online recalibration, score mapping, combination) are redone here on Python floats with the same
+IEEE operations in the same order as their array versions, keeping numpy only for the functions
+whose last bit Python's math module may not share (``np.log``, ``np.log10``: numpy's SIMD loops
+are not libm). tests/test_one_event_paths.py compares every function here with its array version
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from typing import Any
+
+import numpy as np
+
+from app.detectors.calibration import (
+    _GRID_PAST_FIRST,
+    _LOG_CLAIMED,
+    BEND_AT,
+    BEND_HEADROOM,
+    ISOLATED_ALARM_SECONDS,
+    MAX_CALIBRATION_EVENTS,
+    MIN_EXCEEDANCES,
+    MIN_RARITY,
+    SURPRISE_LEVELS,
+    OnlineRecalibration,
+)
+
+_GRID = _GRID_PAST_FIRST.tolist()
+_LOG_CLAIMED_LIST = _LOG_CLAIMED.tolist()
+# The column of events learned in a method's row of counts, after the levels' exceedances.
+_TOTAL = SURPRISE_LEVELS
+_LOG_OF_ONE: float = np.log(np.ones(1)).item()
+# A rarity above this has a surprise (-log10) below 0.49, whatever the last bit of log10.
+SURELY_LEVEL_0 = 10.0**-0.49
+# The rarity 10**-g of each level g past the first, ascending, and how near one a rarity must be
+# for its level to need log10 itself: 1e-9 of it moves the surprise by ~4e-10, some thousand
+# times what log10's last bits can.
+_LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
+_NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
+if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
+    raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
+
+
+def recalibrate_one(
+    recalibration: OnlineRecalibration,
+    service: str,
+    time: float,
+    names: tuple[str, ...],
+    rarities: list[float],
+    alarms: list[float],
+    alarm_levels: list[int],
+) -> list[float]:
+    """``recalibration.observe_matrix`` for one event of ``service`` at ``time``: the methods'
+    calibrated rarities, then the event learned. ``alarm_levels`` are the surprise levels of
+    ``alarms`` (as ``_alarm_arrays`` gives them). The arithmetic is that of the compiled kernel
+    (``_recalibration_loop``) for one event: same operations, same order."""
+    # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
+    stacked = [MIN_RARITY if r < MIN_RARITY else 1.0 if r > 1.0 else r for r in rarities]
+    levels = _surprise_levels(stacked)
+    state = recalibration.state_for(service)
+    counts = state.counts_of(names)
+    # Element by element through a memoryview: a few dozen reads and writes of Python floats,
+    # where numpy's indexing would make a scalar or a view for each.
+    cells: Any = counts.data  # a memoryview (typeshed calls its items ints: here floats)
+    calibrated = stacked.copy()
+    flagged = False
+    for m, level in enumerate(levels):
+        rarity = stacked[m]
+        if level > 0:
+            total = cells[m, _TOTAL]
+            if total > 0:
+                exponent = 1.0
+                for j in range(1, level + 1):
+                    exceed = cells[m, j]
+                    if exceed < MIN_EXCEEDANCES:
+                        break
+                    if exceed < total:
+                        exponent = min(exponent, math.log(exceed / total) / _LOG_CLAIMED_LIST[j])
+                    else:
+                        exponent = 0.0
+                rarity = rarity**exponent
+                calibrated[m] = rarity
+        if rarity <= alarms[m]:
+            flagged = True
+    clip = False
+    if flagged:
+        clip = time - state.last_alarm < ISOLATED_ALARM_SECONDS
+        state.last_alarm = max(state.last_alarm, time)
+    for m, level in enumerate(levels):
+        if clip and alarm_levels[m] < level:
+            level = alarm_levels[m]
+        cells[m, 0] += 1.0
+        for j in range(1, level + 1):
+            cells[m, j] += 1.0
+        total = cells[m, _TOTAL] + 1.0
+        cells[m, _TOTAL] = total
+        if total > MAX_CALIBRATION_EVENTS:
+            counts[m] *= 0.5
+    cells.release()
+    if counts is not state.counts:  # a copy (the methods changed): learned back into place
+        state.learn(names, counts)
+    return calibrated
+
+
+def _surprise_levels(stacked: list[float]) -> list[int]:
+    """The last grid level at or below each rarity's surprise (-log10), as observe_matrix finds
+    it with ``np.log10`` and searchsorted: a NaN reaches every level."""
+    levels = []
+    for value in stacked:
+        # Most rarities of most events: no level past 0 (their surprise is below 0.49).
+        if value > SURELY_LEVEL_0:
+            levels.append(0)
+            continue
+        # The level is the number of level rarities at or above the value, unless the value is
+        # within _MARGIN of one of them (or NaN): there only numpy's log10 can tell.
+        k = bisect_left(_LEVEL_RARITIES, value)
+        if (
+            not value == value
+            or (k < len(_LEVEL_RARITIES) and _LEVEL_RARITIES[k] - value <= _NEAR[k])
+            or (k > 0 and value - _LEVEL_RARITIES[k - 1] <= _NEAR[k - 1])
+        ):
+            # (np.array first: a ufunc converts a list through a slower path.)
+            surprises = np.log10(np.array(stacked)).tolist()
+            return [bisect_right(_GRID, -surprise) for surprise in surprises]
+        levels.append(len(_LEVEL_RARITIES) - k)
+    return levels
+
+
+def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
+    """``rarity_to_score`` of one event's rarities (one per method)."""
+    # np.fmax(np.fmin(r, 1.0), MIN_RARITY): a NaN rarity (no evidence) becomes 1.
+    clipped = []
+    for rarity in rarities:
+        capped = rarity if rarity < 1.0 else 1.0
+        clipped.append(capped if capped > MIN_RARITY else MIN_RARITY)
+    # Rarity 1 (no evidence: most methods for most events) has the log numpy gives it, taken
+    # once at import; the others take one np.log call (np.array first: a ufunc converts a list
+    # through a slower path).
+    others = [value for value in clipped if value != 1.0]
+    if others:
+        logs = iter(np.log(np.array(others)).tolist())
+        linear = [0.5 * (_LOG_OF_ONE if c == 1.0 else next(logs)) / log_rate for c in clipped]
+    else:
+        linear = [0.5 * _LOG_OF_ONE / log_rate] * len(clipped)
+    # "+ 0.0": the -0.0 of log(1) as 0.0. Past the bend, the array version clips to [0, 1].
+    if all(value <= BEND_AT for value in linear):
+        return [(value if value >= 0.0 else 0.0) + 0.0 for value in linear]
+    scores = []
+    for value in linear:
+        if not value <= BEND_AT:
+            beyond = value - BEND_AT
+            beyond = beyond if beyond >= 0.0 else 0.0
+            value = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
+        value = value if value >= 0.0 else 0.0
+        scores.append((value if value <= 1.0 else 1.0) + 0.0)
+    return scores
+
+
+def combine_one(scores: list[float], weights: list[float]) -> float:
+    """``combine_matrix``'s combined score of one event: the largest weighted score, 0 for none
+    (numpy's maximum: a NaN would win)."""
+    combined = 0.0
+    for score, weight in zip(scores, weights, strict=True):
+        product = weight * score
+        if not combined >= product:
+            combined = product
+    return combined
+
+
+def finite_or_none(value: float) -> float | None:
+    """The value as the JSON answer reads back: NaN and infinities are written as null."""
+    return value if value - value == 0.0 else None
+
+
+__all__ = ["combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]
