@@ -284,7 +284,7 @@ import asyncio, os, struct, time
 from app.trainer import _stop_pool, _worker_pool
 
 if __name__ == "__main__":
-    pool = _worker_pool(1)
+    pool = _worker_pool(1, "idle")
     assert pool.submit(abs, -1).result(timeout=60) == 1  # the worker is up
     # What a worker stopped in the middle of sending its result leaves: a header announcing
     # 1,000 bytes, and one byte of them. The manager thread reads the header and waits for more.
