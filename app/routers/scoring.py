@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope, Send
 
 from app.errors import problem_responses
 from app.routers.fast_json import JSONBodyRoute, content_type
 from app.schemas.columns import EventColumns, read_batch
 from app.schemas.events import LogEvent
 from app.schemas.scoring import ScoreBatchRequest, ScoreBatchResponse, ScoreResult
-from app.state import EngineDep
+from app.state import EngineDep, ServiceState
 
 router = APIRouter(tags=["scoring"], route_class=JSONBodyRoute)
 
@@ -95,32 +95,37 @@ class ScoreShortcut:
         self._app = app
 
     async def __call__(self, scope: Scope, body: bytes, send: Send) -> bool:
-        state = getattr(self._app.state, "insighthub", None)
-        if state is None or self._app.dependency_overrides or not body:
-            return False
-        if not content_type(scope).startswith(b"application/json"):
+        state = _shortcut_state(self._app, scope, body)
+        if state is None:
             return False
         try:
             event = self._event.validate_json(body)
         except ValidationError:
             return False
-        start, body_message = _answer(await state.engine.coalescer.score(event))
-        await send(start)
-        await send(body_message)
+        await _send_answer(send, await state.engine.coalescer.score(event))
         return True
 
 
-def _answer(content: bytes) -> tuple[Message, Message]:
-    """The ASGI messages of ``_json(content)``: the headers Starlette's Response writes, in its
-    order."""
+def _shortcut_state(app: FastAPI, scope: Scope, body: bytes) -> ServiceState | None:
+    """The service's state when a shortcut may answer this request: a model is being served,
+    no test has replaced a dependency, and the body is non-empty JSON. Otherwise None, and the
+    request goes to the route."""
+    state: ServiceState | None = getattr(app.state, "insighthub", None)
+    if state is None or app.dependency_overrides or not body:
+        return None
+    if not content_type(scope).startswith(b"application/json"):
+        return None
+    return state
+
+
+async def _send_answer(send: Send, content: bytes) -> None:
+    """What ``_json(content)`` sends: the headers Starlette's Response writes, in its order."""
     headers = [
         (b"content-length", str(len(content)).encode("latin-1")),
         (b"content-type", b"application/json"),
     ]
-    return (
-        {"type": "http.response.start", "status": 200, "headers": headers},
-        {"type": "http.response.body", "body": content},
-    )
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 class BatchShortcut:
@@ -136,18 +141,14 @@ class BatchShortcut:
         self._app = app
 
     async def __call__(self, scope: Scope, body: bytes, send: Send) -> bool:
-        state = getattr(self._app.state, "insighthub", None)
-        if state is None or self._app.dependency_overrides or not body:
-            return False
-        if not content_type(scope).startswith(b"application/json"):
+        state = _shortcut_state(self._app, scope, body)
+        if state is None:
             return False
         columns = read_batch(body)
         if columns is None:
             scope[_READ] = True
             return False
-        start, body_message = _answer(_results_array(state.engine.score_columns(columns)))
-        await send(start)
-        await send(body_message)
+        await _send_answer(send, _results_array(state.engine.score_columns(columns)))
         return True
 
 

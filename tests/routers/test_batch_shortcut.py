@@ -6,8 +6,6 @@ dependency overrides) left to the route itself."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,47 +13,17 @@ from typing import Any
 
 import orjson
 import pytest
-from starlette.types import Scope, Send
 
 from app.routers.scoring import BatchShortcut
 from app.settings import Settings
 from app.state import get_engine
-from tests.conftest import RunningApp, copy_artifacts, make_settings, start_app
+from tests.conftest import RunningApp, start_app
 from tests.hardening_support import raw_request
 from tests.helpers import assert_problem, event
+from tests.routers.shortcut_support import Answer, both_ways
 from tests.routers.test_scoring import mixed_stream
 
 JSON = {"content-type": "application/json"}
-Answer = tuple[int, dict[str, str], bytes]
-ORIGINAL_CALL = BatchShortcut.__call__
-
-
-class ShortcutSpy:
-    """Counts the batches the shortcut answered; ``declines`` turns it off entirely, so the same
-    app serves every request through the documented FastAPI route instead."""
-
-    def __init__(self, declines: bool) -> None:
-        self.declines = declines
-        self.answered = 0
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        spy = self
-
-        async def call(shortcut: BatchShortcut, scope: Scope, body: bytes, send: Send) -> bool:
-            if spy.declines:
-                return False
-            answered = await ORIGINAL_CALL(shortcut, scope, body, send)
-            spy.answered += answered
-            return answered
-
-        monkeypatch.setattr(BatchShortcut, "__call__", call)
-
-
-@asynccontextmanager
-async def fresh_app(tmp_path: Path, artifacts: Path, name: str) -> AsyncIterator[RunningApp]:
-    copy_artifacts(artifacts, tmp_path / name / "artifacts")
-    async for running in start_app(make_settings(tmp_path / name)):
-        yield running
 
 
 async def send_all(
@@ -68,25 +36,6 @@ async def send_all(
         )
         sent.append((response.status, response.headers, response.body))
     return sent
-
-
-async def both_ways(
-    tmp_path: Path,
-    artifacts: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    send: Callable[[RunningApp], Awaitable[list[Answer]]],
-) -> tuple[list[Answer], list[Answer], int]:
-    """The same requests to two fresh apps from the same model: through the shortcut, and
-    through the FastAPI route alone; and how many the shortcut answered."""
-    results = []
-    answered = 0
-    for name, declines in (("shortcut", False), ("route", True)):
-        spy = ShortcutSpy(declines)
-        spy.install(monkeypatch)
-        async with fresh_app(tmp_path, artifacts, name) as running:
-            results.append(await send(running))
-        answered += spy.answered
-    return results[0], results[1], answered
 
 
 def _batch(logs: list[dict[str, Any]]) -> bytes:
@@ -103,7 +52,9 @@ async def test_same_bytes_and_headers_as_the_route_for_the_same_batches(
     async def send(running: RunningApp) -> list[Answer]:
         return await send_all(running, requests)
 
-    fast, route, answered = await both_ways(tmp_path, bootstrapped_artifacts, monkeypatch, send)
+    fast, route, answered = await both_ways(
+        BatchShortcut, tmp_path, bootstrapped_artifacts, monkeypatch, send
+    )
     assert answered == len(requests)
     assert [status for status, _, _ in fast] == [200] * len(requests)
     assert fast == route
@@ -132,7 +83,9 @@ async def test_bodies_left_to_pydantic_get_the_routes_own_answers(
     async def send(running: RunningApp) -> list[Answer]:
         return await send_all(running, requests)
 
-    fast, route, answered = await both_ways(tmp_path, bootstrapped_artifacts, monkeypatch, send)
+    fast, route, answered = await both_ways(
+        BatchShortcut, tmp_path, bootstrapped_artifacts, monkeypatch, send
+    )
     assert answered == 0
     assert fast == route
     assert [status for status, _, _ in fast] == [422] * 8 + [200] * 2

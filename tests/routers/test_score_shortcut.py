@@ -6,58 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import orjson
 import pytest
-from starlette.types import Scope, Send
 
 from app.routers.scoring import ScoreShortcut
 from app.settings import Settings
 from app.state import get_engine
-from tests.conftest import RunningApp, copy_artifacts, make_settings, start_app
+from tests.conftest import RunningApp, make_settings, start_app
 from tests.hardening_support import API_KEY, raw_request
 from tests.helpers import assert_problem, event
+from tests.routers.shortcut_support import Answer, both_ways, fresh_app
 from tests.routers.test_scoring import mixed_stream
 
 JSON = {"content-type": "application/json"}
-Answer = tuple[int, dict[str, str], bytes]
-ORIGINAL_CALL = ScoreShortcut.__call__
-
-
-class ShortcutSpy:
-    """Counts the requests the shortcut answered; ``declines`` turns it off entirely, so the
-    same app serves every request through the documented FastAPI route instead."""
-
-    def __init__(self, declines: bool) -> None:
-        self.declines = declines
-        self.answered = 0
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        spy = self
-
-        async def call(shortcut: ScoreShortcut, scope: Scope, body: bytes, send: Send) -> bool:
-            if spy.declines:
-                return False
-            answered = await ORIGINAL_CALL(shortcut, scope, body, send)
-            spy.answered += answered
-            return answered
-
-        monkeypatch.setattr(ScoreShortcut, "__call__", call)
-
-
-@asynccontextmanager
-async def fresh_app(
-    tmp_path: Path, artifacts: Path, name: str, **overrides: Any
-) -> AsyncIterator[RunningApp]:
-    copy_artifacts(artifacts, tmp_path / name / "artifacts")
-    settings = make_settings(tmp_path / name, **overrides)
-    async for running in start_app(settings):
-        yield running
 
 
 async def answers(running: RunningApp, bodies: list[bytes], concurrent: bool) -> list[Answer]:
@@ -68,25 +32,6 @@ async def answers(running: RunningApp, bodies: list[bytes], concurrent: bool) ->
     if concurrent:  # coalesced into shared engine calls, in arrival order
         return list(await asyncio.gather(*(one(body) for body in bodies)))
     return [await one(body) for body in bodies]
-
-
-async def both_ways(
-    tmp_path: Path,
-    artifacts: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    send: Callable[[RunningApp], Awaitable[list[Answer]]],
-) -> tuple[list[Answer], list[Answer], int]:
-    """The same requests to two fresh apps from the same model: through the shortcut, and
-    through the FastAPI route alone; and how many the shortcut answered."""
-    results = []
-    answered = 0
-    for name, declines in (("shortcut", False), ("route", True)):
-        spy = ShortcutSpy(declines)
-        spy.install(monkeypatch)
-        async with fresh_app(tmp_path, artifacts, name) as running:
-            results.append(await send(running))
-        answered += spy.answered
-    return results[0], results[1], answered
 
 
 @pytest.mark.parametrize("concurrent", [False, True], ids=["one-by-one", "concurrent"])
@@ -101,7 +46,9 @@ async def test_same_bytes_and_headers_as_the_route_for_the_same_events(
     async def send(running: RunningApp) -> list[Answer]:
         return await answers(running, bodies, concurrent)
 
-    fast, route, answered = await both_ways(tmp_path, bootstrapped_artifacts, monkeypatch, send)
+    fast, route, answered = await both_ways(
+        ScoreShortcut, tmp_path, bootstrapped_artifacts, monkeypatch, send
+    )
     assert answered == len(bodies)
     assert [status for status, _, _ in fast] == [200] * len(bodies)
     assert fast == route
@@ -128,7 +75,9 @@ async def test_invalid_and_non_json_bodies_get_the_routes_own_answers(
             sent.append((response.status, response.headers, response.body))
         return sent
 
-    fast, route, answered = await both_ways(tmp_path, bootstrapped_artifacts, monkeypatch, send)
+    fast, route, answered = await both_ways(
+        ScoreShortcut, tmp_path, bootstrapped_artifacts, monkeypatch, send
+    )
     assert answered == 0
     assert fast == route
     assert [status for status, _, _ in fast] == [422] * len(requests)
