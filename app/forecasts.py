@@ -75,8 +75,10 @@ SEASON_HALFLIFE_DAYS = 14.0
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
 SLOT_PRIOR_EVENTS = 50.0
-PRIOR_ERRORS = 0.1
-PRIOR_EVENTS = 10.0
+# The service's overall rate starts from Jeffreys' Beta(1/2, 1/2), as app.windows's does (why
+# there): a service with a short clean history is not forecast to be error-free.
+PRIOR_ERRORS = 0.5
+PRIOR_EVENTS = 1.0
 MAX_SLOT_EVENTS = 20_000.0
 # Anomaly likelihood (see the module docstring).
 LIKELIHOOD_CLIP = 5.0
