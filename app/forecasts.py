@@ -199,8 +199,8 @@ def _observe_kernel(
         # The slot's own events are left out of the rate it is shrunk towards, and that rate
         # weighs no more than the events behind it: a young service (every event in one slot)
         # counted its clean events twice, once in the slot and once in the overall rate it
-        # was shrunk to, so its rate fell as 1/n**2 (150 clean events: 0.09%, where
-        # Jeffreys' rule gives 0.34%) and its first error was flagged (synthetic seed 11).
+        # was shrunk to, so its rate fell as 1/n**2 (150 clean events: 0.08%, where
+        # Jeffreys' rule gives 0.33%) and its first error was flagged (synthetic seed 11).
         other_events = max(row[_EVENTS] - season[_SLOT_EVENTS, slot], 0.0)
         other_errors = min(max(row[_ERRORS] - season[_SLOT_ERRORS, slot], 0.0), other_events)
         other = (other_errors + PRIOR_ERRORS) / (other_events + PRIOR_EVENTS)

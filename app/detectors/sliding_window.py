@@ -43,7 +43,7 @@ def _jump_t(z: float, total: float) -> tuple[float, float]:
     observation from the same normal then has (x - mean) / (s * sqrt(1 + 1/n)) ~ t(n - 1),
     with s the unbiased spread: from the window's z (population spread) that is
     z * sqrt((n - 1) / (n + 1)). The normal tail of z took a young window's spread as exact: at
-    43 lines a z of 4.3 is a 1-in-100,000 line by the normal, 1 in 14,000 by t (synthetic seed 1,
+    43 lines a z of 4.3 is a 1-in-100,000 line by the normal, 1 in 13,000 by t (synthetic seed 1,
     `reports`' 39th line flagged). For a window of hundreds of lines the two agree."""
     n = total - 1.0
     return z * math.sqrt((n - 1.0) / (n + 1.0)), n - 1.0
