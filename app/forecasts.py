@@ -75,8 +75,10 @@ SEASON_HALFLIFE_DAYS = 14.0
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
 SLOT_PRIOR_EVENTS = 50.0
-PRIOR_ERRORS = 0.1
-PRIOR_EVENTS = 10.0
+# The service's overall rate starts from Jeffreys' Beta(1/2, 1/2), as app.windows's does (why
+# there): a service with a short clean history is not forecast to be error-free.
+PRIOR_ERRORS = 0.5
+PRIOR_EVENTS = 1.0
 MAX_SLOT_EVENTS = 20_000.0
 # Anomaly likelihood (see the module docstring).
 LIKELIHOOD_CLIP = 5.0
@@ -194,9 +196,17 @@ def _observe_kernel(
         now = times[i]
         slot = int((now % DAY_SECONDS) // slot_seconds)
         # -- error rate: forecast for this slot, then count the event into its bucket.
-        overall = (row[_ERRORS] + PRIOR_ERRORS) / (row[_EVENTS] + PRIOR_EVENTS)
-        out[_RATE, i] = (season[_SLOT_ERRORS, slot] + SLOT_PRIOR_EVENTS * overall) / (
-            season[_SLOT_EVENTS, slot] + SLOT_PRIOR_EVENTS
+        # The slot's own events are left out of the rate it is shrunk towards, and that rate
+        # weighs no more than the events behind it: a young service (every event in one slot)
+        # counted its clean events twice, once in the slot and once in the overall rate it
+        # was shrunk to, so its rate fell as 1/n**2 (150 clean events: 0.08%, where
+        # Jeffreys' rule gives 0.33%) and its first error was flagged (synthetic seed 11).
+        other_events = max(row[_EVENTS] - season[_SLOT_EVENTS, slot], 0.0)
+        other_errors = min(max(row[_ERRORS] - season[_SLOT_ERRORS, slot], 0.0), other_events)
+        other = (other_errors + PRIOR_ERRORS) / (other_events + PRIOR_EVENTS)
+        prior_weight = min(SLOT_PRIOR_EVENTS, other_events + PRIOR_EVENTS)
+        out[_RATE, i] = (season[_SLOT_ERRORS, slot] + prior_weight * other) / (
+            season[_SLOT_EVENTS, slot] + prior_weight
         )
         bucket_id = math.floor(now / bucket_seconds)
         if bucket_id > row[_BUCKET_ID]:

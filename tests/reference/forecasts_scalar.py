@@ -68,8 +68,8 @@ SETTLE_EVENTS = 100
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
 SLOT_PRIOR_EVENTS = 50.0
-PRIOR_ERRORS = 0.1
-PRIOR_EVENTS = 10.0
+PRIOR_ERRORS = 0.5  # Jeffreys, as app.windows (branch seeds)
+PRIOR_EVENTS = 1.0
 MAX_SLOT_EVENTS = 20_000.0
 # Anomaly likelihood (see the module docstring).
 LIKELIHOOD_CLIP = 5.0
@@ -216,10 +216,14 @@ class ForecastStore(ServiceStates[ServiceForecast]):
             now = times[i]
             slot = int((now % DAY_SECONDS) // slot_seconds)
             # -- error rate: forecast for this slot, then count the event into its bucket.
-            overall = (state.errors + PRIOR_ERRORS) / (state.events + PRIOR_EVENTS)
+            # Shrunk towards the other slots' rate, weighing no more than their events.
             slot_events = state.slot_events[slot]
-            rate[i] = (state.slot_errors[slot] + SLOT_PRIOR_EVENTS * overall) / (
-                slot_events + SLOT_PRIOR_EVENTS
+            other_events = max(state.events - slot_events, 0.0)
+            other_errors = min(max(state.errors - state.slot_errors[slot], 0.0), other_events)
+            other = (other_errors + PRIOR_ERRORS) / (other_events + PRIOR_EVENTS)
+            prior_weight = min(SLOT_PRIOR_EVENTS, other_events + PRIOR_EVENTS)
+            rate[i] = (state.slot_errors[slot] + prior_weight * other) / (
+                slot_events + prior_weight
             )
             bucket_id = math.floor(now / self.bucket_seconds)
             if bucket_id > state.bucket_id:

@@ -33,8 +33,8 @@ _EMPTY = -1.0
 
 # Prior for the long-run error rate of a new service: 1% with the weight of 10 events, so a
 # service's first error is not an error burst and a few of its first events settle its own rate.
-PRIOR_ERRORS = 0.1
-PRIOR_EVENTS = 10.0
+PRIOR_ERRORS = 0.5  # Jeffreys, as app.windows (branch seeds)
+PRIOR_EVENTS = 1.0
 # The last RECENT_EVENTS error flags of a service, as bits of one int: a burst shows within a few
 # events here, long before it moves the rate of a busy service's whole window.
 RECENT_EVENTS = 16
