@@ -29,9 +29,9 @@ from app.combiner import combine_matrix
 from app.detectors.base import Detector, MethodOutput, ScoringContext
 from app.detectors.calibration import (
     OnlineRecalibration,
-    _alarm_arrays,
-    _log_rate,
+    alarm_arrays,
     alarm_rarity,
+    log_false_alarm_rate,
     rarity_to_score,
 )
 from app.detectors.forecast import ForecastDetector
@@ -333,7 +333,7 @@ class ScoringEngine:
                 [float(w) for w in np.array(weights, dtype=np.float64).tolist()],
                 recalibrated,
                 tuple(names[m] for m in recalibrated),
-                _alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
+                alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
             )
             self._method_tables[names] = table
         return table
@@ -367,7 +367,7 @@ class ScoringEngine:
             for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
                 rarities[m] = rarity
         target = self.settings.target_false_alarm_rate
-        scores = scores_of_one(rarities, float(_log_rate(target))) if names else []
+        scores = scores_of_one(rarities, float(log_false_alarm_rate(target))) if names else []
         combined = combine_one(scores, table.weight_list)
         flagged = combined >= threshold
         if flagged:

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from app.detectors.calibration import (
-    _GRID_PAST_FIRST,
-    _LOG_CLAIMED,
     BEND_AT,
     BEND_HEADROOM,
+    GRID_PAST_FIRST,
     ISOLATED_ALARM_SECONDS,
+    LOG_CLAIMED,
     MAX_CALIBRATION_EVENTS,
     MIN_EXCEEDANCES,
     MIN_RARITY,
@@ -29,8 +29,8 @@ from app.detectors.calibration import (
     OnlineRecalibration,
 )
 
-_GRID = _GRID_PAST_FIRST.tolist()
-_LOG_CLAIMED_LIST = _LOG_CLAIMED.tolist()
+_GRID = GRID_PAST_FIRST.tolist()
+_LOG_CLAIMED_LIST = LOG_CLAIMED.tolist()
 # The column of events learned in a method's row of counts, after the levels' exceedances.
 _TOTAL = SURPRISE_LEVELS
 _LOG_OF_ONE: float = np.log(np.ones(1)).item()
@@ -56,7 +56,7 @@ def recalibrate_one(
 ) -> list[float]:
     """``recalibration.observe_matrix`` for one event of ``service`` at ``time``: the methods'
     calibrated rarities, then the event learned. ``alarm_levels`` are the surprise levels of
-    ``alarms`` (as ``_alarm_arrays`` gives them). The arithmetic is that of the compiled kernel
+    ``alarms`` (as ``alarm_arrays`` gives them). The arithmetic is that of the compiled kernel
     (``_recalibration_loop``) for one event: same operations, same order."""
     # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
     stacked = [MIN_RARITY if r < MIN_RARITY else 1.0 if r > 1.0 else r for r in rarities]

@@ -28,10 +28,10 @@ from app.detectors.calibration import (
     TAIL_FRACTION,
     OnlineRecalibration,
     TailCalibrator,
-    _alarm_arrays,
-    _log_rate,
+    alarm_arrays,
     alarm_rarity,
     interp_one,
+    log_false_alarm_rate,
     rarity_to_score,
 )
 from app.detectors.sequence import SequenceDetector
@@ -268,7 +268,7 @@ rarities = st.one_of(
 def test_scores_of_one_equal_rarity_to_score(values: list[float]) -> None:
     for q in (0.001, 0.01):
         expected = rarity_to_score(np.array(values)[:, None], q).ravel()
-        got = np.array(scores_of_one(values, float(_log_rate(q))))
+        got = np.array(scores_of_one(values, float(log_false_alarm_rate(q))))
         assert _same_bits(got, expected)
 
 
@@ -345,7 +345,7 @@ def test_recalibrate_one_equals_observe_matrix(
             names,
             row,
             alarms,
-            _alarm_arrays(tuple(alarms))[1].tolist(),
+            alarm_arrays(tuple(alarms))[1].tolist(),
         )
         assert _same_bits(np.array(got), expected.ravel()), i
     for service in ("a", "b"):

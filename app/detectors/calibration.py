@@ -44,7 +44,7 @@ BEND_HEADROOM = 1.0 - BEND_AT
 
 
 @functools.lru_cache(maxsize=16)
-def _log_rate(target_false_alarm_rate: float) -> np.float64:
+def log_false_alarm_rate(target_false_alarm_rate: float) -> np.float64:
     # numpy's log, as for the rarities, computed once per rate rather than on every call.
     log_rate: np.float64 = np.log(np.float64(target_false_alarm_rate))
     return log_rate
@@ -56,7 +56,7 @@ def rarity_to_score(rarity: npt.ArrayLike, target_false_alarm_rate: float) -> Fl
     # and fmin first turns a NaN rarity (the method could not judge) into 1: no evidence, score
     # 0, where np.clip or minimum/maximum would pass the NaN on into the response.
     clipped = np.fmax(np.fmin(np.asarray(rarity, dtype=np.float64), 1.0), MIN_RARITY)
-    linear = 0.5 * np.log(clipped) / _log_rate(target_false_alarm_rate)
+    linear = 0.5 * np.log(clipped) / log_false_alarm_rate(target_false_alarm_rate)
     # count_nonzero: .all()'s answer without its Python-level wrapper (a single event pays it).
     if np.count_nonzero(linear <= BEND_AT) == linear.size:
         # Nothing past the bend (the usual case; a NaN fails the test): the same result as below
@@ -204,16 +204,16 @@ MAX_CALIBRATION_EVENTS = 20_000.0
 # An alarm this long after the service's previous one is "isolated": it is learned in full.
 ISOLATED_ALARM_SECONDS = 60.0
 _GRID = np.asarray(SURPRISE_GRID)
-_GRID_PAST_FIRST = _GRID[1:].copy()
+GRID_PAST_FIRST = _GRID[1:].copy()
 # log of each level's claimed rarity, 10**(-SURPRISE_GRID[j]), computed once, not on every call.
-_LOG_CLAIMED = -math.log(10.0) * _GRID
+LOG_CLAIMED = -math.log(10.0) * _GRID
 
 
 _FIRST_SLOT = np.zeros(1, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=64)
-def _alarm_arrays(alarms: tuple[float, ...]) -> tuple[FloatArray, IntArray]:
+def alarm_arrays(alarms: tuple[float, ...]) -> tuple[FloatArray, IntArray]:
     """The alarm rarities and the surprise level of each (the same few per engine: cached)."""
     levels = [
         int(np.searchsorted(_GRID, -math.log10(max(a, MIN_RARITY)), side="right")) - 1
@@ -389,7 +389,7 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         # The last grid level at or below each surprise: searching the grid past its first level
         # (0, which every surprise reaches; NaN sorts last either way) counts one fewer, so no
         # "- 1" call is needed.
-        levels = np.searchsorted(_GRID_PAST_FIRST, -np.log10(stacked), side="right").astype(
+        levels = np.searchsorted(GRID_PAST_FIRST, -np.log10(stacked), side="right").astype(
             np.int64, copy=False
         )
         calibrated = stacked.copy()
@@ -414,7 +414,7 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
                 len(unique), len(methods), SURPRISE_LEVELS + 1
             )
         last_alarm = np.array([state.last_alarm for state in unique])
-        alarm_array, alarm_levels = _alarm_arrays(tuple(alarms))
+        alarm_array, alarm_levels = alarm_arrays(tuple(alarms))
         _recalibrate(
             counts,
             last_alarm,
@@ -424,7 +424,7 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
             np.ascontiguousarray(times, dtype=np.float64),
             alarm_array,
             alarm_levels,
-            _LOG_CLAIMED,
+            LOG_CLAIMED,
             calibrated,
         )
         for state, learned, last in zip(unique, counts, last_alarm.tolist(), strict=True):

@@ -80,7 +80,7 @@ def test_the_compiled_loop_computes_what_its_python_source_computes() -> None:
     levels = (
         np.searchsorted(calibration._GRID, -np.log10(stacked), side="right").astype(np.int64) - 1
     )
-    alarms, alarm_levels = calibration._alarm_arrays((Q, Q**2, 0.0))
+    alarms, alarm_levels = calibration.alarm_arrays((Q, Q**2, 0.0))
     times = np.cumsum(rng.choice([0.5, 90.0], size=n))
     slot_of_event = rng.integers(0, slots, size=n)
     results = []
@@ -91,7 +91,7 @@ def test_the_compiled_loop_computes_what_its_python_source_computes() -> None:
         calibrated = stacked.copy()
         loop(
             counts, last_alarm, slot_of_event, levels, stacked, times, alarms, alarm_levels,
-            calibration._LOG_CLAIMED, calibrated,
+            calibration.LOG_CLAIMED, calibrated,
         )  # fmt: skip
         results.append((counts, last_alarm, calibrated))
     for compiled, source in zip(*results, strict=True):
