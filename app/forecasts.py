@@ -54,6 +54,7 @@ from app.baselines import CLIPPED_VARIANCE, MIN_LOG_SCALE
 from app.compiled import TWO, compile_kernel
 from app.events import EventBatch
 from app.service_states import RowStore
+from app.windows import PRIOR_ERRORS, PRIOR_EVENTS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -75,10 +76,8 @@ SEASON_HALFLIFE_DAYS = 14.0
 MIN_SLOT_WEIGHT = 3.0
 # Pseudo-events of the service's overall error rate mixed into a slot's rate.
 SLOT_PRIOR_EVENTS = 50.0
-# The service's overall rate starts from Jeffreys' Beta(1/2, 1/2), as app.windows's does (why
-# there): a service with a short clean history is not forecast to be error-free.
-PRIOR_ERRORS = 0.5
-PRIOR_EVENTS = 1.0
+# The service's overall rate starts from the window store's prior (PRIOR_ERRORS, PRIOR_EVENTS:
+# Jeffreys' Beta(1/2, 1/2); why there): a short clean history is not forecast to be error-free.
 MAX_SLOT_EVENTS = 20_000.0
 # Anomaly likelihood (see the module docstring).
 LIKELIHOOD_CLIP = 5.0
