@@ -156,7 +156,9 @@ class ScoringEngine:
             RecordDetector(),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
-        self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)
+        self.repeats = AlarmRepeats(
+            settings.alarm_repeat_events, settings.max_services, settings.alarm_run_margin
+        )
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         description="A flagged event no stronger than one of the service's alarms among its last "
         "this many events scores the threshold (a repeat); 0 turns this off.",
     )
+    alarm_run_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A flagged event right after a flagged event of the same service is a repeat "
+        "unless its score is higher by at least this much (an incident under way, its evidence "
+        "accumulating); 0 keeps only the horizon's rule.",
+    )
     weight_isolation_forest: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_sliding_window: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_templates: float = Field(default=1.0, ge=0.0, le=1.0)
