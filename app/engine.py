@@ -160,7 +160,9 @@ class ScoringEngine:
         self.repeats = AlarmRepeats(
             settings.alarm_repeat_events, settings.max_services, settings.alarm_run_margin
         )
-        self.recurrences = AlarmRecurrences(settings.alarm_recurrence_days, settings.max_services)
+        self.recurrences = AlarmRecurrences(
+            settings.alarm_recurrence_days, settings.max_services, settings.alarm_run_margin
+        )
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
@@ -379,12 +381,12 @@ class ScoringEngine:
             # event below the threshold leaves the repeats untouched.
             # Likewise an alarm at a time of day that alarmed on each of the days before
             # (app/recurrences.py).
+            given = np.array([combined])
             (combined,) = self.recurrences.observe(
                 batch.services,
                 batch.timestamps,
-                self.repeats.observe(
-                    batch.services, baseline.events_seen, np.array([combined]), threshold
-                ),
+                given,
+                self.repeats.observe(batch.services, baseline.events_seen, given, threshold),
                 threshold,
             ).tolist()
         score_of = dict(zip(names, scores, strict=True))
@@ -476,9 +478,11 @@ class ScoringEngine:
         combined, flagged = combine_matrix(score_matrix, table.weights, threshold)
         scores = dict(zip(names, score_matrix, strict=True))  # rows as views, made in C
         # Still flagged, but ranked below the alarm they repeat (see app/repeats.py).
-        combined = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
+        ranked = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
         # And an alarm at a time of day that alarmed on each of the days before (a daily job).
-        combined = self.recurrences.observe(batch.services, batch.timestamps, combined, threshold)
+        combined = self.recurrences.observe(
+            batch.services, batch.timestamps, combined, ranked, threshold
+        )
         explanations = explain(
             batch,
             baseline,

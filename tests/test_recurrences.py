@@ -21,7 +21,8 @@ NIGHT = 3 * 3600.0  # 03:00
 def _observe(
     recurrences: AlarmRecurrences, services: list[str], times: list[float], scores: list[float]
 ) -> list[float]:
-    result = recurrences.observe(services, np.asarray(times), np.asarray(scores), threshold=0.5)
+    given = np.asarray(scores)
+    result = recurrences.observe(services, np.asarray(times), given, given, threshold=0.5)
     return [float(v) for v in result]
 
 
@@ -47,6 +48,24 @@ def test_one_day_before_is_not_enough_and_a_missed_day_breaks_the_pattern() -> N
     assert _observe(recurrences, ["a"] * 4, times, [0.9] * 4) == [0.9, 0.9, 0.9, 0.9]
 
 
+def test_a_recurrence_clearly_stronger_than_the_days_before_is_news() -> None:
+    recurrences = AlarmRecurrences(days=2, margin=0.05)
+    nights = [day * DAY + NIGHT for day in range(4)]
+    # 0.93 is within the margin of 0.9 (a repeat); 0.99 is clearly worse than 0.93 and 0.9.
+    assert _observe(recurrences, ["a"] * 4, nights, [0.9, 0.9, 0.93, 0.99]) == [0.9, 0.9, 0.5, 0.99]
+
+
+def test_an_alarm_already_ranked_stays_ranked_and_the_inputs_are_not_changed() -> None:
+    recurrences = AlarmRecurrences(days=2)
+    given = np.array([0.9, 0.9, 0.8])
+    ranked = np.array([0.9, 0.9, 0.5])  # the last already a repeat of something else
+    times = np.array([NIGHT, DAY + NIGHT, 2 * DAY + NIGHT])
+    result = recurrences.observe(["a"] * 3, times, given, ranked, 0.5)
+    assert result.tolist() == [0.9, 0.9, 0.5]
+    assert given.tolist() == [0.9, 0.9, 0.8]
+    assert ranked.tolist() == [0.9, 0.9, 0.5]
+
+
 def test_services_events_below_the_threshold_and_zero_days_are_left_alone() -> None:
     recurrences = AlarmRecurrences(days=2)
     _observe(recurrences, ["a", "a"], [NIGHT, DAY + NIGHT], [0.9, 0.9])
@@ -60,7 +79,8 @@ def test_services_events_below_the_threshold_and_zero_days_are_left_alone() -> N
 def test_the_memory_is_a_few_bin_numbers_per_bin_whatever_the_rate_of_alarms() -> None:
     recurrences = AlarmRecurrences(days=2)
     times = np.arange(0.0, 10 * DAY, 60.0)  # an alarm every minute for ten days
-    recurrences.observe(["a"] * len(times), times, np.full(len(times), 0.9), 0.5)
+    scores = np.full(len(times), 0.9)
+    recurrences.observe(["a"] * len(times), times, scores, scores, 0.5)
     bins = recurrences.get("a")
     assert bins is not None
     assert len(bins) == 96
