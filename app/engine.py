@@ -50,6 +50,7 @@ from app.model import Model
 from app.one_event import combine_one, finite_or_none, recalibrate_one, scores_of_one
 from app.patterns import PatternStore
 from app.records import RecordStore
+from app.recurrences import AlarmRecurrences
 from app.rendering import (
     FailedMethod,
     MethodLayout,
@@ -156,7 +157,12 @@ class ScoringEngine:
             RecordDetector(),
         ]
         self.recalibration = OnlineRecalibration(settings.max_services)
-        self.repeats = AlarmRepeats(settings.alarm_repeat_events, settings.max_services)
+        self.repeats = AlarmRepeats(
+            settings.alarm_repeat_events, settings.max_services, settings.alarm_run_margin
+        )
+        self.recurrences = AlarmRecurrences(
+            settings.alarm_recurrence_days, settings.max_services, settings.alarm_run_margin
+        )
         self.weights = settings.method_weights()
         self._method_names = {cls.name: cls.method for cls in DETECTOR_TYPES.values()}
         self._not_recalibrated = {c.name for c in DETECTOR_TYPES.values() if not c.recalibrated}
@@ -373,8 +379,15 @@ class ScoringEngine:
         if flagged:
             # Still flagged, but ranked below the alarm it repeats (see app/repeats.py); an
             # event below the threshold leaves the repeats untouched.
-            (combined,) = self.repeats.observe(
-                batch.services, baseline.events_seen, np.array([combined]), threshold
+            # Likewise an alarm at a time of day that alarmed on each of the days before
+            # (app/recurrences.py).
+            given = np.array([combined])
+            (combined,) = self.recurrences.observe(
+                batch.services,
+                batch.timestamps,
+                given,
+                self.repeats.observe(batch.services, baseline.events_seen, given, threshold),
+                threshold,
             ).tolist()
         score_of = dict(zip(names, scores, strict=True))
         explanation = explain_one(
@@ -465,7 +478,11 @@ class ScoringEngine:
         combined, flagged = combine_matrix(score_matrix, table.weights, threshold)
         scores = dict(zip(names, score_matrix, strict=True))  # rows as views, made in C
         # Still flagged, but ranked below the alarm they repeat (see app/repeats.py).
-        combined = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
+        ranked = self.repeats.observe(batch.services, baseline.events_seen, combined, threshold)
+        # And an alarm at a time of day that alarmed on each of the days before (a daily job).
+        combined = self.recurrences.observe(
+            batch.services, batch.timestamps, combined, ranked, threshold
+        )
         explanations = explain(
             batch,
             baseline,

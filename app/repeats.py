@@ -14,6 +14,14 @@ the first detection in a window earns credit, and every later one outside it cos
 Ahmad 2015), and it plays the part of the "anomaly likelihood" filter that keeps an HTM detector
 from re-alarming on consecutive records (Ahmad et al. 2017).
 
+Within a run of alarms on consecutive events (one incident under way), a stronger alarm is news
+only if it is stronger than the alarm on the event just before by at least ``run_margin`` on the
+score scale. The methods that accumulate evidence (the sliding window's mean over its window, the
+likelihood's averages) climb by a hair on every event of an incident (0.96, 0.98, 0.99, 0.99...),
+and each such step would otherwise count as a worsening; an event that is clearly worse than the
+one before it (a step up of at least the margin) is still news. Only the run's previous event is
+compared, so an incident that keeps worsening step by step keeps alarming.
+
 The horizon counts the service's own events (its baseline's event counter), not seconds, so a busy
 service and a five-minute metric are treated alike. Only flagged events are stored: per service, a
 queue of (event number, score) whose scores decrease from front to back (a monotonic queue), so
@@ -34,9 +42,10 @@ IntArray = npt.NDArray[np.int64]
 
 
 class AlarmRepeats(ServiceStates[deque[tuple[int, float]]]):
-    def __init__(self, horizon: int, max_services: int = 100_000) -> None:
+    def __init__(self, horizon: int, max_services: int = 100_000, run_margin: float = 0.0) -> None:
         super().__init__(deque, max_services)
         self.horizon = horizon
+        self.run_margin = run_margin
 
     def observe(
         self,
@@ -67,6 +76,10 @@ class AlarmRepeats(ServiceStates[deque[tuple[int, float]]]):
             if queue and queue[-1][0] >= number:
                 # The service's counter restarted (its baseline was evicted): a new history.
                 queue.clear()
+            # The queue's last entry is always the service's latest alarm: every alarm is appended
+            # after the weaker entries behind it are dropped.
+            if queue and queue[-1][0] == number - 1 and score < queue[-1][1] + self.run_margin:
+                result[i] = threshold
             while queue and queue[0][0] <= number - self.horizon:
                 queue.popleft()
             if queue and queue[0][1] >= score:

@@ -76,6 +76,22 @@ class Settings(BaseSettings):
         description="A flagged event no stronger than one of the service's alarms among its last "
         "this many events scores the threshold (a repeat); 0 turns this off.",
     )
+    alarm_run_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A flagged event right after a flagged event of the same service is a repeat "
+        "unless its score is higher by at least this much (an incident under way, its evidence "
+        "accumulating); 0 keeps only the horizon's rule.",
+    )
+    alarm_recurrence_days: int = Field(
+        default=2,
+        ge=0,
+        le=30,
+        description="A flagged event at a time of day (+-30 min) when the service was flagged on "
+        "each of this many days before scores the threshold (a daily recurrence, such as a "
+        "nightly job); 0 turns this off.",
+    )
     weight_isolation_forest: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_sliding_window: float = Field(default=1.0, ge=0.0, le=1.0)
     weight_templates: float = Field(default=1.0, ge=0.0, le=1.0)

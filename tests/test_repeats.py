@@ -42,6 +42,53 @@ def test_services_do_not_repeat_each_other_and_zero_turns_it_off() -> None:
     assert _observe(off, ["a", "a"], [0, 1], [0.9, 0.8]) == [0.9, 0.8]
 
 
+def test_an_alarm_right_after_an_alarm_is_news_only_when_clearly_stronger() -> None:
+    repeats = AlarmRepeats(horizon=10, run_margin=0.05)
+    # An incident's accumulating evidence creeps up event by event: only the onset and the
+    # clear step up (0.98 -> 0.99 is not one, 0.92 -> 0.98 is) keep their scores.
+    scores = _observe(repeats, ["a"] * 5, [0, 1, 2, 3, 4], [0.9, 0.92, 0.98, 0.99, 0.995])
+    assert scores == [0.9, 0.5, 0.98, 0.5, 0.5]
+
+
+def test_the_run_margin_compares_only_consecutive_events() -> None:
+    repeats = AlarmRepeats(horizon=10, run_margin=0.05)
+    # One quiet event between: the slightly stronger alarm is a worsening, as without the margin.
+    assert _observe(repeats, ["a"] * 3, [0, 1, 2], [0.9, 0.2, 0.92]) == [0.9, 0.2, 0.92]
+    # Another service's alarm on the event before is not part of this service's run.
+    other = AlarmRepeats(horizon=10, run_margin=0.05)
+    assert _observe(other, ["a", "b"], [0, 1], [0.9, 0.92]) == [0.9, 0.92]
+
+
+def test_a_zero_run_margin_is_the_horizon_rule_alone() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = rng.uniform(0.3, 1.0, 40).tolist()
+        numbers = list(range(40))
+        with_margin = _observe(AlarmRepeats(10, run_margin=0.0), ["a"] * 40, numbers, scores)
+        assert with_margin == _observe(AlarmRepeats(10), ["a"] * 40, numbers, scores)
+
+
+def test_the_run_margin_scores_a_batch_as_one_event_at_a_time() -> None:
+    rng = np.random.default_rng(1)
+    services = rng.choice(["a", "b"], 300).tolist()
+    scores = rng.uniform(0.3, 1.0, 300).tolist()
+    counters = {"a": 0, "b": 0}
+    numbers = []
+    for service in services:
+        numbers.append(counters[service])
+        counters[service] += 1
+    batched = _observe(AlarmRepeats(2, run_margin=0.05), services, numbers, scores)
+    single = AlarmRepeats(2, run_margin=0.05)
+    one_by_one = [
+        _observe(single, [s], [n], [v])[0]
+        for s, n, v in zip(services, numbers, scores, strict=True)
+    ]
+    assert batched == one_by_one
+    assert sum(v == 0.5 for v in batched) > sum(
+        v == 0.5 for v in _observe(AlarmRepeats(2), services, numbers, scores)
+    )
+
+
 def test_a_restarted_event_counter_starts_a_new_history() -> None:
     repeats = AlarmRepeats(horizon=10)
     _observe(repeats, ["a"], [50], [0.9])
