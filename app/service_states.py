@@ -223,11 +223,18 @@ class RowStore:
     def code_of_one(self, service: str) -> IntArray:
         """``row_codes([service])`` for the one-event paths: the same row handed out, in an
         array the store reuses (valid until its next call)."""
-        slot, fresh = self.services.slot_for(service)
+        codes = self._code_of_one
+        # ``ServiceSlots.slot_for``'s path for a known service (nearly every event), inline.
+        slots = self.services._slots
+        slot = slots.get(service)
+        if slot is not None:
+            slots.move_to_end(service)
+            codes[0] = slot
+            return codes
+        slot, _ = self.services.slot_for(service)  # a new service: a free or evicted row
         if slot >= self.rows[0].shape[0]:
             self._allocate_rows()
-        codes = self._code_of_one
-        codes[0] = ~slot if fresh else slot
+        codes[0] = ~slot
         return codes
 
     def _allocate_rows(self) -> None:
