@@ -295,7 +295,7 @@ class ScoringEngine:
             baseline = self.baselines.observe_one(batch)
             window = self.windows.observe_one(batch)
             templates = self.templates.observe_one(service, messages[0], level_score)
-            forecasts = self.forecasts.observe_one(batch, bool(batch.is_error[0]))
+            forecasts = self.forecasts.observe_one(batch, batch.is_error.item())
             lstm = self._model.lstm_sequence
             history = (
                 self.template_history.observe(batch.services, templates.template_id, lstm.window)
@@ -311,7 +311,7 @@ class ScoringEngine:
                 baseline,
                 window,
                 templates,
-                self.sequences.observe_one(service, int(templates.template_id[0])),
+                self.sequences.observe_one(service, templates.template_id.item()),
                 forecasts,
                 history,
                 self.patterns.observe_one(service, log_latency),
