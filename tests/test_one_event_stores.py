@@ -80,7 +80,7 @@ def ones(batches: list[EventBatch]) -> Iterator[tuple[EventBatch, int, int]]:
             yield one, b, i
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     data=st.data(),
     batches=streams(),
@@ -122,7 +122,7 @@ def test_row_stores_one_event_path_is_the_batch_path(
         assert state_of(a.rows) == state_of(b.rows)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     data=st.data(),
     batches=streams(),
