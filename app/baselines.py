@@ -290,3 +290,17 @@ class BaselineStore(RowStore):
         )  # fmt: skip
         # Rows by index: iterating a 2-D array makes each row view at twice the cost.
         return BaselineView(out[_OUT_LATENCY_Z], out[_OUT_MEDIAN], seen, ready, out[_OUT_SHIFT])
+
+    def observe_one(self, batch: EventBatch) -> BaselineView:
+        """``observe`` of a batch of one (the engine's one-event path): the same kernel on the
+        same row, its row code in the store's reused array rather than a new one."""
+        codes = self.code_of_one(batch.services[0])
+        state, warmup_values = self.rows
+        out = np.empty((3, 1))
+        seen = np.empty(1, dtype=np.int64)
+        ready = np.empty(1, dtype=np.bool_)
+        _observe(
+            codes, batch.timestamps, batch.log_latency, state, warmup_values, out, seen, ready,
+            self.halflife, TWO,
+        )  # fmt: skip
+        return BaselineView(out[_OUT_LATENCY_Z], out[_OUT_MEDIAN], seen, ready, out[_OUT_SHIFT])

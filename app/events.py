@@ -73,15 +73,30 @@ class EventBatch(_Columns):
             # (each a contiguous view), one numpy call rather than three; a flat tuple and
             # slices cost half what rows of a 3 x 1 array of nested lists do.
             (event,) = events
+            level_score = LEVEL_SCORES[event.level]
             values = np.array(
                 (
-                    LEVEL_SCORES[event.level],
+                    level_score,
                     np.nan if event.latency_ms is None else event.latency_ms,
                     now if event.timestamp is None else event.timestamp.timestamp(),
                 ),
                 dtype=np.float64,
             )
-            return cls([event.service], [event.level], values[0:1], values[1:2], values[2:3])
+            latency_ms = values[1:2]
+            # ``__new__``'s derived columns, the error flag from the Python value: the same
+            # one-element boolean array at a third of a numpy comparison's cost.
+            return tuple.__new__(
+                cls,
+                (
+                    [event.service],
+                    [event.level],
+                    values[0:1],
+                    latency_ms,
+                    values[2:3],
+                    np.array([level_score >= ERROR_LEVEL_SCORE]),
+                    np.log1p(latency_ms),
+                ),
+            )
         # Plain lists, then one array each: cheaper than np.fromiter over generators, whose
         # set-up cost dominated for the batch of one that every /score is.
         services = [event.service for event in events]

@@ -387,6 +387,24 @@ class ForecastStore(RowStore):
             out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]
         )
 
+    def observe_one(self, batch: EventBatch, is_error: bool) -> ForecastView:
+        """``observe`` of a batch of one (the engine's one-event path; ``is_error`` its flag as a
+        Python bool): the same kernel on the same row, its row code in the store's reused
+        array, and the tails on Python floats (``_tails_of_one``)."""
+        codes = self.code_of_one(batch.services[0])
+        state, seasonal, warmup_values = self.rows
+        out = np.empty((_OUTPUTS, 1))
+        _observe(
+            codes, batch.timestamps, batch.log_latency, batch.is_error, state, seasonal,
+            warmup_values, out, self.halflife, self.season_halflife, self.bucket_seconds,
+            self.interval_z, TWO,
+        )  # fmt: skip
+        np.expm1(out[:_RESIDUAL_Z], out=out[:_RESIDUAL_Z])  # forecast and interval, in ms
+        _tails_of_one(out, is_error)
+        return ForecastView(
+            out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]
+        )
+
 
 def _tails(out: FloatArray, is_error: npt.NDArray[np.bool_]) -> None:
     """The three tail probabilities of a batch, in place, from the kernel's other rows."""

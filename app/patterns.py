@@ -45,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 from scipy.special import bdtrc
+from scipy.special.cython_special import bdtrc as bdtrc_one
 
 from app.events import EventBatch
 from app.service_states import ServiceStates
@@ -223,6 +224,80 @@ class PatternStore(ServiceStates[ServicePatterns]):
         # Rows by index: iterating a 2-D array makes each row view at twice the cost.
         columns = np.array([rarity, novel_order, recent_novel, novelty_rate], dtype=np.float64)
         return PatternView(columns[0], columns[1], columns[2], columns[3])
+
+    def observe_one(self, service: str, value: float) -> PatternView:
+        """``observe`` of a batch of one (the engine's one-event path; ``value`` its log
+        latency, NaN if none): the same steps in the same order as one pass of ``observe``'s
+        loop (keep the two in step; tests/test_store_equivalence.py compares them), with at most
+        one binomial tail (scipy's scalar entry point: the C function its ufunc calls)."""
+        state = self.state_for(service)
+        nan = math.nan
+        columns = None
+        if value == value and state.warmup is not None:
+            state.warmup.append(value)
+            if len(state.warmup) >= QUANTISE_EVENTS:
+                values = np.asarray(state.warmup)
+                state.centre = float(np.median(values))
+                spread = 1.4826 * float(np.median(np.abs(values - state.centre)))
+                state.width = max(WIDTH_SPREADS * spread, MIN_WIDTH)
+                state.warmup = None
+        elif value == value:
+            level = math.floor((value - state.centre) / state.width)
+            if level < -MAX_LEVEL:
+                level = -MAX_LEVEL
+            elif level > MAX_LEVEL:
+                level = MAX_LEVEL
+            level += MAX_LEVEL
+            counts = state.counts
+            learned = state.learned
+            recents = state.recent
+            novels = state.novel
+            totals = state.total
+            usable = ORDERS if learned >= ORDERS - 1 else learned + 1
+            judge = learned >= SETTLE_EVENTS
+            first_novel = -1
+            # The order with the smallest tail so far: (tail, successes, rate).
+            best: tuple[float, int, float] | None = None
+            pattern = (state.history << LEVEL_BITS) | level
+            for j in range(usable):
+                key = pattern & _PATTERN_MASKS[j]
+                table = counts[j]
+                seen = table.get(key, 0)
+                if seen >= NEW_BELOW:
+                    table[key] = seen + 1
+                    recents[j] = (recents[j] << 1) & _RECENT_MASK
+                else:
+                    recent = ((recents[j] << 1) | 1) & _RECENT_MASK
+                    if first_novel < 0:
+                        first_novel = j
+                    if judge:
+                        successes = recent.bit_count()
+                        rate = (novels[j] + 1.0) / (totals[j] + 1.0)
+                        tail = bdtrc_one(successes - 1.0, min(learned + 1, RECENT_EVENTS), rate)
+                        if best is None or tail < best[0]:
+                            best = (tail, successes, rate)
+                    novels[j] += 1.0
+                    if len(table) >= MAX_PATTERNS:
+                        self._forget_singletons(state, j)
+                        table = counts[j]
+                    table[key] = seen + 1
+                    recents[j] = recent
+                total = totals[j] + 1.0
+                if total > MAX_RATE_EVENTS:
+                    novels[j] *= 0.5
+                    total *= 0.5
+                totals[j] = total
+            state.history = pattern & _HISTORY_MASK
+            state.learned = learned + 1
+            if best is not None:
+                columns = np.array(
+                    (min(1.0, ORDERS * best[0]), first_novel, best[1], best[2]), dtype=np.float64
+                )
+            elif judge and first_novel >= 0:
+                columns = np.array((1.0, first_novel, nan, nan), dtype=np.float64)
+        if columns is None:
+            columns = np.array((1.0, nan, nan, nan), dtype=np.float64)
+        return PatternView(columns[0:1], columns[1:2], columns[2:3], columns[3:4])
 
     @staticmethod
     def _forget_singletons(state: ServicePatterns, order: int) -> None:

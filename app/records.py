@@ -135,3 +135,14 @@ class RecordStore(RowStore):
             float(self.min_events),
         )
         return RecordView(out[0], out[1], out[2], out[3])
+
+    def observe_one(self, batch: EventBatch) -> RecordView:
+        """``observe`` of a batch of one (the engine's one-event path): the same kernel on the
+        same row, its row code in the store's reused array rather than a new one."""
+        codes = self.code_of_one(batch.services[0])
+        latency = batch.latency_ms
+        if not latency.flags.c_contiguous:  # a column of a wider array (score_columns)
+            latency = np.ascontiguousarray(latency)
+        out = np.empty((4, 1))
+        _observe(codes, latency, self.rows[0], out, self.tolerance, float(self.min_events))
+        return RecordView(out[0], out[1], out[2], out[3])

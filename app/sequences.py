@@ -200,3 +200,80 @@ class SequenceStore(ServiceStates[ServiceSequence]):
         # Both float columns as rows of one array: one numpy call fewer, paid by every /score.
         floats = np.array([rarity, probability], dtype=np.float64)
         return SequenceView(floats[0], floats[1], np.array(rank, dtype=np.int64))
+
+    def observe_one(self, service: str, template_id: int) -> SequenceView:
+        """``observe`` of a batch of one (the engine's one-event path), on Python values: the
+        same steps in the same order as one pass of ``observe``'s loop (keep the two in step;
+        tests/test_store_equivalence.py compares them), its columns made as one array each."""
+        rarity = 1.0
+        probability = math.nan
+        rank = 0
+        if template_id != NO_TEMPLATE:
+            k = self.top_k
+            max_contexts = self.max_contexts
+            state = self.state_for(service)
+            pair_key = state.previous
+            b = pair_key[1]
+            contexts = state.contexts
+            single_key = (b,)
+            pair = contexts.get(pair_key)
+            single = contexts.get(single_key)
+            if state.events >= MIN_SERVICE_EVENTS:
+                count = pair.counts.get(template_id, 0) if pair is not None else 0
+                greater = k
+                pair_denominator = 0
+                if pair is not None and count > 0:
+                    greater = 0
+                    for c in pair.counts.values():
+                        if c > count:
+                            greater += 1
+                    pair_denominator = pair.total + len(pair.counts)
+                if greater < k:
+                    rank = 1 + greater
+                    probability = count / pair_denominator
+                else:
+                    unigram = state.unigram
+                    base = {t: c / unigram.total for t, c in unigram.counts.items()}
+                    escape0 = len(unigram.counts) / (unigram.total + len(unigram.counts))
+                    base = {t: (1.0 - escape0) * p for t, p in base.items()}
+                    dist, unseen = _blend(single, base, escape0)
+                    dist, unseen = _blend(pair, dist, unseen)
+                    p = dist.get(template_id, unseen)
+                    values = np.fromiter(dist.values(), np.float64, len(dist))
+                    rank = 1 + int(np.count_nonzero(values > p))
+                    probability = p
+                    if rank > k:
+                        rarity = min(1.0, float(values[values <= p].sum()) + unseen)
+            unigram = state.unigram
+            unigram_counts = unigram.counts
+            unigram_counts[template_id] = unigram_counts.get(template_id, 0) + 1
+            unigram.total += 1
+            if len(unigram_counts) > max_contexts:
+                least = min(unigram_counts, key=unigram_counts.__getitem__)
+                unigram.total -= unigram_counts.pop(least)
+            if single is None:
+                single = contexts[single_key] = _Counts()
+                if len(contexts) > max_contexts:
+                    contexts.popitem(last=False)
+                    if pair is not None and pair_key not in contexts:
+                        pair = None
+            else:
+                contexts.move_to_end(single_key)
+            single_counts = single.counts
+            single_counts[template_id] = single_counts.get(template_id, 0) + 1
+            single.total += 1
+            if pair is None:
+                pair = contexts[pair_key] = _Counts()
+                if len(contexts) > max_contexts:
+                    contexts.popitem(last=False)
+            else:
+                contexts.move_to_end(pair_key)
+            pair_counts = pair.counts
+            pair_counts[template_id] = pair_counts.get(template_id, 0) + 1
+            pair.total += 1
+            state.previous = (b, template_id)
+            state.events += 1
+        floats = np.array((rarity, probability), dtype=np.float64)
+        ranks = np.empty(1, dtype=np.int64)
+        ranks[0] = rank
+        return SequenceView(floats[0:1], floats[1:2], ranks)

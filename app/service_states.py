@@ -192,6 +192,9 @@ class RowStore:
     def __init__(self, max_services: int, *row_shapes: tuple[int, ...]) -> None:
         self.services = ServiceSlots(max_services)
         self.rows: list[FloatArray] = [np.zeros((0, *shape)) for shape in row_shapes]
+        # The one event's row code, passed to the store's kernel (``code_of_one``): reused, as
+        # the kernels only read it during the call (one array made per event cost more).
+        self._code_of_one = np.empty(1, dtype=np.int64)
 
     @property
     def evictions(self) -> int:
@@ -214,6 +217,28 @@ class RowStore:
     def row_codes(self, services: Sequence[str]) -> IntArray:
         """``ServiceSlots.row_codes``, with every row it hands out allocated."""
         codes = self.services.row_codes(services)
+        self._allocate_rows()
+        return codes
+
+    def code_of_one(self, service: str) -> IntArray:
+        """``row_codes([service])`` for the one-event paths: the same row handed out, in an
+        array the store reuses (valid until its next call)."""
+        codes = self._code_of_one
+        # ``ServiceSlots.slot_for``'s path for a known service (nearly every event), inline.
+        slots = self.services._slots
+        slot = slots.get(service)
+        if slot is not None:
+            slots.move_to_end(service)
+            codes[0] = slot
+            return codes
+        slot, _ = self.services.slot_for(service)  # a new service: a free or evicted row
+        if slot >= self.rows[0].shape[0]:
+            self._allocate_rows()
+        codes[0] = ~slot
+        return codes
+
+    def _allocate_rows(self) -> None:
+        """Grow the rows to hold every slot handed out so far."""
         needed = self.services.rows_used
         capacity = self.rows[0].shape[0]
         if needed > capacity:
@@ -226,4 +251,3 @@ class RowStore:
                 bigger[:capacity] = array
                 grown.append(bigger)
             self.rows = grown
-        return codes

@@ -287,6 +287,25 @@ class WindowStore(RowStore):
             rates[2],
         )
 
+    def observe_one(self, batch: EventBatch) -> WindowView:
+        """``observe`` of a batch of one (the engine's one-event path): the same kernel on the
+        same row, its row code in the store's reused array rather than a new one."""
+        codes = self.code_of_one(batch.services[0])
+        state, buckets = self.rows
+        counts = np.empty((_OUT_ROWS, 1), dtype=np.int64)
+        rates = np.empty((3, 1))
+        in_window = np.empty(1, dtype=np.bool_)
+        _observe(
+            codes, batch.timestamps, batch.latency_ms, batch.log_latency, batch.is_error, state,
+            buckets, counts, rates, in_window, self.bucket_seconds, self.min_events,
+            self.halflife, TWO,
+        )  # fmt: skip
+        return WindowView(
+            counts[_OUT_TOTAL], counts[_OUT_ERRORS], rates[0], rates[1], in_window,
+            counts[_OUT_RECENT_TOTAL], counts[_OUT_RECENT_ERRORS], counts[_OUT_RECENT_BITS],
+            rates[2],
+        )  # fmt: skip
+
     def running_sums(self, service: str) -> tuple[float, float, float] | None:
         """The service's window totals of latency, log latency and its square; None if never
         seen (what the z-scores are computed from)."""
