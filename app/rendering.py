@@ -41,8 +41,12 @@ def json_values(values: npt.NDArray[np.generic]) -> list[bytes]:
 
 
 def _literal(value: str) -> bytes:
-    # A JSON string as orjson writes it, with "%" doubled: the template is a printf format.
-    return orjson.dumps(value).replace(b"%", b"%%")
+    return orjson.dumps(value)
+
+
+def _format(text: bytes) -> bytes:
+    # Literal text inside a printf format ("%" doubled).
+    return text.replace(b"%", b"%%")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +74,8 @@ class ResultTemplate:
     metrics: int
     # For a single event, where row r is argument r: its arguments picked in one C call.
     pick: Callable[[Sequence[bytes]], tuple[bytes, ...]]
-    # The format's literal text around its slots (``text`` is ``b"%s".join(pieces)``), each
-    # still a format ("%" doubled): a batch's format is rebuilt from them with its constant
-    # rows written in.
+    # The answer's literal text around its slots (``text`` is their formats joined by "%s"): a
+    # batch's copy is rebuilt from them with its constant rows written in.
     pieces: tuple[bytes, ...]
     slot_rows: tuple[int, ...]  # ``rows`` as Python ints
 
@@ -132,7 +135,7 @@ def result_template(
         else:
             literal += part
     pieces.append(literal)
-    text = b"%s".join(pieces)
+    text = b"%s".join(map(_format, pieces))
     return ResultTemplate(
         text,
         np.array(rows, dtype=np.int64),
@@ -183,28 +186,116 @@ def render_results(
         )
         # The template's own arguments picked in one C call.
         return [template.text % template.pick(texts)]
-    rows = _row_texts(numbers.reshape(-1, n), booleans.reshape(-1, n), explanations, services)
-    rows.append(_row_text(events_seen.reshape(1, n))[0])
-    # A row whose text is the same for every event (many metrics, most alarms, a lone service)
-    # is written into this call's format once, instead of as an argument of each event's "%":
-    # about half of the rows of a real batch, and so half of the value texts, of the argument
-    # tuples and of the arguments "%" converts.
-    pieces = template.pieces
-    parts = [pieces[0]]
-    arguments: list[list[bytes]] = []
-    for slot, row in enumerate(template.slot_rows, 1):
-        text = rows[row]
-        if isinstance(text, bytes):
-            parts.append(text.replace(b"%", b"%%"))
-        else:
-            parts.append(b"%s")
-            arguments.append(text)
-        parts.append(pieces[slot])
-    form = b"".join(parts)
+    literals, arguments = _batch_layout(
+        template,
+        numbers.reshape(-1, n),
+        booleans.reshape(-1, n),
+        explanations,
+        services,
+        events_seen,
+    )
+    form = b"%s".join(map(_format, literals))
     if not arguments:
         return [form % ()] * n
     # zip makes each event's argument tuple and "%" fills the format, both in C.
     return [form % values for values in zip(*arguments, strict=True)]
+
+
+def render_joined(
+    template: ResultTemplate,
+    combined: FloatArray,
+    flagged: npt.NDArray[np.bool_],
+    scores: FloatArray,
+    alarms: npt.NDArray[np.bool_],
+    metrics: Sequence[npt.NDArray[np.generic]] | FloatArray,
+    explanations: Sequence[str],
+    services: Sequence[str],
+    events_seen: npt.NDArray[np.int64],
+    ready: npt.NDArray[np.bool_],
+    confidence: FloatArray,
+    before: bytes,
+    after: bytes,
+) -> bytes:
+    """``before`` + the answers of ``render_results`` separated by commas + ``after``, written
+    by one ``bytes.join`` of the literal pieces and the values, without an object per answer
+    (no "%" per event, no argument tuples, no second copy of the whole text to join them)."""
+    n = len(services)
+    if n < 2:
+        answers = render_results(
+            template,
+            combined,
+            flagged,
+            scores,
+            alarms,
+            metrics,
+            explanations,
+            services,
+            events_seen,
+            ready,
+            confidence,
+        )
+        return before + b",".join(answers) + after
+    if scores.shape[0] != template.methods or len(metrics) != template.metrics:
+        raise ValueError("the template was made for other methods")
+    numbers = np.concatenate((combined, confidence, scores.ravel(), *metrics), dtype=np.float64)
+    if numbers.size != (2 + template.methods + template.metrics) * n:
+        raise ValueError("a metric row does not have one value per event")
+    booleans = np.concatenate((flagged, ready, alarms.ravel()))
+    literals, arguments = _batch_layout(
+        template,
+        numbers.reshape(-1, n),
+        booleans.reshape(-1, n),
+        explanations,
+        services,
+        events_seen,
+    )
+    last = literals.pop()
+    if not arguments:
+        return before + b",".join([last] * n) + after
+    # Event i's pieces at [i * stride, (i + 1) * stride): literal, value, literal, ..., literal
+    # and its comma. Each column of the list is filled by one slice assignment (in C).
+    stride = 2 * len(arguments) + 1
+    pieces: list[bytes] = [b""] * (n * stride)
+    for j, (literal, values) in enumerate(zip(literals, arguments, strict=True)):
+        pieces[2 * j :: stride] = [literal] * n
+        pieces[2 * j + 1 :: stride] = values
+    pieces[stride - 1 :: stride] = [last + b","] * n
+    pieces[0] = before + pieces[0]
+    pieces[-1] = last + after
+    return b"".join(pieces)
+
+
+def _batch_layout(
+    template: ResultTemplate,
+    numbers: FloatArray,
+    booleans: npt.NDArray[np.bool_],
+    explanations: Sequence[str],
+    services: Sequence[str],
+    events_seen: npt.NDArray[np.int64],
+) -> tuple[list[bytes], list[list[bytes]]]:
+    """A batch's answers as literal text around the values that differ between its events:
+    ``literals[0] + values[0][i] + literals[1] + ... + literals[-1]`` is event i's answer.
+
+    A row whose text is the same for every event (many metrics, most alarms, a lone service)
+    is written into the literal text once, instead of as a value of each event: about half of
+    the rows of a real batch, and so half of the value texts and of the pieces to assemble."""
+    rows = _row_texts(numbers, booleans, explanations, services)
+    rows.append(_row_text(events_seen.reshape(1, -1))[0])
+    pieces = template.pieces
+    literals: list[bytes] = []
+    literal = [pieces[0]]
+    arguments: list[list[bytes]] = []
+    for slot, row in enumerate(template.slot_rows, 1):
+        text = rows[row]
+        if isinstance(text, bytes):
+            literal.append(text)
+        else:
+            literals.append(b"".join(literal))
+            literal = []
+            arguments.append(text)
+        literal.append(pieces[slot])
+    literals.append(b"".join(literal))
+    return literals, arguments
 
 
 def _row_text(rows: npt.NDArray[np.generic]) -> list[bytes | list[bytes]]:

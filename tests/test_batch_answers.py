@@ -122,9 +122,9 @@ def batches(
     engine: ScoringEngine, seed: int, lengths: list[int], one_at_a_time: bool = False
 ) -> Iterator[list[bytes]]:
     """Every batch's answers of a stream through ``engine``: even batches as validated columns
-    (the service's POST /score/batch), odd ones as events; or each event alone, with its batch's
-    receive time. The pattern detector fails on every seventh batch, and the model is swapped
-    halfway."""
+    (as a list, or joined as POST /score/batch writes them), odd ones as events; or each event
+    alone, with its batch's receive time. The pattern detector fails on every seventh batch,
+    and the model is swapped halfway."""
     rng = np.random.default_rng(seed)
     batch = [0]
     _failing("pattern", lambda: batch[0] % 7 == 3, engine.online_detectors[5])
@@ -136,8 +136,18 @@ def batches(
         received = START + done * 0.3
         if one_at_a_time:
             yield [answer for event in parsed for answer in engine.score_json([event], received)]
-        elif b % 2 == 0:
+        elif b % 4 == 0:
             yield engine.score_columns(columns_of(parsed), received)
+        elif b % 4 == 2:
+            # POST /score/batch's path: the answers written into one text, split back here
+            # between them (a raw NUL or quote is never inside a JSON string).
+            joined = engine.score_columns_joined(columns_of(parsed), b"<", b">", received)
+            assert joined.startswith(b"<{")
+            assert joined.endswith(b"}>")
+            boundary = b'},{"is_anomaly"'
+            answers = joined[1:-1].replace(boundary, b'}\0{"is_anomaly"').split(b"\0")
+            assert len(answers) == n
+            yield answers
         else:
             yield engine.score_json(parsed, received)
         done += n
