@@ -16,6 +16,7 @@ from app.rendering import (
     MethodLayout,
     json_string_contents,
     json_values,
+    render_joined,
     render_results,
     result_template,
 )
@@ -122,8 +123,7 @@ def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
 ) -> None:
     methods, failed, version, columns = answer
     seen = columns["seen"]
-    rendered = render_results(
-        result_template(methods, failed, version),
+    arguments = (
         columns["combined"],
         columns["flagged"],
         columns["scores"].astype(np.float64),
@@ -135,8 +135,12 @@ def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
         columns["ready"],
         seen / (seen + CONFIDENCE_EVENTS),
     )
+    rendered = render_results(result_template(methods, failed, version), *arguments)
     expected = _as_dicts(methods, failed, version, columns)
     assert rendered == [orjson.dumps(answer) for answer in expected]
+    # The same answers written into one text (POST /score/batch's body).
+    joined = render_joined(result_template(methods, failed, version), *arguments, b"<%", b"%>")
+    assert joined == b"<%" + b",".join(rendered) + b"%>"
     # Each event rendered alone (the single-event path) gives the same bytes as in the batch.
     template = result_template(methods, failed, version)
     for i, answer_bytes in enumerate(rendered):
