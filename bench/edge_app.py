@@ -43,8 +43,14 @@ def _canned_score_columns_joined(
     after: bytes = b"]",
     received_at: Any = None,
 ) -> bytes:
-    # What the engine writes for POST /score/batch: the canned answers joined the same way.
-    return before + b",".join(_canned_score_columns(self, columns, received_at)) + after
+    # What the engine writes for POST /score/batch: the canned answers in one join, as the
+    # route's own assembly does (each further copy of a ~2.5 MB body costs ~1 ms here).
+    answers: list[bytes] = _canned_score_columns(self, columns, received_at)
+    if not answers:
+        return before + after
+    answers[0] = before + answers[0]
+    answers[-1] += after
+    return b",".join(answers)
 
 
 ScoringEngine.score_columns = _canned_score_columns  # type: ignore[method-assign]
