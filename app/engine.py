@@ -55,6 +55,7 @@ from app.rendering import (
     FailedMethod,
     MethodLayout,
     ResultTemplate,
+    render_joined,
     render_results,
     result_template,
 )
@@ -97,6 +98,32 @@ class _MethodTable:
     recalibrated_rows: list[int]
     recalibrated_tuple: tuple[str, ...]
     recalibrated_levels: list[int]  # the surprise level of each recalibrated alarm rarity
+
+
+# What ``render_results`` takes after the template, in its order.
+_RenderArguments = tuple[
+    FloatArray,
+    npt.NDArray[np.bool_],
+    FloatArray,
+    npt.NDArray[np.bool_],
+    Sequence[npt.NDArray[np.generic]],
+    Sequence[str],
+    Sequence[str],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.bool_],
+    FloatArray,
+]
+
+
+def _columns_batch(columns: EventColumns, received_at: float | None) -> EventBatch:
+    now = time.time() if received_at is None else received_at
+    return EventBatch(
+        services=columns.services,
+        levels=columns.levels,
+        level_scores=np.array([LEVEL_SCORES[level] for level in columns.levels], np.float64),
+        latency_ms=columns.latency_ms,
+        timestamps=np.where(np.isnan(columns.timestamps), now, columns.timestamps),
+    )
 
 
 class ScoringEngine:
@@ -227,15 +254,28 @@ class ScoringEngine:
         """``score_json`` on events validated column-wise (app/schemas/columns.py)."""
         if not len(columns):
             return []
-        now = time.time() if received_at is None else received_at
-        batch = EventBatch(
-            services=columns.services,
-            levels=columns.levels,
-            level_scores=np.array([LEVEL_SCORES[level] for level in columns.levels], np.float64),
-            latency_ms=columns.latency_ms,
-            timestamps=np.where(np.isnan(columns.timestamps), now, columns.timestamps),
+        return self._score(_columns_batch(columns, received_at), columns.messages)
+
+    def score_columns_joined(
+        self,
+        columns: EventColumns,
+        before: bytes = b"[",
+        after: bytes = b"]",
+        received_at: float | None = None,
+    ) -> bytes:
+        """``score_columns``'s answers as one text: ``before``, the answers separated by commas,
+        then ``after`` (a JSON array by default). A large batch's answers are written straight
+        into that text (app/rendering.py, ``render_joined``), without an object per answer."""
+        if len(columns) < 2:
+            return before + b",".join(self.score_columns(columns, received_at)) + after
+        batch = _columns_batch(columns, received_at)
+        model = self._model
+        context = self.observe((), batch, columns.messages)
+        outputs, failures = self._run_detectors(model, context)
+        template, arguments = self._rendering(
+            model, batch, context.baseline, context.window, outputs, failures, context.templates
         )
-        return self._score(batch, columns.messages)
+        return render_joined(template, *arguments, before, after)
 
     def score_one(self, event: LogEvent, received_at: float | None = None) -> ScoreDict:
         """``score`` of one event: its answer built directly as the dict that reading back its
@@ -480,6 +520,22 @@ class ScoringEngine:
         failures: dict[str, str],
         templates: TemplateView | None = None,
     ) -> list[bytes]:
+        template, arguments = self._rendering(
+            model, batch, baseline, window, outputs, failures, templates
+        )
+        return render_results(template, *arguments)
+
+    def _rendering(
+        self,
+        model: Model,
+        batch: EventBatch,
+        baseline: BaselineView,
+        window: WindowView,
+        outputs: dict[str, MethodOutput],
+        failures: dict[str, str],
+        templates: TemplateView | None = None,
+    ) -> tuple[ResultTemplate, _RenderArguments]:
+        """The answers' template and the arguments ``render_results`` fills it with."""
         n = len(batch)
         threshold = self.settings.anomaly_threshold
         names = tuple(outputs)
@@ -547,8 +603,7 @@ class ScoringEngine:
             self._templates[key] = template
         columns = [column for m in metrics for column in m.values()]
         seen = baseline.events_seen
-        return render_results(
-            template,
+        return template, (
             combined,
             flagged,
             score_matrix,

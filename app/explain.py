@@ -100,42 +100,72 @@ def explain(
     combined_list = combined.tolist()  # indexing the arrays makes a numpy scalar per event
     flagged_list = flagged.tolist()
     ready = ready_array.tolist()
-    sentences = [
-        _verdict(is_flagged, score, ratio, is_ready)
-        for is_flagged, score, ratio, is_ready in zip(
-            flagged_list, combined_list, ratios, ready, strict=True
+    # The sentences of the events with a finding first; every other event's sentence is its
+    # verdict, written out below (a call per event costs as much as its sentence).
+    written: dict[int, str] = {}
+    if notable:
+        seen = baseline.events_seen.tolist()
+        window_z = window.latency_zscore.tolist()
+        shift = baseline.latency_shift.tolist()
+        window_output = (outputs or {}).get("sliding_window")
+        is_error = batch.is_error.tolist()
+        window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
+        for i in notable:
+            ratio = ratios[i]
+            if (
+                ready[i]
+                and not is_error[i]
+                and not window_z[i] >= NOTABLE_WINDOW_Z
+                and not shift[i] >= NOTABLE_SHIFT
+                and i not in extra
+            ):
+                # The usual notable event: its latency against the median is its only possible
+                # finding (what _findings finds for it, without its call and its list).
+                if ratio >= NOTABLE_RATIO:
+                    finding = f"{ratio:.1f}x"
+                elif ratio <= 1 / NOTABLE_RATIO:
+                    finding = f"{1 / ratio:.1f}x below" if ratio > 0 else "far below"
+                else:
+                    continue  # no finding (NaN included): the verdict is the sentence
+                verdict = "anomalous" if flagged_list[i] else "normal"
+                written[i] = (
+                    f"{verdict} (score {combined_list[i]:.2f}): latency {_ms(latency[i])} is "
+                    f"{finding} this service's median of {_ms(median[i])}"
+                )
+                continue
+            findings = _findings(
+                latency[i],
+                median[i],
+                ratio,
+                ready[i],
+                is_error[i],
+                window_score[i],
+                window_z[i],
+                shift[i],
+                seen[i],
+                batch.levels[i],
+                extra.get(i, ()),
+                window,
+                window_output,
+                i,
+                settings,
+            )
+            if findings:
+                verdict = "anomalous" if flagged_list[i] else "normal"
+                written[i] = f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings)
+    # A written sentence is never empty, so "or" formats the verdict only where none is.
+    return [
+        written.get(i)
+        or f"{'anomalous' if is_flagged else 'normal'} (score {score:.2f}): "
+        + (
+            f"latency {ratio:.1f}x this service's median"
+            if is_ready and ratio == ratio
+            else "nothing unusual"
+        )
+        for i, (is_flagged, score, ratio, is_ready) in enumerate(
+            zip(flagged_list, combined_list, ratios, ready, strict=True)
         )
     ]
-    if not notable:
-        return sentences
-    seen = baseline.events_seen.tolist()
-    window_z = window.latency_zscore.tolist()
-    shift = baseline.latency_shift.tolist()
-    window_output = (outputs or {}).get("sliding_window")
-    is_error = batch.is_error.tolist()
-    window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
-    for i in notable:
-        findings = _findings(
-            latency[i],
-            median[i],
-            ratios[i],
-            ready[i],
-            is_error[i],
-            window_score[i],
-            window_z[i],
-            shift[i],
-            seen[i],
-            batch.levels[i],
-            extra.get(i, ()),
-            window,
-            window_output,
-            i,
-            settings,
-        )
-        if findings:
-            verdict = "anomalous" if flagged_list[i] else "normal"
-            sentences[i] = f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings)
-    return sentences
 
 
 def _verdict(flagged: bool, score: float, ratio: float, ready: bool) -> str:

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.rendering import FailedMethod, MethodLayout, json_values, render_results, result_template
+from app.rendering import (
+    FailedMethod,
+    MethodLayout,
+    json_string_contents,
+    json_values,
+    render_joined,
+    render_results,
+    result_template,
+)
 
 THRESHOLD = 0.5
 CONFIDENCE_EVENTS = 100
@@ -74,8 +82,10 @@ def _as_dicts(
 
 
 @st.composite
-def _answers(draw: st.DrawFn) -> tuple[Any, ...]:
-    n = draw(st.integers(1, 6))
+def _answers(draw: st.DrawFn, pooled: bool = False) -> tuple[Any, ...]:
+    """``pooled``: values drawn from a few per answer, so that many rows are the same for every
+    event (the batch's format then holds them) and others differ in one event only."""
+    n = draw(st.integers(2, 6) if pooled else st.integers(1, 6))
     names = draw(st.lists(texts, max_size=4, unique=True))
     methods = [
         MethodLayout(name, draw(texts), tuple(draw(st.lists(texts, max_size=4, unique=True))))
@@ -85,31 +95,35 @@ def _answers(draw: st.DrawFn) -> tuple[Any, ...]:
     failed = [FailedMethod(name, draw(texts), draw(texts)) for name in failed_names]
     n_metrics = sum(len(m.metrics) for m in methods)
 
+    def pool(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.sampled_from(draw(st.lists(values, min_size=1, max_size=2))) if pooled else values
+
     def row(k: int, values: st.SearchStrategy[float]) -> Any:
-        return np.array(draw(st.lists(values, min_size=k * n, max_size=k * n))).reshape(k, n)
+        return np.array(draw(st.lists(pool(values), min_size=k * n, max_size=k * n))).reshape(k, n)
+
+    strings = pool(texts)
 
     columns = {
         "combined": row(1, st.floats(0.0, 1.0))[0],
-        "flagged": np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        "flagged": np.array(draw(st.lists(pool(st.booleans()), min_size=n, max_size=n))),
         "scores": row(len(methods), st.floats(0.0, 1.0)),
         "metrics": row(n_metrics, floats),
-        "explanations": draw(st.lists(texts, min_size=n, max_size=n)),
-        "services": draw(st.lists(texts, min_size=n, max_size=n)),
-        "seen": np.array(draw(st.lists(st.integers(0, 2**40), min_size=n, max_size=n))),
-        "ready": np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        "explanations": draw(st.lists(strings, min_size=n, max_size=n)),
+        "services": draw(st.lists(strings, min_size=n, max_size=n)),
+        "seen": np.array(draw(st.lists(pool(st.integers(0, 2**40)), min_size=n, max_size=n))),
+        "ready": np.array(draw(st.lists(pool(st.booleans()), min_size=n, max_size=n))),
     }
     return methods, failed, draw(texts), columns
 
 
 @settings(max_examples=300, deadline=None)
-@given(_answers())
+@given(st.one_of(_answers(), _answers(pooled=True)))
 def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
     answer: tuple[Any, ...],
 ) -> None:
     methods, failed, version, columns = answer
     seen = columns["seen"]
-    rendered = render_results(
-        result_template(methods, failed, version),
+    arguments = (
         columns["combined"],
         columns["flagged"],
         columns["scores"].astype(np.float64),
@@ -121,8 +135,12 @@ def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
         columns["ready"],
         seen / (seen + CONFIDENCE_EVENTS),
     )
+    rendered = render_results(result_template(methods, failed, version), *arguments)
     expected = _as_dicts(methods, failed, version, columns)
     assert rendered == [orjson.dumps(answer) for answer in expected]
+    # The same answers written into one text (POST /score/batch's body).
+    joined = render_joined(result_template(methods, failed, version), *arguments, b"<%", b"%>")
+    assert joined == b"<%" + b",".join(rendered) + b"%>"
     # Each event rendered alone (the single-event path) gives the same bytes as in the batch.
     template = result_template(methods, failed, version)
     for i, answer_bytes in enumerate(rendered):
@@ -149,6 +167,12 @@ def test_numbers_are_written_as_orjson_writes_python_floats(values: list[float])
     assert json_values(np.array(values, dtype=np.float64)) == [
         orjson.dumps(value) for value in values
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(texts, st.sampled_from(['",', "\\", '"', '","', "a\\"])), max_size=8))
+def test_string_contents_are_what_orjson_writes_between_the_quotes(strings: list[str]) -> None:
+    assert json_string_contents(strings) == [orjson.dumps(s)[1:-1] for s in strings]
 
 
 def test_a_template_refuses_arrays_made_for_other_methods() -> None:
