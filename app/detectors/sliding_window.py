@@ -55,7 +55,7 @@ def _shift_degrees_of_freedom(events_seen: float) -> float:
     Simulated on normal latencies with this baseline (20-event median/MAD warm-up, then the
     clipped running mean and variance; no decay): the normal tail at 3 spreads is exceeded 3.1x
     as often as it claims in the 5th-24th judged event, 1.6x in the 25th-49th, 1.2x in the
-    50th-99th, and as often from the 100th on; t(n - 1) claims 1.9x, 1.5x, 1.3x and 1.0-1.1x.
+    50th-99th, and as often from the 100th on; t(n - 1) claims 1.9x, 1.5x, 1.3x and 1.0-1.2x.
     A baseline of hundreds of events is judged as before (synthetic seed 11: `batch-export`
     flagged for a shift of 3.6 spreads at its 54th-55th lines). The batch path computes the
     same in numpy (``_rarity_of_batch``)."""
