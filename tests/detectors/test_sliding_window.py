@@ -198,3 +198,47 @@ def test_the_engine_flags_the_evaluation_burst_within_10_seconds(
     ]
     assert flagged_in_burst
     assert flagged_in_burst[0] <= TARGET_DETECT_SECONDS
+
+
+def _shift_rarities(events_seen: list[int], shift: float) -> tuple[np.ndarray, list[float]]:
+    """The sliding window's rarity of events whose baseline (crafted) shows a latency shift of
+    ``shift`` spreads after ``events_seen`` events, as a batch and one event at a time."""
+    from app.baselines import BaselineView
+    from app.detectors.base import ScoringContext
+
+    n = len(events_seen)
+    # No latency in the window's events: its jump test stays out (rarity 1), the shift decides.
+    events = [LogEvent(service="s", level=Level.INFO, message="ok", timestamp=T0) for _ in range(n)]
+
+    def context(rows: list[int]) -> ScoringContext:
+        batch = EventBatch.from_events([events[row] for row in rows])
+        window = WindowStore(300.0, 60, 10, 3600.0, 10).observe(batch)
+        baseline = BaselineView(
+            latency_z=np.full(len(rows), 2.0),
+            median_latency_ms=np.full(len(rows), 100.0),
+            events_seen=np.array([events_seen[row] for row in rows], dtype=np.int64),
+            ready=np.ones(len(rows), dtype=np.bool_),
+            latency_shift=np.full(len(rows), shift),
+        )
+        return ScoringContext(batch, np.zeros((len(rows), 3)), baseline, window)
+
+    detector = SlidingWindowDetector()
+    batch_rarity = detector.rarity(context(list(range(n)))).rarity
+    one_by_one = [float(detector.rarity(context([row])).rarity[0]) for row in range(n)]
+    return batch_rarity, one_by_one
+
+
+def test_a_young_baselines_shift_is_judged_by_t_a_mature_ones_by_about_the_normal() -> None:
+    """The baseline's centre and scale are estimates from its own n events: the recent mean of
+    z-scores against them is t(n - 1), not normal (``_shift_degrees_of_freedom``)."""
+    from scipy.special import ndtr, stdtr
+
+    from app.detectors.sliding_window import LATENCY_SHIFT_SHARE
+
+    rarity, one_by_one = _shift_rarities([30, 60, 100_000], 3.5)
+    assert rarity.tolist() == one_by_one  # the batch of one computes exactly the same
+    np.testing.assert_allclose(rarity[:2], stdtr([29.0, 59.0], -3.5) / LATENCY_SHIFT_SHARE)
+    # Young: well above the normal tail (the shift at 3.5 spreads is ~1 in 1,300 at 30 events,
+    # 1 in 4,300 by the normal); mature: the normal tail within 0.1%.
+    assert rarity[0] > 2.5 * ndtr(-3.5) / LATENCY_SHIFT_SHARE
+    assert rarity[2] == pytest.approx(ndtr(-3.5) / LATENCY_SHIFT_SHARE, rel=1e-3)
