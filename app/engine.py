@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -409,15 +409,21 @@ class ScoringEngine:
         for name, label, output, score in zip(
             names, table.labels, method_outputs, scores, strict=True
         ):
+            metrics: Mapping[str, float | None] = output.metrics
+            # NaN and infinities are written as null. A finite sum has neither (either makes
+            # the sum NaN or infinite): then the detector's own dict (made for this event) is
+            # the answer's, without a copy value by value.
+            total = sum(output.metrics.values())
+            if not total - total == 0.0:
+                metrics = {
+                    metric: value if value - value == 0.0 else None
+                    for metric, value in output.metrics.items()
+                }
             methods[name] = {
                 "anomaly_score": finite_or_none(score),
                 "is_anomaly": score >= threshold,
                 "method": label,
-                # NaN and infinities are written as null (every value is a Python float).
-                "metrics": {
-                    metric: value if value - value == 0.0 else None
-                    for metric, value in output.metrics.items()
-                },
+                "metrics": metrics,
             }
         for name, reason in failures.items():
             methods[name] = {

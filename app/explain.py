@@ -225,12 +225,13 @@ def explain_one(
     notable = {name: [0] for name, score in scores.items() if score >= NOTABLE_SCORE}
     # Only a method with a notable score has findings (the sliding window's burst finding
     # included): only their outputs are needed as the arrays the findings read.
-    arrays = {name: _as_arrays(outputs[name]) for name in notable}
-    extra = (
-        _method_findings(batch, {}, arrays, templates, template_text, settings, None, notable)
-        if notable
-        else {}
-    )
+    arrays: dict[str, MethodOutput] = {}
+    extra: dict[int, list[str]] = {}
+    if notable:
+        arrays = {name: _as_arrays(outputs[name]) for name in notable}
+        extra = _method_findings(
+            batch, {}, arrays, templates, template_text, settings, None, notable
+        )
     ready = baseline.ready.item()
     findings = _findings(
         latency,

@@ -70,7 +70,9 @@ class OneOutput(NamedTuple):
     a numpy call to make and another to read back."""
 
     rarity: float
-    metrics: dict[str, float]  # NaN reads as "not known"
+    # NaN reads as "not known". A dict made for this output alone: the engine hands it on in
+    # its answer.
+    metrics: dict[str, float]
 
 
 class Detector(ABC):
