@@ -96,6 +96,7 @@ class _MethodTable:
     recalibrated_rows: list[int]
     recalibrated_tuple: tuple[str, ...]
     recalibrated_levels: list[int]  # the surprise level of each recalibrated alarm rarity
+    log_rate: float  # numpy's log of the target false-alarm rate, for ``scores_of_one``
 
 
 class ScoringEngine:
@@ -350,6 +351,7 @@ class ScoringEngine:
                 recalibrated,
                 tuple(names[m] for m in recalibrated),
                 alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
+                float(log_false_alarm_rate(q)),
             )
             self._method_tables[names] = table
         return table
@@ -382,8 +384,7 @@ class ScoringEngine:
             )
             for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
                 rarities[m] = rarity
-        target = self.settings.target_false_alarm_rate
-        scores = scores_of_one(rarities, float(log_false_alarm_rate(target))) if names else []
+        scores = scores_of_one(rarities, table.log_rate)
         combined = combine_one(scores, table.weight_list)
         flagged = combined >= threshold
         if flagged:

@@ -89,7 +89,8 @@ class TemplateDetector(Detector):
         rare = view.rarity_of_rare.item()
         surge = view.surge_rarity.item()
         tests = (novelty, system, rare, surge)
-        smallest = math.nan if any(t != t for t in tests) else min(tests)
+        known = novelty == novelty and system == system and rare == rare and surge == surge
+        smallest = min(tests) if known else math.nan
         template_id = view.template_id.item()
         has_template = template_id >= 0
         return OneOutput(
