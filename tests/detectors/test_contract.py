@@ -6,12 +6,16 @@ detector reads the engine's stores and never learns while scoring; unavailable o
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.baselines import BaselineStore
 from app.detectors import (
@@ -379,3 +383,42 @@ def test_online_detector_scores_one_event_as_its_row(name: str) -> None:
         events.append(at_second(("api", "db")[i % 2], level, latency, 0.5 * i, message))
     for start in range(0, len(events), 100):
         assert_one_event_rows(detector, stream_context(stores, events[start : start + 100]))
+
+
+z_values = st.one_of(
+    st.floats(width=64),
+    st.floats(-6.0, 6.0),
+    st.floats(width=32).map(float),
+    st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, 3.4028235e38, 3.4028236e38]),
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(
+        st.tuples(
+            z_values, st.sampled_from([0.0, 1.0, 2.0, 3.0, 0.5]), st.sampled_from([0.0, 1.0])
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_forest_one_event_is_its_row_for_any_latency_z(
+    rows: list[tuple[float, float, float]],
+) -> None:
+    """Any float64 latency_z (NaN, infinities, beyond float32's range, subnormals), every level
+    (and one without a table), either latency_missing: the table's values are the kernel's."""
+    assert_one_event_rows(_small_forest(), context_for(np.array(rows, dtype=np.float64)))
+
+
+def test_forest_tables_follow_a_refit() -> None:
+    detector = IsolationForestDetector(n_estimators=20).fit(normal_features(500, 15))
+    context = context_for(normal_features(50, 16))
+    assert_one_event_rows(detector, context)
+    detector.fit(normal_features(500, 17) * 3.0)  # another forest, another calibrator
+    assert_one_event_rows(detector, context)
+
+
+@functools.cache
+def _small_forest() -> IsolationForestDetector:
+    return IsolationForestDetector(n_estimators=25).fit(normal_features(700, 18))
