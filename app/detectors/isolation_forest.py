@@ -1,4 +1,5 @@
-"""Isolation Forest over service-relative features: fitted by scikit-learn, scored by FlatForest."""
+"""Isolation Forest over service-relative features: fitted by scikit-learn, scored by FlatForest
+(a batch), or for one event by the forest's step tables along latency_z (``_Steps``)."""
 
 from __future__ import annotations
 
