@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ import orjson
 from app.baselines import BaselineStore, BaselineView
 from app.batching import ScoreCoalescer
 from app.combiner import combine_matrix
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 from app.detectors.calibration import (
     OnlineRecalibration,
     alarm_arrays,
@@ -98,6 +98,7 @@ class _MethodTable:
     recalibrated_rows: list[int]
     recalibrated_tuple: tuple[str, ...]
     recalibrated_levels: list[int]  # the surprise level of each recalibrated alarm rarity
+    log_rate: float  # numpy's log of the target false-alarm rate, for ``scores_of_one``
 
 
 # What ``render_results`` takes after the template, in its order.
@@ -285,7 +286,7 @@ class ScoringEngine:
     def _score_one(self, batch: EventBatch, messages: Sequence[str]) -> ScoreDict:
         model = self._model
         context = self.observe((), batch, messages)
-        outputs, failures = self._run_detectors(model, context)
+        outputs, failures = self._run_detectors_one(model, context)
         return self._answer_of_one(model, context, outputs, failures)
 
     def _run_detectors(
@@ -297,11 +298,27 @@ class ScoringEngine:
             try:
                 outputs[detector.name] = detector.rarity(context)
             except Exception as exc:
-                # One broken method must not fail the request: it is reported as degraded.
-                log.exception("detector %s failed; scoring without it", detector.name)
-                failures[detector.name] = f"{type(exc).__name__}: {exc}"
-                self.detector_failures[detector.name] += 1
+                self._failed(detector, exc, failures)
         return outputs, failures
+
+    def _run_detectors_one(
+        self, model: Model, context: ScoringContext
+    ) -> tuple[dict[str, OneOutput], dict[str, str]]:
+        """``_run_detectors`` of a batch of one, each method's output as Python floats."""
+        outputs: dict[str, OneOutput] = {}
+        failures: dict[str, str] = {}
+        for detector in self._detectors(model):
+            try:
+                outputs[detector.name] = detector.rarity_one(context)
+            except Exception as exc:
+                self._failed(detector, exc, failures)
+        return outputs, failures
+
+    def _failed(self, detector: Detector, exc: Exception, failures: dict[str, str]) -> None:
+        # One broken method must not fail the request: it is reported as degraded.
+        log.exception("detector %s failed; scoring without it", detector.name)
+        failures[detector.name] = f"{type(exc).__name__}: {exc}"
+        self.detector_failures[detector.name] += 1
 
     def _score(self, batch: EventBatch, messages: Sequence[str]) -> list[bytes]:
         if len(batch) == 1:
@@ -411,6 +428,7 @@ class ScoringEngine:
                 recalibrated,
                 tuple(names[m] for m in recalibrated),
                 alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
+                float(log_false_alarm_rate(q)),
             )
             self._method_tables[names] = table
         return table
@@ -419,7 +437,7 @@ class ScoringEngine:
         self,
         model: Model,
         context: ScoringContext,
-        outputs: dict[str, MethodOutput],
+        outputs: dict[str, OneOutput],
         failures: dict[str, str],
     ) -> ScoreDict:
         """``_render`` of a batch of one, read back from its JSON: the same steps on Python
@@ -428,8 +446,8 @@ class ScoringEngine:
         threshold = self.settings.anomaly_threshold
         names = tuple(outputs)
         table = self._method_table(names)
-        method_outputs = [outputs[name] for name in names]
-        rarities = [float(output.rarity.item()) for output in method_outputs]
+        method_outputs = list(outputs.values())
+        rarities = [output.rarity for output in method_outputs]
         service = batch.services[0]
         if table.recalibrated_rows:
             calibrated = recalibrate_one(
@@ -443,8 +461,7 @@ class ScoringEngine:
             )
             for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
                 rarities[m] = rarity
-        target = self.settings.target_false_alarm_rate
-        scores = scores_of_one(rarities, float(log_false_alarm_rate(target))) if names else []
+        scores = scores_of_one(rarities, table.log_rate)
         combined = combine_one(scores, table.weight_list)
         flagged = combined >= threshold
         if flagged:
@@ -477,12 +494,16 @@ class ScoringEngine:
         for name, label, output, score in zip(
             names, table.labels, method_outputs, scores, strict=True
         ):
-            metrics = {}
-            for metric, column in output.metrics.items():
-                value = column.item()
-                # NaN and infinities are written as null; float(): what float64 writes of an
-                # integer or a boolean column (a float is returned as it is).
-                metrics[metric] = float(value) if value - value == 0 else None
+            metrics: Mapping[str, float | None] = output.metrics
+            # NaN and infinities are written as null. A finite sum has neither (either makes
+            # the sum NaN or infinite): then the detector's own dict (made for this event) is
+            # the answer's, without a copy value by value.
+            total = sum(output.metrics.values())
+            if not total - total == 0.0:
+                metrics = {
+                    metric: value if value - value == 0.0 else None
+                    for metric, value in output.metrics.items()
+                }
             methods[name] = {
                 "anomaly_score": finite_or_none(score),
                 "is_anomaly": score >= threshold,

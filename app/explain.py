@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.baselines import MIN_MEDIAN_FOR_RATIO_MS, BaselineView
-from app.detectors.base import MethodOutput
+from app.detectors.base import MethodOutput, OneOutput
 from app.detectors.sliding_window import BURST_SHARE, SCAN_CORRECTION, error_burst_scan
 from app.events import EventBatch
 from app.patterns import NEW_BELOW, RECENT_EVENTS
@@ -239,12 +239,12 @@ def explain_one(
     combined: float,
     flagged: bool,
     settings: Settings,
-    outputs: dict[str, MethodOutput],
+    outputs: dict[str, OneOutput],
     templates: TemplateView | None,
     template_text: Callable[[int], str | None] | None,
 ) -> str:
-    """``explain`` of a batch of one, from its scores as Python floats: the same sentence,
-    without the arrays ``explain`` makes and reads for every event."""
+    """``explain`` of a batch of one, from its scores and outputs as Python floats: the same
+    sentence, without the arrays ``explain`` makes and reads for every event."""
     # item(): each one-value column's Python value, as tolist() gives it, without a list.
     latency, median = batch.latency_ms.item(), baseline.median_latency_ms.item()
     ratio = (
@@ -253,11 +253,15 @@ def explain_one(
         else math.nan
     )
     notable = {name: [0] for name, score in scores.items() if score >= NOTABLE_SCORE}
-    extra = (
-        _method_findings(batch, {}, outputs, templates, template_text, settings, None, notable)
-        if notable
-        else {}
-    )
+    # Only a method with a notable score has findings (the sliding window's burst finding
+    # included): only their outputs are needed as the arrays the findings read.
+    arrays: dict[str, MethodOutput] = {}
+    extra: dict[int, list[str]] = {}
+    if notable:
+        arrays = {name: _as_arrays(outputs[name]) for name in notable}
+        extra = _method_findings(
+            batch, {}, arrays, templates, template_text, settings, None, notable
+        )
     ready = baseline.ready.item()
     findings = _findings(
         latency,
@@ -272,7 +276,7 @@ def explain_one(
         batch.levels[0],
         extra.get(0, ()),
         window,
-        outputs.get("sliding_window"),
+        arrays.get("sliding_window"),
         0,
         settings,
     )
@@ -281,6 +285,14 @@ def explain_one(
             findings
         )
     return _verdict(flagged, combined, ratio, ready)
+
+
+def _as_arrays(output: OneOutput) -> MethodOutput:
+    """A batch of one's output as the 1-element arrays of ``MethodOutput``."""
+    return MethodOutput(
+        np.array([output.rarity]),
+        {name: np.array([value]) for name, value in output.metrics.items()},
+    )
 
 
 def _percent(rate: float) -> str:

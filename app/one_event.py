@@ -133,10 +133,10 @@ def _surprise_levels(stacked: list[float]) -> list[int]:
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     """``rarity_to_score`` of one event's rarities (one per method)."""
     # np.fmax(np.fmin(r, 1.0), MIN_RARITY): a NaN rarity (no evidence) becomes 1.
-    clipped = []
-    for rarity in rarities:
-        capped = rarity if rarity < 1.0 else 1.0
-        clipped.append(capped if capped > MIN_RARITY else MIN_RARITY)
+    clipped = [
+        capped if capped > MIN_RARITY else MIN_RARITY
+        for capped in [rarity if rarity < 1.0 else 1.0 for rarity in rarities]
+    ]
     # Rarity 1 (no evidence: most methods for most events) has the log numpy gives it, taken
     # once at import; the others take one np.log call (np.array first: a ufunc converts a list
     # through a slower path).
@@ -147,7 +147,9 @@ def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     else:
         linear = [0.5 * _LOG_OF_ONE / log_rate] * len(clipped)
     # "+ 0.0": the -0.0 of log(1) as 0.0. Past the bend, the array version clips to [0, 1].
-    if all(value <= BEND_AT for value in linear):
+    # Every value is finite (a clipped rarity's log over log(q), q in (0, 0.5) by the settings):
+    # max() is the test of every value at once.
+    if not linear or max(linear) <= BEND_AT:
         return [(value if value >= 0.0 else 0.0) + 0.0 for value in linear]
     scores = []
     for value in linear:

@@ -176,15 +176,24 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
         "feature_matrix": partial(feature_matrix, baseline.latency_z, batch.level_scores),
         "all per-service stores (engine.observe)": partial(engine.observe, events, batch),
     }
+    # A batch of one takes its own path (ScoringEngine.score_one): each detector's rarity_one
+    # (Python floats), the answer built as a dict on Python floats, written with orjson.dumps
+    # by score_json.
     for active in engine._detectors(engine.model):
-        stages[f"detector {active.name}"] = partial(active.rarity, context)
+        stages[f"detector {active.name}"] = partial(
+            active.rarity_one if size == 1 else active.rarity, context
+        )
     stages["  forest, compiled evaluator"] = partial(forest.score_samples, features, "compiled")
     stages["  forest, numpy evaluator"] = partial(forest.score_samples, features, "numpy")
     outputs = {active.name: active.rarity(context) for active in engine._detectors(engine.model)}
-    # A batch of one takes its own path (ScoringEngine.score_one): the answer built as a dict
-    # on Python floats, written with orjson.dumps by score_json.
     stages["rendering (recalibration, scores, explanation, JSON answers)"] = (
-        partial(engine._answer_of_one, engine.model, context, outputs, {})
+        partial(
+            engine._answer_of_one,
+            engine.model,
+            context,
+            engine._run_detectors_one(engine.model, context)[0],
+            {},
+        )
         if size == 1
         else partial(
             engine._render,

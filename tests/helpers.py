@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 
+from app.events import EventBatch
 from app.schemas.training import JobStatus
+
+T = TypeVar("T")
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 FINAL_STATUSES = {JobStatus.succeeded.value, JobStatus.failed.value}
@@ -77,3 +82,27 @@ async def stored_versions(client: httpx.AsyncClient) -> list[str]:
     response = await client.get("/models")
     assert response.status_code == 200
     return [info["version"] for info in response.json()["versions"]]
+
+
+def sliced(value: T, i: int) -> T:
+    """``value`` (an array, a list or a dataclass of them) for event i alone."""
+    if isinstance(value, np.ndarray):
+        return value[i : i + 1].copy()  # type: ignore[return-value]
+    if isinstance(value, list):
+        return value[i : i + 1]  # type: ignore[return-value]
+    if isinstance(value, EventBatch):  # built from its five given columns; the rest derived
+        one = EventBatch(
+            sliced(value.services, i),
+            sliced(value.levels, i),
+            sliced(value.level_scores, i),
+            sliced(value.latency_ms, i),
+            sliced(value.timestamps, i),
+        )
+        return one  # type: ignore[return-value]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # the stores' NamedTuple views
+        return type(value)(*(sliced(column, i) for column in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: sliced(getattr(value, f.name), i) for f in dataclasses.fields(value)}
+        init = {f.name: fields[f.name] for f in dataclasses.fields(value) if f.init}
+        return type(value)(**init)
+    return value

@@ -77,7 +77,9 @@ def test_a_failing_method_is_reported_as_degraded(
     def broken(self: SlidingWindowDetector, context: ScoringContext) -> MethodOutput:
         raise RuntimeError("window store unavailable")
 
+    # Both entry points: a batch's and the batch of one's (``rarity_one``).
     monkeypatch.setattr(SlidingWindowDetector, "rarity", broken)
+    monkeypatch.setattr(SlidingWindowDetector, "rarity_one", broken)
     (result,) = engine.score([LogEvent(service="a", level=Level.INFO, latency_ms=5.0)])
     window: dict[str, Any] = result["methods"]["sliding_window"]
     assert window["degraded"] == "RuntimeError: window store unavailable"

@@ -202,7 +202,9 @@ async def test_a_raising_detector_is_reported_degraded(
     def broken(self: object, context: object) -> object:
         raise FloatingPointError("simulated failure inside the detector")
 
+    # Both entry points: a batch's and the batch of one's (``rarity_one``).
     monkeypatch.setattr(detector, "rarity", broken)
+    monkeypatch.setattr(detector, "rarity_one", broken)
     event = {"service": "api", "level": "WARN", "latency_ms": 5000.0}
     async for running_app in start_app(seeded_settings(tmp_path)):
         client = running_app.client

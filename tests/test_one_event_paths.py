@@ -6,11 +6,10 @@ values both ways and compares them bit for bit (NaN included)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.combiner import combine_matrix
-from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.base import MethodOutput, OneOutput, ScoringContext
 from app.detectors.calibration import (
     MAX_CALIBRATION_EVENTS,
     MIN_RARITY,
@@ -49,8 +48,7 @@ from app.one_event import (
 from app.repeats import AlarmRepeats
 from app.schemas.events import LogEvent
 from tests.conftest import make_settings
-
-T = TypeVar("T")
+from tests.helpers import sliced
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -104,37 +102,14 @@ def test_tail_calibrator_rarity_of_one_score_equals_the_batch(
     values = np.array([*scores, *calibrator.quantiles[:: max(1, seed % 17)], *rng.normal(size=5)])
     values = np.concatenate([values, calibrator.tail_start + rng.exponential(size=3)])
     whole = calibrator.rarity(values)
-    for i, value in enumerate(values):
-        alone = calibrator.rarity(np.array([value]))
-        assert _same_bits(alone, whole[i : i + 1]), value
+    for i, value in enumerate(values.tolist()):
+        alone = calibrator.rarity_one(value)
+        assert type(alone) is float
+        assert _same_bits(np.array([alone]), whole[i : i + 1]), value
     assert np.nanmin(whole, initial=1.0) >= 0.0
     assert np.all(np.isnan(whole) | (whole <= 1.0))
     body = values[~(values > calibrator.tail_start) & ~np.isnan(values)]
     assert np.all(calibrator.rarity(body) >= TAIL_FRACTION)
-
-
-def _sliced(value: T, i: int) -> T:
-    """``value`` (an array, a list or a dataclass of them) for event i alone."""
-    if isinstance(value, np.ndarray):
-        return value[i : i + 1].copy()  # type: ignore[return-value]
-    if isinstance(value, list):
-        return value[i : i + 1]  # type: ignore[return-value]
-    if isinstance(value, EventBatch):  # built from its five given columns; the rest derived
-        sliced = EventBatch(
-            _sliced(value.services, i),
-            _sliced(value.levels, i),
-            _sliced(value.level_scores, i),
-            _sliced(value.latency_ms, i),
-            _sliced(value.timestamps, i),
-        )
-        return sliced  # type: ignore[return-value]
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # the stores' NamedTuple views
-        return type(value)(*(_sliced(column, i) for column in value))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _sliced(getattr(value, f.name), i) for f in dataclasses.fields(value)}
-        init = {f.name: fields[f.name] for f in dataclasses.fields(value) if f.init}
-        return type(value)(**init)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -165,27 +140,27 @@ def _events(n: int, seed: int) -> list[dict[str, Any]]:
     return events
 
 
-def test_batch_detectors_score_one_event_as_in_a_batch(engine: ScoringEngine) -> None:
-    """The forest and autoencoder adapters' one-event paths, against the same events in a batch
-    (warming-up services, events without latency and extreme latencies included)."""
+def test_every_detector_scores_one_event_as_in_a_batch(engine: ScoringEngine) -> None:
+    """Every detector's one-event path (``rarity_one``, Python floats) against the same events
+    in a batch (warming-up services, events without latency and extreme latencies included)."""
     events = parse_events(_events(300, seed=5))
     context = engine.observe(events, EventBatch.from_events(events))
-    detectors = [engine.model.isolation_forest, engine.model.autoencoder]
-    for detector in detectors:
-        assert detector is not None
+    for detector in engine._detectors(engine.model):
         whole = detector.rarity(context)
         for i in range(len(events)):
-            alone = detector.rarity(_sliced(context, i))
-            assert _same_bits(alone.rarity, whole.rarity[i : i + 1])
-            assert alone.metrics.keys() == whole.metrics.keys()
+            alone = detector.rarity_one(sliced(context, i))
+            assert _same_bits(np.array([alone.rarity]), whole.rarity[i : i + 1]), detector.name
+            assert list(alone.metrics) == list(whole.metrics)
             for name, column in whole.metrics.items():
-                assert _same_bits(np.asarray(alone.metrics[name]), column[i : i + 1]), name
+                value = alone.metrics[name]
+                assert type(value) is float, name
+                assert _same_bits(np.array([value]), column[i : i + 1]), name
 
 
 def test_sliced_context_is_a_scoring_context(engine: ScoringEngine) -> None:
     events = parse_events(_events(3, seed=1))
     context = engine.observe(events, EventBatch.from_events(events))
-    assert isinstance(_sliced(context, 1), ScoringContext)
+    assert isinstance(sliced(context, 1), ScoringContext)
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
@@ -420,7 +395,7 @@ def test_one_event_answer_is_the_rendered_one(
     model = model_from_arrays("t-1", result.arrays, result.description)
     settings_ = make_settings(tmp_path, max_services=max_services)
     fused, rendered = ScoringEngine(settings_, model), ScoringEngine(settings_, model)
-    original = SequenceDetector.rarity
+    original, original_one = SequenceDetector.rarity, SequenceDetector.rarity_one
     failing = {"now": False}
 
     def sometimes_failing(self: SequenceDetector, context: ScoringContext) -> MethodOutput:
@@ -428,7 +403,13 @@ def test_one_event_answer_is_the_rendered_one(
             raise ValueError("sequence store unavailable")
         return original(self, context)
 
+    def sometimes_failing_one(self: SequenceDetector, context: ScoringContext) -> OneOutput:
+        if failing["now"]:
+            raise ValueError("sequence store unavailable")
+        return original_one(self, context)
+
     monkeypatch.setattr(SequenceDetector, "rarity", sometimes_failing)
+    monkeypatch.setattr(SequenceDetector, "rarity_one", sometimes_failing_one)
     anomalies = findings = 0
     for i, event in enumerate(_varied_events(2500, seed=max_services)):
         failing["now"] = i % 97 == 5

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app import baselines, forecasts, patterns, windows
 from app.baselines import BaselineStore, SeedBaseline
-from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.base import MethodOutput, OneOutput, ScoringContext
 from app.detectors.forecast import ForecastDetector
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
@@ -204,6 +204,13 @@ def assert_same_output(new: MethodOutput, old: MethodOutput) -> None:
         np.testing.assert_array_equal(new.metrics[name], values, err_msg=name, strict=True)
 
 
+def as_arrays(output: OneOutput) -> MethodOutput:
+    """A detector's one-event output (Python floats) as the 1-element arrays of a batch's."""
+    return MethodOutput(
+        np.array([output.rarity]), {k: np.array([v]) for k, v in output.metrics.items()}
+    )
+
+
 def one_event_contexts(batches: list[EventBatch], max_services: int) -> list[ScoringContext]:
     """Each event of the stream as a batch of one, with the views the engine gives detectors."""
     baseline_store = BaselineStore(3, 600.0, max_services)
@@ -230,7 +237,9 @@ def test_sliding_window_detector_on_one_event_matches_its_batch_path(
 ) -> None:
     detector = SlidingWindowDetector()
     for context in one_event_contexts(batches, max_services):
-        assert_same_output(detector.rarity(context), detector._rarity_of_batch(context))
+        assert_same_output(
+            as_arrays(detector.rarity_one(context)), detector._rarity_of_batch(context)
+        )
 
 
 WORDS = ["disk", "full", "user", "login", "failed", "timeout", "upstream", "503", "id=7", "ok"]
@@ -387,7 +396,7 @@ def test_online_detectors_on_one_event_match_their_batch_path(
             doubled(forecasts),
         )
         for detector in detectors:
-            single, pair = detector.rarity(one), detector.rarity(two)
+            single, pair = as_arrays(detector.rarity_one(one)), detector.rarity(two)
             assert_same_output(
                 single,
                 MethodOutput(pair.rarity[:1], {k: v[:1] for k, v in pair.metrics.items()}),

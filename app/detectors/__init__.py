@@ -5,6 +5,7 @@ from app.detectors.base import (
     Detector,
     MethodOutput,
     NotFittedError,
+    OneOutput,
     ScoringContext,
 )
 from app.detectors.registry import DETECTOR_TYPES
@@ -15,5 +16,6 @@ __all__ = [
     "Detector",
     "MethodOutput",
     "NotFittedError",
+    "OneOutput",
     "ScoringContext",
 ]

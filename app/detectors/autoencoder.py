@@ -24,7 +24,13 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from app.detectors.base import BatchDetector, MethodOutput, NotFittedError, ScoringContext
+from app.detectors.base import (
+    BatchDetector,
+    MethodOutput,
+    NotFittedError,
+    OneOutput,
+    ScoringContext,
+)
 from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
 from app.detectors.compiled import compile_kernel
 from app.features import FEATURE_NAMES
@@ -284,24 +290,36 @@ class AutoencoderDetector(BatchDetector):
         # While a service's baseline warms up, its latency feature reads "missing" although the
         # event has one: that combination says nothing about the event, so it is not judged.
         latency = context.batch.latency_ms
-        if len(error) == 1:
-            # The batch of one of /score: the test on Python floats, no np.where.
-            (missing,), (event_latency,) = (
-                context.features[:, _MISSING_COLUMN].tolist(),
-                latency.tolist(),
-            )
-            if missing == 1.0 and event_latency == event_latency:
-                return MethodOutput(
-                    rarity=np.ones(1), metrics={"reconstruction_error": np.full(1, np.nan)}
-                )
-            return MethodOutput(
-                rarity=self.calibrator_.rarity(error), metrics={"reconstruction_error": error}
-            )
         warming_up = (context.features[:, _MISSING_COLUMN] == 1.0) & (latency == latency)
         return MethodOutput(
             rarity=np.where(warming_up, 1.0, self.calibrator_.rarity(error)),
             metrics={"reconstruction_error": np.where(warming_up, np.nan, error)},
         )
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        calibrator = self.calibrator_
+        if calibrator is None or self.mean_ is None or self.std_ is None:
+            raise NotFittedError("autoencoder is not fitted")
+        features = context.features
+        # The warming-up test of ``rarity`` on Python floats, before any network arithmetic.
+        latency = context.batch.latency_ms.item()
+        if features.item(0, _MISSING_COLUMN) == 1.0 and latency == latency:
+            return OneOutput(1.0, {"reconstruction_error": math.nan})
+        if _COMPILED_RECONSTRUCTION is None:
+            error = self.reconstruction_error(features).item()
+        else:
+            # The kernel ``reconstruction_error`` calls on the same 1-row matrix, without its
+            # evaluator choice and checks.
+            flat_weights, flat_biases, widths = self._flat
+            error = _COMPILED_RECONSTRUCTION(
+                np.ascontiguousarray(features, dtype=np.float64),
+                self.mean_,
+                self.std_,
+                flat_weights,
+                flat_biases,
+                widths,
+            ).item()
+        return OneOutput(calibrator.rarity_one(error), {"reconstruction_error": error})
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         if (

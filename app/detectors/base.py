@@ -64,6 +64,17 @@ class MethodOutput(NamedTuple):
     metrics: Mapping[str, FloatArray] = _NO_METRICS  # NaN reads as "not known"
 
 
+class OneOutput(NamedTuple):
+    """``MethodOutput`` of a batch of one as Python floats: what ``Detector.rarity_one`` gives
+    (every /score and ``AnomalyDetector.predict``), where a 1-element array per value would cost
+    a numpy call to make and another to read back."""
+
+    rarity: float
+    # NaN reads as "not known". A dict made for this output alone: the engine hands it on in
+    # its answer.
+    metrics: dict[str, float]
+
+
 class Detector(ABC):
     name: ClassVar[str]
     method: ClassVar[str]
@@ -89,6 +100,16 @@ class Detector(ABC):
 
     @abstractmethod
     def rarity(self, context: ScoringContext) -> MethodOutput: ...
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        """``rarity`` of a context of one event, each value as the Python float of its 1-element
+        array (bit for bit; tests/detectors/test_contract.py checks every detector). Detectors
+        override it with the same arithmetic on Python floats."""
+        output = self.rarity(context)
+        return OneOutput(
+            float(output.rarity.item()),
+            {name: float(column.item()) for name, column in output.metrics.items()},
+        )
 
 
 class BatchDetector(Detector):

@@ -140,19 +140,20 @@ class TailCalibrator:
         tail_scale = max(tail_scale, 0.01 * spread, 1e-9)
         return cls(quantiles, levels, tail_start, tail_scale)
 
+    def rarity_one(self, score: float) -> float:
+        """``rarity`` of one score, as a Python float."""
+        if score > self.tail_start:
+            # In the tail (5% of normal events): the array arithmetic, whose np.exp is not
+            # the math module's in the last bit.
+            return float(self.rarity(np.array([score])).item())
+        # In the body: the same arithmetic on Python floats.
+        body = 1.0 - interp_one(score, *self.grid_lists)
+        # np.maximum's result (a NaN stays NaN).
+        return body if not body <= TAIL_FRACTION else TAIL_FRACTION
+
     def rarity(self, raw_scores: npt.ArrayLike) -> FloatArray:
         """P(a normal score >= raw score)."""
         scores = np.asarray(raw_scores, dtype=np.float64)
-        if scores.shape == (1,):
-            (score,) = scores.tolist()
-            if not score > self.tail_start:
-                # One score in the body (the batch of one of /score, 95% of the time): the
-                # same arithmetic on Python floats, one numpy call where the arrays take five.
-                body_of_one = 1.0 - interp_one(score, *self.grid_lists)
-                # np.maximum's result (a NaN stays NaN).
-                return np.array(
-                    [body_of_one if not body_of_one <= TAIL_FRACTION else TAIL_FRACTION]
-                )
         body = 1.0 - np.interp(scores, self.quantiles, self.levels)
         body = np.maximum(body, TAIL_FRACTION)
         in_tail = scores > self.tail_start

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 from app.forecasts import SEASON_HALFLIFE_DAYS
 
 
@@ -45,16 +45,8 @@ class ForecastDetector(Detector):
         view = context.forecasts
         if view is None:
             raise RuntimeError("forecast detector needs the engine's forecast view")
-        if len(view.latency_rarity) == 1:
-            # The batch of one of every /score: Python floats, one array (NaN propagates as
-            # through np.minimum).
-            latency, error = float(view.latency_rarity[0]), float(view.error_rarity[0])
-            smallest = latency if latency != latency or latency < error else error
-            rarity = np.array([min(1.0, 2.0 * smallest) if smallest == smallest else smallest])
-        else:
-            rarity = np.minimum(1.0, 2.0 * np.minimum(view.latency_rarity, view.error_rarity))
         return MethodOutput(
-            rarity=rarity,
+            rarity=np.minimum(1.0, 2.0 * np.minimum(view.latency_rarity, view.error_rarity)),
             metrics={
                 "latency_forecast_ms": view.latency_forecast_ms,
                 "latency_interval_low_ms": view.latency_low_ms,
@@ -63,5 +55,25 @@ class ForecastDetector(Detector):
                 "error_rate_forecast": view.error_rate_forecast,
                 "bucket_errors": view.bucket_errors,
                 "bucket_events": view.bucket_events,
+            },
+        )
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        view = context.forecasts
+        if view is None:
+            raise RuntimeError("forecast detector needs the engine's forecast view")
+        # NaN propagates as through np.minimum.
+        latency, error = view.latency_rarity.item(), view.error_rarity.item()
+        smallest = latency if latency != latency or latency < error else error
+        return OneOutput(
+            min(1.0, 2.0 * smallest) if smallest == smallest else smallest,
+            {
+                "latency_forecast_ms": view.latency_forecast_ms.item(),
+                "latency_interval_low_ms": view.latency_low_ms.item(),
+                "latency_interval_high_ms": view.latency_high_ms.item(),
+                "latency_residual_z": view.latency_residual_z.item(),
+                "error_rate_forecast": view.error_rate_forecast.item(),
+                "bucket_errors": view.bucket_errors.item(),
+                "bucket_events": view.bucket_events.item(),
             },
         )

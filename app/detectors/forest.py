@@ -242,6 +242,13 @@ class FlatForest:
         depths: FloatArray = np.cumsum(self.leaf_value[nodes], axis=0)[-1]
         return depths
 
+    def split_thresholds(self, feature: int) -> FloatArray:
+        """The distinct thresholds of the splits on ``feature``, ascending (leaves, which point
+        to themselves, split nothing)."""
+        splits = (self.left != np.arange(self.left.shape[0])) & (self.feature == feature)
+        thresholds: FloatArray = np.unique(self.threshold[splits])
+        return thresholds
+
     def predict_outlier(self, features: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """scikit-learn's ``predict(X) == -1``."""
         return np.asarray(self.score_samples(features) - self.offset < 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 
 
 class LikelihoodDetector(Detector):
@@ -35,3 +35,9 @@ class LikelihoodDetector(Detector):
         return MethodOutput(
             rarity=view.likelihood_rarity, metrics={"likelihood_z": view.likelihood_z}
         )
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        view = context.forecasts
+        if view is None:
+            raise RuntimeError("likelihood detector needs the engine's forecast view")
+        return OneOutput(view.likelihood_rarity.item(), {"likelihood_z": view.likelihood_z.item()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 
 
 class PatternDetector(Detector):
@@ -36,5 +36,18 @@ class PatternDetector(Detector):
                 "novel_pattern_order": view.novel_order,
                 "recent_novel_patterns": view.recent_novel,
                 "novelty_rate": view.novelty_rate,
+            },
+        )
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        view = context.patterns
+        if view is None:
+            raise RuntimeError("pattern detector needs the engine's pattern view")
+        return OneOutput(
+            view.rarity.item(),
+            {
+                "novel_pattern_order": view.novel_order.item(),
+                "recent_novel_patterns": view.recent_novel.item(),
+                "novelty_rate": view.novelty_rate.item(),
             },
         )

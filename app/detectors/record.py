@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 
 
 class RecordDetector(Detector):
@@ -37,5 +37,18 @@ class RecordDetector(Detector):
                 "range_margin": view.margin,
                 "range_low_ms": view.low_ms,
                 "range_high_ms": view.high_ms,
+            },
+        )
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        view = context.records
+        if view is None:
+            raise RuntimeError("record detector needs the engine's record view")
+        return OneOutput(
+            view.rarity.item(),
+            {
+                "range_margin": view.margin.item(),
+                "range_low_ms": view.low_ms.item(),
+                "range_high_ms": view.high_ms.item(),
             },
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 
 
 class SequenceDetector(Detector):
@@ -32,13 +33,21 @@ class SequenceDetector(Detector):
         view = context.sequences
         if view is None:
             raise RuntimeError("sequence detector needs the engine's sequence view")
-        if len(view.rank) == 1:
-            # The batch of one of every /score: one array from a float, not np.where's three.
-            rank = int(view.rank[0])
-            ranks = np.array([rank if rank > 0 else np.nan], dtype=np.float64)
-        else:
-            ranks = np.where(view.rank > 0, view.rank, np.nan)
+        ranks = np.where(view.rank > 0, view.rank, np.nan)
         return MethodOutput(
             rarity=view.rarity,
             metrics={"next_template_probability": view.probability, "next_template_rank": ranks},
+        )
+
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        view = context.sequences
+        if view is None:
+            raise RuntimeError("sequence detector needs the engine's sequence view")
+        rank = view.rank.item()
+        return OneOutput(
+            view.rarity.item(),
+            {
+                "next_template_probability": view.probability.item(),
+                "next_template_rank": float(rank) if rank > 0 else math.nan,
+            },
         )

@@ -10,7 +10,7 @@ import numpy.typing as npt
 from scipy.special import stdtr
 from scipy.special.cython_special import stdtr as stdtr_one
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 from app.windows import RECENT_EVENTS
 
 FloatArray = npt.NDArray[np.float64]
@@ -153,8 +153,6 @@ class SlidingWindowDetector(Detector):
         }
 
     def rarity(self, context: ScoringContext) -> MethodOutput:
-        if len(context.batch) == 1:
-            return self._rarity_of_one(context)
         return self._rarity_of_batch(context)
 
     def _rarity_of_batch(self, context: ScoringContext) -> MethodOutput:
@@ -210,32 +208,31 @@ class SlidingWindowDetector(Detector):
             },
         )
 
-    def _rarity_of_one(self, context: ScoringContext) -> MethodOutput:
-        """``_rarity_of_batch`` for the batch of one of every /score, on Python floats: the same
-        tests in the same arithmetic (scipy's scalar entry points call the C functions its
-        ufuncs call), at a fraction of two dozen numpy calls' overhead on one value."""
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        """``rarity`` of a batch of one (every /score) on Python floats: the same tests in the
+        same arithmetic (scipy's scalar entry points call the C functions its ufuncs call), at a
+        fraction of two dozen numpy calls' overhead on one value."""
         window = context.window
         baseline = context.baseline
-        total = float(window.total[0])
-        errors = float(window.errors[0])
-        recent_errors = float(window.recent_errors[0])
-        expected = float(window.expected_error_rate[0])
+        # item(): each 1-element column's Python value without a numpy scalar.
+        total = float(window.total.item())
+        expected = window.expected_error_rate.item()
         bursts = 1.0
-        if context.batch.is_error[0]:
+        if context.batch.is_error.item():
             bursts = error_burst_rarity(
-                int(window.recent_error_bits[0]), expected, float(window.error_rate_weight[0])
+                window.recent_error_bits.item(), expected, window.error_rate_weight.item()
             )
-        z = float(window.latency_zscore[0])
+        z = window.latency_zscore.item()
         if z != z:
             latency_jump = 1.0
         else:
             t, df = _jump_t(z, total)
             latency_jump = stdtr_one(df, -t)
-        shift = float(baseline.latency_shift[0])
+        shift = baseline.latency_shift.item()
         # NaN compares False: no shift, or no latency of the event's own.
-        part_of_shift = shift == shift and baseline.latency_z[0] >= SHIFT_MIN_OWN_Z
+        part_of_shift = shift == shift and baseline.latency_z.item() >= SHIFT_MIN_OWN_Z
         latency_shift = (
-            stdtr_one(_shift_degrees_of_freedom(float(baseline.events_seen[0])), -shift)
+            stdtr_one(_shift_degrees_of_freedom(float(baseline.events_seen.item())), -shift)
             if part_of_shift
             else 1.0
         )
@@ -243,19 +240,15 @@ class SlidingWindowDetector(Detector):
             bursts / BURST_SHARE,
             min(latency_jump / LATENCY_JUMP_SHARE, latency_shift / LATENCY_SHIFT_SHARE),
         )
-        rarity, error_rate, total_logs, recent, burst = np.array(
-            [[min(1.0, smallest)], [errors / total if total > 0 else 0.0], [total],
-             [recent_errors], [bursts]]
-        )  # fmt: skip
-        return MethodOutput(
-            rarity=rarity,
-            metrics={
-                "error_rate": error_rate,
-                "latency_zscore": window.latency_zscore,
-                "total_logs": total_logs,
-                "expected_error_rate": window.expected_error_rate,
-                "recent_errors": recent,
-                "latency_shift": baseline.latency_shift,
-                "error_burst_rarity": burst,
+        return OneOutput(
+            min(1.0, smallest),
+            {
+                "error_rate": float(window.errors.item()) / total if total > 0 else 0.0,
+                "latency_zscore": z,
+                "total_logs": total,
+                "expected_error_rate": expected,
+                "recent_errors": float(window.recent_errors.item()),
+                "latency_shift": shift,
+                "error_burst_rarity": bursts,
             },
         )

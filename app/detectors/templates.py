@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from app.detectors.base import Detector, MethodOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
 from app.templates import TemplateView
 
 
@@ -52,8 +52,6 @@ class TemplateDetector(Detector):
         view = context.templates
         if view is None:
             raise RuntimeError("templates detector needs the engine's template view")
-        if len(view.template_id) == 1:
-            return self._rarity_of_one(view)
         return self._rarity_of_batch(view)
 
     def _rarity_of_batch(self, view: TemplateView) -> MethodOutput:
@@ -79,43 +77,32 @@ class TemplateDetector(Detector):
             },
         )
 
-    def _rarity_of_one(self, view: TemplateView) -> MethodOutput:
-        """``_rarity_of_batch`` for the batch of one of every /score, on Python floats (the
-        same arithmetic; NaN propagates as through ``np.minimum``) in one numpy call."""
-        # tolist: a Python float or int without the numpy scalar that indexing makes.
-        (novelty,), (system,), (rare,), (surge,) = (
-            view.novelty_rarity.tolist(),
-            view.system_rarity.tolist(),
-            view.rarity_of_rare.tolist(),
-            view.surge_rarity.tolist(),
-        )
+    def rarity_one(self, context: ScoringContext) -> OneOutput:
+        """``rarity`` of a batch of one (every /score) on Python floats: the same arithmetic,
+        NaN propagating as through ``np.minimum``."""
+        view = context.templates
+        if view is None:
+            raise RuntimeError("templates detector needs the engine's template view")
+        # item(): each 1-element column's Python value without a numpy scalar.
+        novelty = view.novelty_rarity.item()
+        system = view.system_rarity.item()
+        rare = view.rarity_of_rare.item()
+        surge = view.surge_rarity.item()
         tests = (novelty, system, rare, surge)
-        smallest = math.nan if any(t != t for t in tests) else min(tests)
-        (template_id,), (template_count,), (service_messages,) = (
-            view.template_id.tolist(),
-            view.template_count.tolist(),
-            view.service_messages.tolist(),
-        )
+        known = novelty == novelty and system == system and rare == rare and surge == surge
+        smallest = min(tests) if known else math.nan
+        template_id = view.template_id.item()
         has_template = template_id >= 0
-        rarity, template, count, messages = np.array(
-            [
-                [min(1.0, len(tests) * smallest) if smallest == smallest else math.nan],
-                [template_id if has_template else math.nan],
-                [template_count if has_template else math.nan],
-                [service_messages],
-            ],
-            dtype=np.float64,
-        )
-        return MethodOutput(
-            rarity=rarity,
-            metrics={
-                "template_id": template,
-                "template_count": count,
-                "service_messages": messages,
-                "novelty_rarity": view.novelty_rarity,
-                "system_rarity": view.system_rarity,
-                "rare_rarity": view.rarity_of_rare,
-                "surge_count": view.surge_count,
-                "surge_expected": view.surge_expected,
+        return OneOutput(
+            min(1.0, len(tests) * smallest) if smallest == smallest else math.nan,
+            {
+                "template_id": float(template_id) if has_template else math.nan,
+                "template_count": float(view.template_count.item()) if has_template else math.nan,
+                "service_messages": float(view.service_messages.item()),
+                "novelty_rarity": novelty,
+                "system_rarity": system,
+                "rare_rarity": rare,
+                "surge_count": view.surge_count.item(),
+                "surge_expected": view.surge_expected.item(),
             },
         )

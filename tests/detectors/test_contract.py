@@ -6,15 +6,26 @@ detector reads the engine's stores and never learns while scoring; unavailable o
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.baselines import BaselineStore
-from app.detectors import DETECTOR_TYPES, BatchDetector, NotFittedError, ScoringContext
+from app.detectors import (
+    DETECTOR_TYPES,
+    BatchDetector,
+    Detector,
+    NotFittedError,
+    ScoringContext,
+)
+from app.detectors.isolation_forest import IsolationForestDetector
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.events import EventBatch
 from app.features import FEATURE_NAMES, feature_matrix
@@ -25,7 +36,7 @@ from app.schemas.events import LogEvent
 from app.sequences import SequenceStore
 from app.templates import TemplateStore
 from app.windows import WindowStore
-from tests.helpers import T0
+from tests.helpers import T0, sliced
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -302,3 +313,112 @@ def test_sliding_window_rarity_is_in_range() -> None:
     rarity = detector.rarity(stream_context(stores, events)).rarity
     assert rarity.shape == (90,)
     assert np.all((rarity > 0.0) & (rarity <= 1.0))
+
+
+# -- one event: rarity_one is rarity's row, as Python floats ----------------------------------
+
+
+def assert_one_event_rows(detector: Detector, context: ScoringContext) -> None:
+    """``rarity_one`` of each event alone gives the values of ``rarity``'s row for it, bit for
+    bit, each a Python float, metrics in the same order."""
+    whole = detector.rarity(context)
+    for i in range(len(context.batch)):
+        alone = detector.rarity_one(sliced(context, i))
+        assert type(alone.rarity) is float
+        assert np.array([alone.rarity]).tobytes() == whole.rarity[i : i + 1].tobytes(), i
+        assert list(alone.metrics) == list(whole.metrics)
+        for metric, column in whole.metrics.items():
+            value = alone.metrics[metric]
+            assert type(value) is float, metric
+            assert np.array([value]).tobytes() == column[i : i + 1].tobytes(), (metric, i)
+
+
+@pytest.mark.parametrize("name", BATCH)
+def test_batch_detector_scores_one_event_as_its_row(name: str) -> None:
+    detector = make_batch(name).fit(normal_features(800, 10))
+    odd = [[50.0, 3.0, 0.0], [-50.0, 0.0, 1.0], [1e39, 2.0, 0.0], [-np.inf, 1.0, 0.0]]
+    odd += [[np.inf, 0.0, 0.0], [0.3, 0.5, 0.0], [0.0, 0.0, 1.0], [0.0, 2.0, 1.0]]
+    assert_one_event_rows(detector, context_for(np.vstack([normal_features(200, 11), odd])))
+
+
+def test_forest_steps_hold_at_every_threshold() -> None:
+    """The forest's one-event tables (``_Steps``) at and around every split on latency_z: the
+    thresholds, their float64 and float32 neighbours, for every level and latency_missing."""
+    detector = IsolationForestDetector(n_estimators=30).fit(normal_features(600, 12))
+    assert detector.forest_ is not None
+    bounds = detector.forest_.split_thresholds(0)
+    as_float32 = bounds.astype(np.float32)
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    z = np.concatenate(
+        [
+            bounds,
+            np.nextafter(bounds, np.inf),
+            np.nextafter(bounds, -np.inf),
+            as_float32,
+            np.nextafter(as_float32, up),
+            np.nextafter(as_float32, down),
+        ]
+    )
+    rng = np.random.default_rng(13)
+    picked = rng.choice(z, size=600, replace=False)
+    levels = rng.choice([0.0, 1.0, 2.0, 3.0], size=picked.size)
+    missing = rng.choice([0.0, 1.0], size=picked.size)
+    features = np.column_stack([picked, levels, missing])
+    assert_one_event_rows(detector, context_for(features))
+    steps = detector._steps  # the tables were used, not the kernel
+    assert steps is not None
+    assert len(steps.tables) == 8
+
+
+@pytest.mark.parametrize("name", ONLINE)
+def test_online_detector_scores_one_event_as_its_row(name: str) -> None:
+    detector = DETECTOR_TYPES[name]()
+    stores = fresh_stores()
+    rng = np.random.default_rng(14)
+    events = []
+    for i in range(700):
+        level = "ERROR" if rng.random() < 0.08 or 400 < i < 420 else "INFO"
+        latency = float(rng.lognormal(4.0, 0.3)) * (30.0 if i % 97 == 0 else 1.0)
+        message = f"step {i % 4} done" if rng.random() < 0.95 else f"novel thing {i}"
+        events.append(at_second(("api", "db")[i % 2], level, latency, 0.5 * i, message))
+    for start in range(0, len(events), 100):
+        assert_one_event_rows(detector, stream_context(stores, events[start : start + 100]))
+
+
+z_values = st.one_of(
+    st.floats(width=64),
+    st.floats(-6.0, 6.0),
+    st.floats(width=32).map(float),
+    st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, 3.4028235e38, 3.4028236e38]),
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(
+        st.tuples(
+            z_values, st.sampled_from([0.0, 1.0, 2.0, 3.0, 0.5]), st.sampled_from([0.0, 1.0])
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_forest_one_event_is_its_row_for_any_latency_z(
+    rows: list[tuple[float, float, float]],
+) -> None:
+    """Any float64 latency_z (NaN, infinities, beyond float32's range, subnormals), every level
+    (and one without a table), either latency_missing: the table's values are the kernel's."""
+    assert_one_event_rows(_small_forest(), context_for(np.array(rows, dtype=np.float64)))
+
+
+def test_forest_tables_follow_a_refit() -> None:
+    detector = IsolationForestDetector(n_estimators=20).fit(normal_features(500, 15))
+    context = context_for(normal_features(50, 16))
+    assert_one_event_rows(detector, context)
+    detector.fit(normal_features(500, 17) * 3.0)  # another forest, another calibrator
+    assert_one_event_rows(detector, context)
+
+
+@functools.cache
+def _small_forest() -> IsolationForestDetector:
+    return IsolationForestDetector(n_estimators=25).fit(normal_features(700, 18))
