@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from app.detectors.base import MethodOutput, ScoringContext
+from app.detectors.base import MethodOutput, OneOutput, ScoringContext
 from app.engine import ScoringEngine
 from app.events import parse_events
 from app.model import Model, bootstrap_training_data, fit_model, model_from_arrays
@@ -99,7 +99,9 @@ def settings(folder: Path, small: bool) -> Settings:
 
 
 def _failing(name: str, when: Callable[[], bool], detector: Any) -> None:
-    rarity = detector.rarity
+    """``detector`` raises while ``when()`` holds, on both entry points: a batch's ``rarity``
+    and the batch of one's ``rarity_one``."""
+    rarity, rarity_one = detector.rarity, detector.rarity_one
 
     def flaky(context: ScoringContext) -> MethodOutput:
         if when():
@@ -107,7 +109,14 @@ def _failing(name: str, when: Callable[[], bool], detector: Any) -> None:
         output: MethodOutput = rarity(context)
         return output
 
+    def flaky_one(context: ScoringContext) -> OneOutput:
+        if when():
+            raise RuntimeError(f"{name} broke")
+        output: OneOutput = rarity_one(context)
+        return output
+
     detector.rarity = flaky
+    detector.rarity_one = flaky_one
 
 
 def plan(seed: int, events: int, sizes: tuple[int, int]) -> list[int]:

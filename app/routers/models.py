@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -78,7 +79,9 @@ async def activate_model(version: str, state: StateDep) -> ModelInfo:
     if not VERSION_PATTERN.match(version) or version not in state.store.versions():
         raise UnknownModelVersion(f"no model version {version!r}")
     try:
-        model = state.store.load(version)
+        # Reading the file and building the model's scoring tables takes tens of milliseconds:
+        # in a thread, so scoring on the event loop goes on meanwhile.
+        model = await asyncio.to_thread(state.store.load, version)
     except ModelStoreError as exc:
         raise UnusableModelVersion(str(exc)) from exc
     await state.trainer.activate(model)
