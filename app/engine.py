@@ -359,31 +359,19 @@ class ScoringEngine:
             window = self.windows.observe_one(batch)
             templates = self.templates.observe_one(service, messages[0], level_score)
             forecasts = self.forecasts.observe_one(batch, batch.is_error.item())
-            lstm = self._model.lstm_sequence
-            history = (
-                self.template_history.observe(batch.services, templates.template_id, lstm.window)
-                if lstm is not None
-                else None
+            sequences = self.sequences.observe_one(service, templates.template_id.item())
+            patterns = self.patterns.observe_one(service, log_latency)
+            records = self.records.observe_one(batch)
+        else:
+            baseline = self.baselines.observe(batch)
+            window = self.windows.observe(batch)
+            templates = self.templates.observe(
+                batch.services, messages, batch.level_scores.tolist()
             )
-            return ScoringContext(
-                batch,
-                feature_matrix(
-                    expected_latency_z(baseline.latency_z, forecasts.latency_residual_z),
-                    batch.level_scores,
-                ),
-                baseline,
-                window,
-                templates,
-                self.sequences.observe_one(service, templates.template_id.item()),
-                forecasts,
-                history,
-                self.patterns.observe_one(service, log_latency),
-                self.records.observe_one(batch),
-            )
-        baseline = self.baselines.observe(batch)
-        window = self.windows.observe(batch)
-        templates = self.templates.observe(batch.services, messages, batch.level_scores.tolist())
-        forecasts = self.forecasts.observe(batch)
+            forecasts = self.forecasts.observe(batch)
+            sequences = self.sequences.observe(batch.services, templates.template_id)
+            patterns = self.patterns.observe(batch)
+            records = self.records.observe(batch)
         lstm = self._model.lstm_sequence
         # Kept only while the model has an LSTM: without one the history costs nothing.
         history = (
@@ -400,11 +388,11 @@ class ScoringEngine:
             baseline,
             window,
             templates,
-            self.sequences.observe(batch.services, templates.template_id),
+            sequences,
             forecasts,
             history,
-            self.patterns.observe(batch),
-            self.records.observe(batch),
+            patterns,
+            records,
         )
 
     def _method_table(self, names: tuple[str, ...]) -> _MethodTable:
