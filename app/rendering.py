@@ -147,6 +147,30 @@ def result_template(
     )
 
 
+def _value_rows(
+    template: ResultTemplate,
+    n: int,
+    combined: FloatArray,
+    flagged: npt.NDArray[np.bool_],
+    scores: FloatArray,
+    alarms: npt.NDArray[np.bool_],
+    metrics: Sequence[npt.NDArray[np.generic]] | FloatArray,
+    ready: npt.NDArray[np.bool_],
+    confidence: FloatArray,
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """The answers' numbers and booleans as rows of ``n`` values each, one after the other, in
+    the template's order; checked against the template's methods and metrics."""
+    if scores.shape[0] != template.methods or len(metrics) != template.metrics:
+        raise ValueError("the template was made for other methods")
+    # The numbers of all rows go into one orjson call. (np.concatenate of raveled rows: vstack's
+    # per-call cost is several times higher; the metric rows go into the same call, unstacked,
+    # as float64 like the first rows.)
+    numbers = np.concatenate((combined, confidence, scores.ravel(), *metrics), dtype=np.float64)
+    if numbers.size != (2 + template.methods + template.metrics) * n:
+        raise ValueError("a metric row does not have one value per event")
+    return numbers, np.concatenate((flagged, ready, alarms.ravel()))
+
+
 def render_results(
     template: ResultTemplate,
     combined: FloatArray,
@@ -167,15 +191,9 @@ def render_results(
     dtype written as float64); every other array has one value per event.
     """
     n = len(services)
-    if scores.shape[0] != template.methods or len(metrics) != template.metrics:
-        raise ValueError("the template was made for other methods")
-    # Rows of n values each, one after the other: the numbers of all rows in one orjson call.
-    # (np.concatenate of raveled rows: vstack's per-call cost is several times higher; the
-    # metric rows go into the same call, unstacked, as float64 like the first rows.)
-    numbers = np.concatenate((combined, confidence, scores.ravel(), *metrics), dtype=np.float64)
-    if numbers.size != (2 + template.methods + template.metrics) * n:
-        raise ValueError("a metric row does not have one value per event")
-    booleans = np.concatenate((flagged, ready, alarms.ravel()))
+    numbers, booleans = _value_rows(
+        template, n, combined, flagged, scores, alarms, metrics, ready, confidence
+    )
     if n == 1:
         dumps = orjson.dumps
         texts = (
@@ -235,12 +253,9 @@ def render_joined(
             confidence,
         )
         return before + b",".join(answers) + after
-    if scores.shape[0] != template.methods or len(metrics) != template.metrics:
-        raise ValueError("the template was made for other methods")
-    numbers = np.concatenate((combined, confidence, scores.ravel(), *metrics), dtype=np.float64)
-    if numbers.size != (2 + template.methods + template.metrics) * n:
-        raise ValueError("a metric row does not have one value per event")
-    booleans = np.concatenate((flagged, ready, alarms.ravel()))
+    numbers, booleans = _value_rows(
+        template, n, combined, flagged, scores, alarms, metrics, ready, confidence
+    )
     literals, arguments = _batch_layout(
         template,
         numbers.reshape(-1, n),
