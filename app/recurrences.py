@@ -30,6 +30,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from app.repeats import alarm_positions
 from app.service_states import ServiceStates
 
 FloatArray = npt.NDArray[np.float64]
@@ -64,12 +65,7 @@ class AlarmRecurrences(ServiceStates[dict[int, list[tuple[int, float]]]]):
         the threshold changes nothing."""
         if self.days <= 0:
             return ranked
-        scores = combined.tolist()
-        if len(scores) == 1:
-            # The batch of one of /score: the test on a Python float, not two numpy calls.
-            alarms = [0] if scores[0] >= threshold else []
-        else:
-            alarms = np.flatnonzero(combined >= threshold).tolist()
+        scores, alarms = alarm_positions(combined, threshold)
         if not alarms:
             return ranked
         result = ranked.copy()

@@ -41,6 +41,16 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+def alarm_positions(combined: FloatArray, threshold: float) -> tuple[list[float], list[int]]:
+    """The combined scores as Python floats and the positions of those at or above
+    ``threshold`` (the alarms), which the ranking rules (here and app/recurrences.py) visit."""
+    scores = combined.tolist()
+    if len(scores) == 1:
+        # The batch of one of /score: the test on a Python float, not two numpy calls.
+        return scores, [0] if scores[0] >= threshold else []
+    return scores, np.flatnonzero(combined >= threshold).tolist()
+
+
 class AlarmRepeats(ServiceStates[deque[tuple[int, float]]]):
     def __init__(self, horizon: int, max_services: int = 100_000, run_margin: float = 0.0) -> None:
         super().__init__(deque, max_services)
@@ -60,12 +70,7 @@ class AlarmRepeats(ServiceStates[deque[tuple[int, float]]]):
         """
         if self.horizon <= 0:
             return combined
-        scores = combined.tolist()
-        if len(scores) == 1:
-            # The batch of one of /score: the test on a Python float, not two numpy calls.
-            alarms = [0] if scores[0] >= threshold else []
-        else:
-            alarms = np.flatnonzero(combined >= threshold).tolist()
+        scores, alarms = alarm_positions(combined, threshold)
         if not alarms:
             return combined
         result = combined.copy()
