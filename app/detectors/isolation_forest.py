@@ -98,12 +98,14 @@ class _Steps:
     ) -> tuple[FloatArray, FloatArray]:
         """Paper scores and rarities of the kernel at ``latency_z`` for every level and
         latency_missing, shaped (levels, 2, latency_z)."""
+        shape = (levels.size, 2, latency_z.size)
+        if not levels.size:  # no tables (the kernel may not even take three features)
+            return np.empty(shape), np.empty(shape)
         rows = np.empty((levels.size, 2, latency_z.size, len(FEATURE_NAMES)))
         rows[..., 0] = latency_z
         rows[..., 1] = levels[:, None, None]
         rows[:, 0, :, 2], rows[:, 1, :, 2] = 0.0, 1.0
         paper = forest.paper_scores(rows.reshape(-1, len(FEATURE_NAMES)))
-        shape = (levels.size, 2, latency_z.size)
         return paper.reshape(shape), calibrator.rarity(paper).reshape(shape)
 
     @classmethod

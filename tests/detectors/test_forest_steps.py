@@ -175,3 +175,13 @@ def test_stored_tables_that_disagree_with_the_forest_are_refused(damage: str) ->
         arrays[f"{STEPS_PREFIX}levels"] = arrays[f"{STEPS_PREFIX}levels"][::-1].copy()
     with pytest.raises(ValueError, match="step tables"):
         IsolationForestDetector.from_arrays(detector.get_params(), arrays)
+
+
+def test_a_forest_of_other_features_has_no_tables_and_round_trips() -> None:
+    rng = np.random.default_rng(25)
+    detector = IsolationForestDetector(n_estimators=10).fit(rng.normal(size=(300, 5)))
+    restored = IsolationForestDetector.from_arrays(detector.get_params(), detector.to_arrays())
+    assert restored._steps is not None
+    assert not restored._steps.tables
+    probes = rng.normal(size=(50, 5))
+    assert restored.paper_scores(probes).tobytes() == detector.paper_scores(probes).tobytes()
