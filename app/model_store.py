@@ -173,9 +173,13 @@ class ModelStore:
         self._prune()
         return model
 
-    def activate(self, version: str) -> None:
-        """Point ACTIVE at ``version`` atomically. The version must load cleanly."""
-        self.load(version)
+    def activate(self, version: str, checked: Model | None = None) -> None:
+        """Point ACTIVE at ``version`` atomically. The version must load cleanly: it is loaded
+        here unless ``checked`` is that version as ``save`` or ``load`` returned it, checked
+        whole already (the service's trainer: reading it back held the GIL for ~10 ms of the
+        worker thread while requests waited on the event loop)."""
+        if checked is None or checked.version != version:
+            self.load(version)
         staging = self.root / f".tmp-active-{os.getpid()}"
         _write_durably(staging, version.encode("utf-8"))
         os.replace(staging, self.root / "ACTIVE")

@@ -190,12 +190,13 @@ class Trainer:
             raise
 
     async def activate(self, model: Model, *, locked: bool = False) -> None:
-        """Make ``model`` the active version on disk, then in the engine."""
+        """Make ``model`` (as the store saved or loaded it: not read back) the active version
+        on disk, then in the engine."""
         if not locked:
             async with self._publish_lock:
                 await self.activate(model, locked=True)
             return
-        await asyncio.to_thread(self.store.activate, model.version)
+        await asyncio.to_thread(self.store.activate, model.version, model)
         self.engine.swap(model)
 
     async def close(self) -> None:

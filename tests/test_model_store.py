@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model import FitResult, TrainingData, fit_model
+from app.model import FitResult, Model, TrainingData, fit_model
 from app.model_store import ModelStore, ModelStoreError
 from app.schemas.events import Level
 
@@ -86,6 +86,51 @@ def test_unloadable_versions_cannot_be_activated(tmp_path: Path, fitted: FitResu
     for name in ("../ACTIVE", "versions", "v1", ""):
         with pytest.raises(ModelStoreError):
             store.load(name)
+
+
+def test_a_checked_model_is_activated_without_reading_it_back(
+    tmp_path: Path, fitted: FitResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ModelStore(tmp_path)
+    saved = store.save(fitted)
+    other = store.save(fitted)
+    reads: list[str] = []
+    load = store.load
+
+    def counted(version: str) -> Model:
+        reads.append(version)
+        return load(version)
+
+    monkeypatch.setattr(store, "load", counted)
+    store.activate(saved.version, saved)
+    assert store.active_version() == saved.version
+    assert reads == []
+    # A model of another version proves nothing about this one: it is read back.
+    store.activate(other.version, saved)
+    assert store.active_version() == other.version
+    assert reads == [other.version]
+
+
+def test_a_version_stored_without_the_forest_step_tables_loads_and_scores_alike(
+    tmp_path: Path, fitted: FitResult
+) -> None:
+    """Versions written before the tables were stored (main's) load, building the tables."""
+    older = FitResult(
+        {k: v for k, v in fitted.arrays.items() if not k.startswith("forest_steps_")},
+        fitted.description,
+    )
+    store = ModelStore(tmp_path)
+    old, new = store.save(older), store.save(fitted)
+    features = np.array([[z, level, 0.0] for z in np.linspace(-8, 8, 97) for level in (0, 1, 2)])
+    loaded = [store.load(model.version).isolation_forest for model in (old, new)]
+    steps = [detector._steps for detector in loaded]
+    assert steps[0] is not None
+    assert steps[1] is not None
+    assert steps[0].tables == steps[1].tables
+    assert all(
+        detector.paper_scores(features).tobytes() == loaded[0].paper_scores(features).tobytes()
+        for detector in loaded
+    )
 
 
 def test_old_versions_are_pruned_but_never_the_active_one(

@@ -33,6 +33,9 @@ FloatArray = npt.NDArray[np.float64]
 # this: ~45 ms for all tables of the default forest (100 trees, ~3,600 intervals), at most a few
 # times that for any forest that gets them; larger forests score one event by the kernel.
 MAX_STEP_WORK = 1 << 20
+# Steps of each stored table checked against the kernel when a model is loaded.
+SAMPLED_STEPS = 16
+STEPS_PREFIX = "forest_steps_"
 _FLOAT32 = struct.Struct("f")
 
 
@@ -48,15 +51,20 @@ def _float32(value: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class _Steps:
-    """The forest's paper score and rarity of one event, by table, for a batch of one.
+    """The forest's paper score and rarity by table, for a batch of one and for a batch.
 
     Besides latency_z the forest's features take a few values only: a level's score and
     latency_missing (0 or 1). For each such pair the forest is a step function of latency_z:
     every split on latency_z compares it (rounded to float32, as scikit-learn does) with a
     threshold, so between two consecutive thresholds every tree ends in the same leaf. Each step's
-    values are those of the batch path (``FlatForest.paper_scores`` and the calibrator's
-    ``rarity``) for one float32 latency_z inside it, hence bit for bit those of any latency_z it
-    holds: one bisection replaces walking every tree.
+    values are those of the kernel (``FlatForest.paper_scores`` and the calibrator's ``rarity``)
+    for one float32 latency_z inside it, hence bit for bit those of any latency_z it holds: one
+    bisection replaces walking every tree.
+
+    The tables are built where the forest is fitted (the training process) and stored with it
+    (``to_arrays``): loading a model then costs no walk of the trees, which held the GIL for
+    ~45 ms of a service's worker thread while requests waited on the event loop. Models stored
+    before carry no tables; theirs are built when they are loaded.
     """
 
     forest: FlatForest
@@ -65,30 +73,113 @@ class _Steps:
     # (level score, latency missing) -> paper score and rarity of each step: step k holds the
     # latency_z in (bounds[k - 1], bounds[k]], the last one those above every bound.
     tables: dict[tuple[float, float], tuple[array[float], array[float]]]
+    # The same tables as arrays, for a batch: ``paper[i, missing, step]`` for ``levels[i]``.
+    bounds_array: FloatArray
+    levels: FloatArray  # ascending
+    paper: FloatArray
+    rarity: FloatArray
+
+    @staticmethod
+    def _step_inputs(bounds: FloatArray) -> FloatArray:
+        """One latency_z per step: the largest float32 at or below its upper bound, an input
+        the kernel keeps as it is (it rounds to float32), inside the step whenever some float32
+        is (and only such a step can be looked up: latency_z is rounded first)."""
+        with np.errstate(over="ignore"):  # a bound beyond float32's range: its infinity
+            upper = bounds.astype(np.float32)
+        upper = np.where(upper > bounds, np.nextafter(upper, np.float32(-np.inf)), upper)
+        return np.append(upper.astype(np.float64), np.inf)
+
+    @staticmethod
+    def _kernel_tables(
+        forest: FlatForest,
+        calibrator: TailCalibrator,
+        latency_z: FloatArray,
+        levels: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Paper scores and rarities of the kernel at ``latency_z`` for every level and
+        latency_missing, shaped (levels, 2, latency_z)."""
+        shape = (levels.size, 2, latency_z.size)
+        if not levels.size:  # no tables (the kernel may not even take three features)
+            return np.empty(shape), np.empty(shape)
+        rows = np.empty((levels.size, 2, latency_z.size, len(FEATURE_NAMES)))
+        rows[..., 0] = latency_z
+        rows[..., 1] = levels[:, None, None]
+        rows[:, 0, :, 2], rows[:, 1, :, 2] = 0.0, 1.0
+        paper = forest.paper_scores(rows.reshape(-1, len(FEATURE_NAMES)))
+        return paper.reshape(shape), calibrator.rarity(paper).reshape(shape)
 
     @classmethod
     def build(cls, forest: FlatForest, calibrator: TailCalibrator) -> _Steps:
         bounds = forest.split_thresholds(0)
-        tables: dict[tuple[float, float], tuple[array[float], array[float]]] = {}
         steps = bounds.size + 1
+        levels = np.empty(0)
         if forest.n_features == len(FEATURE_NAMES) and steps * forest.roots.size <= MAX_STEP_WORK:
-            # Each step's value at the largest float32 at or below its upper bound: an input
-            # the kernel keeps as it is (it rounds to float32), inside the step whenever some
-            # float32 is (and only such a step can be looked up: latency_z is rounded first).
-            with np.errstate(over="ignore"):  # a bound beyond float32's range: its infinity
-                upper = bounds.astype(np.float32)
-            upper = np.where(upper > bounds, np.nextafter(upper, np.float32(-np.inf)), upper)
-            latency_z = np.append(upper.astype(np.float64), np.inf)
-            for level in sorted({float(score) for score in LEVEL_SCORES.values()}):
-                for missing in (0.0, 1.0):
-                    rows = np.empty((steps, len(FEATURE_NAMES)))
-                    rows[:, 0], rows[:, 1], rows[:, 2] = latency_z, level, missing
-                    paper = forest.paper_scores(rows)
-                    tables[level, missing] = (
-                        array("d", paper.tobytes()),
-                        array("d", calibrator.rarity(paper).tobytes()),
-                    )
-        return cls(forest, calibrator, bounds.tolist(), tables)
+            levels = np.array(sorted({float(score) for score in LEVEL_SCORES.values()}))
+        paper, rarity = cls._kernel_tables(forest, calibrator, cls._step_inputs(bounds), levels)
+        return cls._of(forest, calibrator, bounds, levels, paper, rarity)
+
+    @classmethod
+    def _of(
+        cls,
+        forest: FlatForest,
+        calibrator: TailCalibrator,
+        bounds: FloatArray,
+        levels: FloatArray,
+        paper: FloatArray,
+        rarity: FloatArray,
+    ) -> _Steps:
+        tables = {
+            (level, float(missing)): (
+                array("d", paper[i, missing].tobytes()),
+                array("d", rarity[i, missing].tobytes()),
+            )
+            for i, level in enumerate(levels.tolist())
+            for missing in (0, 1)
+        }
+        return cls(forest, calibrator, bounds.tolist(), tables, bounds, levels, paper, rarity)
+
+    def to_arrays(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        return {
+            f"{prefix}levels": self.levels,
+            f"{prefix}paper": self.paper,
+            f"{prefix}rarity": self.rarity,
+        }
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: dict[str, npt.NDArray[Any]],
+        prefix: str,
+        forest: FlatForest,
+        calibrator: TailCalibrator,
+    ) -> _Steps:
+        """Stored tables, or, in a model stored before they were, tables built now. Stored ones
+        must have the forest's shape and, at a few steps spread over each, the kernel's values:
+        a file is not trusted blindly, and a table that disagrees would change answers."""
+        if f"{prefix}levels" not in arrays:
+            return cls.build(forest, calibrator)
+        bounds = forest.split_thresholds(0)
+        levels = np.ascontiguousarray(arrays[f"{prefix}levels"], dtype=np.float64)
+        paper = np.ascontiguousarray(arrays[f"{prefix}paper"], dtype=np.float64)
+        rarity = np.ascontiguousarray(arrays[f"{prefix}rarity"], dtype=np.float64)
+        shape = (levels.size, 2, bounds.size + 1)
+        if (
+            levels.ndim != 1
+            or paper.shape != shape
+            or rarity.shape != shape
+            or not np.all(np.isfinite(levels))
+            or np.any(np.diff(levels) <= 0.0)
+        ):
+            raise ValueError("forest step tables do not fit the forest")
+        sampled = np.unique(np.linspace(0, bounds.size, min(bounds.size + 1, SAMPLED_STEPS)))
+        steps = sampled.astype(np.int64)
+        expected = cls._kernel_tables(forest, calibrator, cls._step_inputs(bounds)[steps], levels)
+        if not (
+            np.array_equal(expected[0], paper[:, :, steps])
+            and np.array_equal(expected[1], rarity[:, :, steps])
+        ):
+            raise ValueError("forest step tables disagree with the forest")
+        return cls._of(forest, calibrator, bounds, levels, paper, rarity)
 
     def score(self, latency_z: float, level: float, missing: float) -> tuple[float, float] | None:
         """Paper score and rarity of the event; None where no table has it."""
@@ -97,6 +188,33 @@ class _Steps:
             return None
         step = bisect_left(self.bounds, _float32(latency_z))
         return table[0][step], table[1][step]
+
+    def score_batch(self, features: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Paper scores and rarities of a batch: looked up where a table has the event, from
+        the kernel for the others (NaN latency_z, a level without a table)."""
+        latency_z, level, missing = features[:, 0], features[:, 1], features[:, 2]
+        with np.errstate(over="ignore"):  # beyond float32's range: its infinity, as the kernel
+            rounded = latency_z.astype(np.float32)
+        step = np.searchsorted(self.bounds_array, rounded.astype(np.float64))
+        at = np.searchsorted(self.levels, level).clip(max=max(self.levels.size - 1, 0))
+        # NaN latency_z fails latency_z == latency_z; a level or latency_missing without a
+        # table fails the others.
+        found = (
+            (self.levels[at] == level if self.levels.size else np.zeros(level.shape, bool))
+            & ((missing == 0.0) | (missing == 1.0))
+            & (latency_z == latency_z)
+        )
+        cell = (at * 2 + (missing == 1.0)) * (self.bounds_array.size + 1) + step
+        if np.all(found):
+            return self.paper.ravel()[cell], self.rarity.ravel()[cell]
+        paper, rarity = np.empty(features.shape[0]), np.empty(features.shape[0])
+        paper[found] = self.paper.ravel()[cell[found]]
+        rarity[found] = self.rarity.ravel()[cell[found]]
+        rest = ~found
+        if np.any(rest):
+            raw = self.forest.paper_scores(features[rest])
+            paper[rest], rarity[rest] = raw, self.calibrator.rarity(raw)
+        return paper, rarity
 
 
 class IsolationForestDetector(BatchDetector):
@@ -166,7 +284,12 @@ class IsolationForestDetector(BatchDetector):
 
     def rarity(self, context: ScoringContext) -> MethodOutput:
         forest, calibrator = self._fitted()
-        raw = forest.paper_scores(context.features)
+        features = context.features
+        if features.ndim == 2 and features.shape[1] == len(FEATURE_NAMES):
+            raw, rarity = self._steps_of(forest, calibrator).score_batch(features)
+        else:  # no tables for another feature layout: the kernel's arithmetic
+            raw = forest.paper_scores(features)
+            rarity = calibrator.rarity(raw)
         latency_z = context.baseline.latency_z
         median = context.baseline.median_latency_ms
         # A ratio only where the latency was judged against a baseline (z known) and the
@@ -180,7 +303,7 @@ class IsolationForestDetector(BatchDetector):
         # score_samples < offset, with score_samples = -raw (negation is exact).
         beyond = (raw > -forest.offset).astype(np.float64)
         return MethodOutput(
-            rarity=calibrator.rarity(raw),
+            rarity=rarity,
             metrics={
                 "paper_score": raw,
                 "beyond_contamination_threshold": beyond,
@@ -224,14 +347,20 @@ class IsolationForestDetector(BatchDetector):
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         forest, calibrator = self._fitted()
-        return {**forest.to_arrays("forest_"), **calibrator.to_arrays("calibrator_")}
+        return {
+            **forest.to_arrays("forest_"),
+            **calibrator.to_arrays("calibrator_"),
+            **self._steps_of(forest, calibrator).to_arrays(STEPS_PREFIX),
+        }
 
     @classmethod
     def from_arrays(cls, params: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Self:
         detector = cls(**params)
         detector.forest_ = FlatForest.from_arrays(arrays, "forest_")
         detector.calibrator_ = TailCalibrator.from_arrays(arrays, "calibrator_")
-        # Built now, where models are loaded (a worker thread in the service), rather than by
-        # the first event scored on the event loop.
-        detector._steps_of(detector.forest_, detector.calibrator_)
+        # Read (or, for a model stored without them, built) now, where models are loaded (a
+        # worker thread in the service), rather than by the first event scored on the loop.
+        detector._steps = _Steps.from_arrays(
+            arrays, STEPS_PREFIX, detector.forest_, detector.calibrator_
+        )
         return detector
