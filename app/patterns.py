@@ -593,15 +593,21 @@ class PatternStore(RowStore):
             self._make_room()
 
     def _make_room(self) -> None:
-        """Compact both arenas into new ones twice the size of what they hold and may need next
-        (amortised O(1) copying per entry, whatever is left behind reclaimed)."""
+        """Compact both arenas into new ones half as large again as what they hold, plus what
+        the next event may need: whatever is left behind is reclaimed, and an entry is copied
+        O(1) times on average (a compaction comes after at least half of what was copied has
+        been handed out anew). Half, not twice: tables are up to half empty already, and the
+        arena then holds less than the dictionaries it replaced (~70 KB rather than ~87 KB per
+        service after 600 latencies)."""
         meta = self._meta
         state = self.rows[0]
         rows = self.services.rows_used
         tables = int(2 * state[:rows, _CAPACITY : _CAPACITY + ORDERS].sum())
         values = int(state[:rows, _WARM_ROOM].sum())
-        arena = np.empty(max(2 * (tables + int(meta[_TABLES_NEEDED])), _MIN_ARENA), np.int64)
-        warmups = np.empty(max(2 * (values + int(meta[_VALUES_NEEDED])), _MIN_ARENA))
+        arena = np.empty(
+            max(tables + tables // 2 + int(meta[_TABLES_NEEDED]), _MIN_ARENA), np.int64
+        )
+        warmups = np.empty(max(values + values // 2 + int(meta[_VALUES_NEEDED]), _MIN_ARENA))
         _compact(state, rows, self._arena, self._values, arena, warmups, meta)
         self._arena, self._values = arena, warmups
         meta[_TABLES_NEEDED] = meta[_VALUES_NEEDED] = 0
