@@ -108,9 +108,9 @@ def explain(
         quoted = ready_array & (ratio_array == ratio_array)
         ratio_texts = fixed_texts(ratio_array, 1, quoted)
         below = quoted & (ratio_array > 0) & (ratio_array <= 1 / NOTABLE_RATIO)
-        below_texts = fixed_texts(
-            np.divide(1.0, ratio_array, where=below, out=ratio_array.copy()), 1, below
-        )
+        with np.errstate(over="ignore"):  # 1 / a subnormal ratio is inf, as in Python
+            inverse = np.divide(1.0, ratio_array, where=below, out=ratio_array.copy())
+        below_texts = fixed_texts(inverse, 1, below)
         # A notable ratio's sentence quotes the latency and the median.
         latency_texts = ms_texts(batch.latency_ms, quoted)
         median_texts = ms_texts(median_array, quoted)
