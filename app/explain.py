@@ -76,6 +76,11 @@ def explain(
             for lat, med in zip(latency, median, strict=True)
         ]
         notable = range(n)
+        score_texts = [f"{score:.2f}" for score in combined.tolist()]
+        ratio_texts = [f"{ratio:.1f}" for ratio in ratios]
+        below_texts = [f"{1 / ratio:.1f}" if ratio > 0 else "" for ratio in ratios]
+        latency_texts = [_ms(value) for value in latency]
+        median_texts = [_ms(value) for value in median]
     else:
         has_latency_array = ~np.isnan(batch.latency_ms)
         # The same ratios (one IEEE division each): NaN without a latency or a usable median.
@@ -97,8 +102,19 @@ def explain(
             | (ready_array & ((ratio_array >= NOTABLE_RATIO) | (ratio_array <= 1 / NOTABLE_RATIO)))
         )
         notable = sorted(set(np.flatnonzero(maybe_notable).tolist()) | extra.keys())
-    combined_list = combined.tolist()  # indexing the arrays makes a numpy scalar per event
-    flagged_list = flagged.tolist()
+        # The numbers' texts of the whole batch from tables (a format call per number was
+        # most of the cost of a sentence); a ratio's only where a sentence may quote it.
+        score_texts = fixed_texts(combined, 2)
+        quoted = ready_array & (ratio_array == ratio_array)
+        ratio_texts = fixed_texts(ratio_array, 1, quoted)
+        below = quoted & (ratio_array > 0) & (ratio_array <= 1 / NOTABLE_RATIO)
+        with np.errstate(over="ignore"):  # 1 / a subnormal ratio is inf, as in Python
+            inverse = np.divide(1.0, ratio_array, where=below, out=ratio_array.copy())
+        below_texts = fixed_texts(inverse, 1, below)
+        # A notable ratio's sentence quotes the latency and the median.
+        latency_texts = ms_texts(batch.latency_ms, quoted)
+        median_texts = ms_texts(median_array, quoted)
+    flagged_list = flagged.tolist()  # indexing the arrays makes a numpy scalar per event
     ready = ready_array.tolist()
     # The sentences of the events with a finding first; every other event's sentence is its
     # verdict, written out below (a call per event costs as much as its sentence).
@@ -122,15 +138,15 @@ def explain(
                 # The usual notable event: its latency against the median is its only possible
                 # finding (what _findings finds for it, without its call and its list).
                 if ratio >= NOTABLE_RATIO:
-                    finding = f"{ratio:.1f}x"
+                    finding = ratio_texts[i] + "x"
                 elif ratio <= 1 / NOTABLE_RATIO:
-                    finding = f"{1 / ratio:.1f}x below" if ratio > 0 else "far below"
+                    finding = below_texts[i] + "x below" if ratio > 0 else "far below"
                 else:
                     continue  # no finding (NaN included): the verdict is the sentence
                 verdict = "anomalous" if flagged_list[i] else "normal"
                 written[i] = (
-                    f"{verdict} (score {combined_list[i]:.2f}): latency {_ms(latency[i])} is "
-                    f"{finding} this service's median of {_ms(median[i])}"
+                    f"{verdict} (score {score_texts[i]}): latency {latency_texts[i]} is "
+                    f"{finding} this service's median of {median_texts[i]}"
                 )
                 continue
             findings = _findings(
@@ -152,20 +168,91 @@ def explain(
             )
             if findings:
                 verdict = "anomalous" if flagged_list[i] else "normal"
-                written[i] = f"{verdict} (score {combined_list[i]:.2f}): " + "; ".join(findings)
+                written[i] = f"{verdict} (score {score_texts[i]}): " + "; ".join(findings)
     # A written sentence is never empty, so "or" formats the verdict only where none is.
     return [
         written.get(i)
-        or f"{'anomalous' if is_flagged else 'normal'} (score {score:.2f}): "
+        or f"{'anomalous' if is_flagged else 'normal'} (score {score}): "
         + (
-            f"latency {ratio:.1f}x this service's median"
+            f"latency {ratio_text}x this service's median"
             if is_ready and ratio == ratio
             else "nothing unusual"
         )
-        for i, (is_flagged, score, ratio, is_ready) in enumerate(
-            zip(flagged_list, combined_list, ratios, ready, strict=True)
+        for i, (is_flagged, score, ratio, ratio_text, is_ready) in enumerate(
+            zip(flagged_list, score_texts, ratios, ratio_texts, ready, strict=True)
         )
     ]
+
+
+def _fixed_table(digits: int, units: int, suffix: str = "") -> npt.NDArray[np.object_]:
+    """The texts ``f"{k / 10**digits:.{digits}f}"`` of k = 0 ... ``units * 10**digits``, written
+    from the integer k (a float's division could round off k's own text), each + ``suffix``."""
+    if not digits:
+        return np.array([f"{k}{suffix}" for k in range(units + 1)], dtype=object)
+    scale = 10**digits
+    return np.array(
+        [f"{k // scale}.{k % scale:0{digits}d}{suffix}" for k in range(units * scale + 1)],
+        dtype=object,
+    )
+
+
+# Scores are in [0, 1]; latency ratios quoted by a sentence are mostly below a thousand, and
+# latencies below ten seconds.
+_FIXED_TABLES = {1: _fixed_table(1, 1000), 2: _fixed_table(2, 1)}
+_MS_TABLE = _fixed_table(0, 10_000, " ms")
+# How far from a tie (a half of the last digit) a value's scaled product must be for its text to
+# come from a table: the product is within ~1e-12 of the exact one below 1e4 (its rounding
+# error), so the exact value rounds to the same integer as it, as the correctly rounded "f"
+# format does. Values nearer a tie, negative (-0.0 included), NaN, infinite or past the
+# table are formatted by Python.
+_TIE_MARGIN = 1e-6
+
+
+def _from_table(
+    values: FloatArray,
+    scale: float,
+    table: npt.NDArray[np.object_],
+    fits: npt.NDArray[np.bool_],
+    wanted: npt.NDArray[np.bool_] | None,
+    written: Callable[[float], str],
+) -> list[str]:
+    """``written(value)`` of each of ``values`` where ``wanted`` (other events' texts are any):
+    ``table[k]`` where ``fits`` and the value times ``scale`` rounds to k away from a tie."""
+    with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaN do not fit
+        scaled = values * scale
+        nearest = np.rint(scaled)
+        fits = (
+            fits
+            & ~np.signbit(values)
+            & (nearest < table.size)
+            & (np.abs(scaled - nearest) < 0.5 - _TIE_MARGIN)
+        )
+    texts: list[str] = table[np.where(fits, nearest, 0.0).astype(np.intp)].tolist()
+    rest = ~fits if wanted is None else wanted & ~fits
+    if rest.any():
+        for i, value in zip(np.flatnonzero(rest).tolist(), values[rest].tolist(), strict=True):
+            texts[i] = written(value)
+    return texts
+
+
+def fixed_texts(
+    values: FloatArray, digits: int, wanted: npt.NDArray[np.bool_] | None = None
+) -> list[str]:
+    """``f"{value:.{digits}f}"`` of each of ``values`` (``digits`` 1 or 2), where ``wanted``
+    (other events' texts are any)."""
+    return _from_table(
+        values,
+        float(10**digits),
+        _FIXED_TABLES[digits],
+        np.ones(values.shape, dtype=np.bool_),
+        wanted,
+        lambda value: f"{value:.{digits}f}",
+    )
+
+
+def ms_texts(values: FloatArray, wanted: npt.NDArray[np.bool_] | None = None) -> list[str]:
+    """``_ms(value)`` of each of ``values`` where ``wanted`` (other events' texts are any)."""
+    return _from_table(values, 1.0, _MS_TABLE, values >= 10, wanted, _ms)
 
 
 def _verdict(flagged: bool, score: float, ratio: float, ready: bool) -> str:

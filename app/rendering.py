@@ -11,17 +11,26 @@ In a batch, a row (one field of every event) whose text is the same for all even
 into the batch's copy of the template instead of being an argument of every event's ``%``, and
 the strings are written by one orjson call per row (its fixed cost per call is ~1-2 us, more
 than a short string's text).
+
+Where numba is installed, a batch's body is not assembled from Python bytes objects at all: one
+orjson call writes every value of the batch, a compiled kernel finds where each value's text
+lies in it and copies the template's literal pieces and those slices into the body (splitting
+the text into ~50,000 bytes objects and joining them again was most of the cost).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
+
+from app.compiled import compile_kernel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -256,13 +265,34 @@ def render_joined(
     numbers, booleans = _value_rows(
         template, n, combined, flagged, scores, alarms, metrics, ready, confidence
     )
-    literals, arguments = _batch_layout(
+    join = _joined_by_kernel if _compiled_write is not None else _joined_by_pieces
+    return join(
         template,
         numbers.reshape(-1, n),
         booleans.reshape(-1, n),
         explanations,
         services,
         events_seen,
+        before,
+        after,
+    )
+
+
+def _joined_by_pieces(
+    template: ResultTemplate,
+    numbers: FloatArray,
+    booleans: npt.NDArray[np.bool_],
+    explanations: Sequence[str],
+    services: Sequence[str],
+    events_seen: npt.NDArray[np.int64],
+    before: bytes,
+    after: bytes,
+) -> bytes:
+    """``render_joined``'s text by one ``bytes.join`` of the literal pieces and the values'
+    bytes (without numba): ``numbers`` and ``booleans`` are the rows of ``_value_rows``."""
+    n = len(services)
+    literals, arguments = _batch_layout(
+        template, numbers, booleans, explanations, services, events_seen
     )
     last = literals.pop()
     if not arguments:
@@ -278,6 +308,266 @@ def render_joined(
     pieces[0] = before + pieces[0]
     pieces[-1] = last + after
     return b"".join(pieces)
+
+
+def _joined_by_kernel(
+    template: ResultTemplate,
+    numbers: FloatArray,
+    booleans: npt.NDArray[np.bool_],
+    explanations: Sequence[str],
+    services: Sequence[str],
+    events_seen: npt.NDArray[np.int64],
+    before: bytes,
+    after: bytes,
+) -> bytes:
+    """``_joined_by_pieces``'s text written by the compiled kernels from one orjson text of
+    every value: the values' text is orjson's (floats' shortest round-trip text, NaN as null,
+    strings' escapes), only copied into place."""
+    assert _compiled_scan is not None
+    assert _compiled_size is not None
+    assert _compiled_write is not None
+    n = numbers.shape[1]
+    # A row whose values are all written the same (the same bits: equal floats such as 0.0 and
+    # -0.0 are written differently) is written once, not once per event: about half of a real
+    # batch's rows, and orjson's float text is the largest cost left.
+    parts: list[object] = []
+    firsts: list[IntArray] = []
+    same_rows: list[npt.NDArray[np.bool_]] = []
+    count = 0
+    for matrix, bits in ((numbers, numbers.view(np.int64)), (booleans, booleans)):
+        same = (bits[:, 1:] == bits[:, :1]).all(axis=1)
+        varying = ~same
+        n_varying = int(np.count_nonzero(varying))
+        parts += [matrix[varying], matrix[same, 0]]
+        # Row r's value of event i is the (first[r] + i)-th scalar of the text, or the
+        # first[r]-th for every event where the row is the same for all.
+        firsts.append(
+            count
+            + np.where(varying, (np.cumsum(varying) - 1) * n, n_varying * n + np.cumsum(same) - 1)
+        )
+        same_rows.append(same)
+        count += n_varying * n + len(same) - n_varying
+    for values in (_listed(explanations), _listed(services), events_seen):
+        same_row = (
+            values.count(values[0]) == n if isinstance(values, list | tuple) else _same(values)
+        )
+        parts.append(values[:1] if same_row else values)
+        firsts.append(np.array([count]))
+        same_rows.append(np.array([same_row]))
+        count += 1 if same_row else n
+    dumped = orjson.dumps(parts, option=_NUMPY)
+    text = np.frombuffer(dumped, dtype=np.uint8)
+    starts = np.empty(count, dtype=np.int64)
+    ends = np.empty(count, dtype=np.int64)
+    if _compiled_scan(text, starts, ends) != count:
+        raise ValueError("the values' text does not hold one value per slot")
+    first = np.concatenate(firsts)
+    # The rows whose text is the same for all events go into the literal text between the
+    # others (about half of the slots: fewer, longer copies per event).
+    same_list, first_list = np.concatenate(same_rows).tolist(), first.tolist()
+    pieces = template.pieces
+    literals: list[bytes] = [pieces[0]]
+    slots: list[int] = []
+    for slot, row in enumerate(template.slot_rows, 1):
+        if same_list[row]:
+            k = first_list[row]
+            literals[-1] += dumped[starts[k] : ends[k]]
+            literals[-1] += pieces[slot]
+        else:
+            slots.append(first_list[row])
+            literals.append(pieces[slot])
+    literal_text = np.frombuffer(b"".join(literals), dtype=np.uint8)
+    literal_ends = np.cumsum([len(literal) for literal in literals], dtype=np.int64)
+    first_of_slot = np.array(slots, dtype=np.int64)
+    head, tail = np.frombuffer(before, dtype=np.uint8), np.frombuffer(after, dtype=np.uint8)
+    size = _compiled_size(starts, ends, literal_ends, first_of_slot, n, head.size + tail.size)
+    body = _body_buffer(size)
+    _compiled_write(
+        body, text, starts, ends, literal_text, literal_ends, first_of_slot, n, head, tail
+    )
+    return body[:size].tobytes()
+
+
+# The body is written into a buffer kept from one batch to the next (one per thread), then
+# copied into its bytes: a fresh buffer of a few MB is fresh pages, each 4 KiB a page fault,
+# which cost more than writing the body. Larger bodies than this get a buffer of their own.
+KEPT_BUFFER_BYTES = 16 << 20
+_kept = threading.local()
+
+
+def _body_buffer(size: int) -> npt.NDArray[np.uint8]:
+    if size > KEPT_BUFFER_BYTES:
+        return np.empty(size, dtype=np.uint8)
+    buffer: npt.NDArray[np.uint8] | None = getattr(_kept, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, dtype=np.uint8)
+        _kept.buffer = buffer
+    return buffer
+
+
+def _same(row: npt.NDArray[np.int64]) -> bool:
+    return bool((row[1:] == row[0]).all())
+
+
+def _listed(strings: Sequence[str]) -> list[str] | tuple[str, ...]:
+    # orjson writes lists and tuples only.
+    return strings if isinstance(strings, list | tuple) else list(strings)
+
+
+def _scan_values(text: npt.NDArray[np.uint8], starts: IntArray, ends: IntArray) -> int:
+    """Where each scalar of ``text`` lies, in order (orjson's text of arrays and lists of
+    numbers, booleans, null or strings, nested): ``text[starts[k]:ends[k]]`` is the k-th, a
+    string without its quotes. Returns how many there are (one more than fit when too many).
+
+    Inside orjson's string text a quote is always escaped and a backslash always starts a
+    two-byte escape or a ``\\uXXXX`` whose last four bytes are hex digits, so skipping the byte
+    after each backslash finds the closing quote; a number's text holds no comma nor bracket."""
+    count = 0
+    size = text.size
+    i = 0
+    while i < size:
+        c = text[i]
+        if c == 91 or c == 93 or c == 44:  # "[", "]", ","
+            i += 1
+            continue
+        if count == starts.size:
+            return count + 1
+        if c == 34:  # '"'
+            j = i + 1
+            while text[j] != 34:
+                j += 2 if text[j] == 92 else 1  # a backslash and the byte it escapes
+            starts[count] = i + 1
+            ends[count] = j
+            i = j + 1
+        else:
+            j = i + 1
+            while text[j] != 44 and text[j] != 93:
+                j += 1
+            starts[count] = i
+            ends[count] = j
+            i = j
+        count += 1
+    return count
+
+
+def copy_bytes(
+    out: npt.NDArray[np.uint8],
+    at: int,
+    source: npt.NDArray[np.uint8],
+    start: int,
+    length: int,
+) -> None:
+    """``out[at : at + length] = source[start : start + length]``; compiled, one memcpy (numba
+    copies a slice byte by byte, at several times the cost for the body's ~100,000 copies)."""
+    out[at : at + length] = source[start : start + length]
+
+
+def _answers_size(
+    starts: IntArray,
+    ends: IntArray,
+    literal_ends: IntArray,
+    first: IntArray,
+    n: int,
+    around: int,
+) -> int:
+    """The length of ``_write_answers``'s text (``around``: ``before`` and ``after``'s)."""
+    slots = first.size
+    size = around + n * int(literal_ends[slots]) + n - 1
+    for j in range(slots):
+        for k in range(first[j], first[j] + n):
+            size += int(ends[k] - starts[k])
+    return size
+
+
+def _write_answers(
+    out: npt.NDArray[np.uint8],
+    text: npt.NDArray[np.uint8],
+    starts: IntArray,
+    ends: IntArray,
+    literals: npt.NDArray[np.uint8],
+    literal_ends: IntArray,
+    first: IntArray,
+    n: int,
+    before: npt.NDArray[np.uint8],
+    after: npt.NDArray[np.uint8],
+) -> None:
+    """Writes into ``out`` ``before``, then ``n`` answers separated by commas, then ``after``:
+    answer i is the literal pieces with slot j's value between pieces j and j + 1, the value
+    being the ``first[j] + i``-th scalar of ``text`` (as ``_scan_values`` found them). ``out``
+    holds at least ``_answers_size`` bytes."""
+    slots = first.size
+    copy_bytes(out, 0, before, 0, before.size)
+    at = before.size
+    for i in range(n):
+        if i:
+            out[at] = 44  # ","
+            at += 1
+        piece = 0
+        for j in range(slots + 1):
+            end = literal_ends[j]
+            copy_bytes(out, at, literals, piece, end - piece)
+            at += end - piece
+            piece = end
+            if j < slots:
+                k = first[j] + i
+                copy_bytes(out, at, text, starts[k], ends[k] - starts[k])
+                at += ends[k] - starts[k]
+    copy_bytes(out, at, after, 0, after.size)
+
+
+def _compile_copy_bytes() -> bool:
+    """Gives numba ``copy_bytes`` as a call of LLVM's memcpy; False without numba."""
+    try:
+        from numba.core import cgutils, types
+        from numba.extending import intrinsic, overload
+    except ImportError:  # pragma: no cover - numba is a dependency; this keeps numpy-only installs
+        return False
+
+    @intrinsic
+    def memcpy(
+        typingctx: object, out: Any, at: Any, source: Any, start: Any, length: Any
+    ) -> tuple[Any, Callable[..., None]]:
+        def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> None:
+            target = context.make_array(signature.args[0])(context, builder, arguments[0])
+            origin = context.make_array(signature.args[2])(context, builder, arguments[2])
+            cgutils.raw_memcpy(  # type: ignore[no-untyped-call]
+                builder,
+                builder.gep(target.data, [arguments[1]]),
+                builder.gep(origin.data, [arguments[3]]),
+                arguments[4],
+                1,
+            )
+
+        return types.void(out, at, source, start, length), codegen
+
+    @overload(copy_bytes)
+    def compiled_copy_bytes(
+        out: Any, at: Any, source: Any, start: Any, length: Any
+    ) -> Callable[..., None]:
+        def call(out: Any, at: Any, source: Any, start: Any, length: Any) -> None:
+            # numba passes the typing context itself.
+            memcpy(out, at, source, start, length)  # type: ignore[call-arg]
+
+        return call
+
+    return True
+
+
+# Bytes seen through numpy are read-only arrays: the kernels take them as they are, uncopied.
+_TEXT = "Array(uint8, 1, 'C', readonly=True)"
+_compiled_scan = compile_kernel(_scan_values, f"int64({_TEXT}, int64[::1], int64[::1])")
+_compiled_size = compile_kernel(
+    _answers_size, "int64(int64[::1], int64[::1], int64[::1], int64[::1], int64, int64)"
+)
+_compiled_write = (
+    compile_kernel(
+        _write_answers,
+        f"void(uint8[::1], {_TEXT}, int64[::1], int64[::1], {_TEXT}, int64[::1], int64[::1],"
+        f" int64, {_TEXT}, {_TEXT})",
+    )
+    if _compile_copy_bytes()
+    else None
+)
 
 
 def _batch_layout(

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import app.rendering as rendering
 from app.rendering import (
     FailedMethod,
     MethodLayout,
@@ -24,8 +25,12 @@ from app.rendering import (
 THRESHOLD = 0.5
 CONFIDENCE_EVENTS = 100
 
-# Any text: quotes, backslashes, "%" (the template is a printf format), non-ASCII, controls.
-texts = st.text(max_size=12)
+# Any text: quotes, backslashes, "%" (the template is a printf format), non-ASCII, controls;
+# and the texts that end a JSON string or a value early if an escape is misread.
+texts = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(['",', "\\", '"', '","', "a\\", '\\"', "]", ",", "\u00e9\x00\n"]),
+)
 floats = st.floats(allow_nan=True, allow_infinity=True)
 
 
@@ -141,6 +146,32 @@ def test_rendered_answers_are_the_bytes_orjson_writes_for_the_dicts(
     # The same answers written into one text (POST /score/batch's body).
     joined = render_joined(result_template(methods, failed, version), *arguments, b"<%", b"%>")
     assert joined == b"<%" + b",".join(rendered) + b"%>"
+    # Both ways of writing a batch's body (the compiled kernels or, without numba, joining
+    # bytes objects), and the kernels' Python sources, write the same bytes.
+    if len(columns["services"]) > 1:
+        template = result_template(methods, failed, version)
+        rows = rendering._value_rows(
+            template,
+            len(columns["services"]),
+            *arguments[:5],
+            columns["ready"],
+            arguments[-1],
+        )
+        layout = (
+            template,
+            rows[0].reshape(-1, len(seen)),
+            rows[1].reshape(-1, len(seen)),
+            *arguments[5:8],
+            b"<%",
+            b"%>",
+        )
+        assert rendering._joined_by_pieces(*layout) == joined
+        assert rendering._joined_by_kernel(*layout) == joined
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(rendering, "_compiled_scan", rendering._scan_values)
+            patch.setattr(rendering, "_compiled_size", rendering._answers_size)
+            patch.setattr(rendering, "_compiled_write", rendering._write_answers)
+            assert rendering._joined_by_kernel(*layout) == joined
     # Each event rendered alone (the single-event path) gives the same bytes as in the batch.
     template = result_template(methods, failed, version)
     for i, answer_bytes in enumerate(rendered):
@@ -183,3 +214,34 @@ def test_a_template_refuses_arrays_made_for_other_methods() -> None:
             template, one, one > 0, np.zeros((1, 1)), np.zeros((1, 1)) > 0, np.zeros((2, 1)),
             ["e"], ["s"], np.zeros(1, dtype=np.int64), one > 0, one,
         )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            floats.map(lambda x: np.array([x, -x, 0.0, -0.0])),
+            st.lists(texts, max_size=3),
+            st.lists(st.booleans(), max_size=3).map(np.array),
+            st.lists(st.integers(-(2**62), 2**62), max_size=3).map(np.array),
+        ),
+        max_size=5,
+    )
+)
+def test_the_scan_finds_each_value_of_orjsons_text(parts: list[Any]) -> None:
+    text = orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY)
+    values = [
+        orjson.dumps(value)[1:-1] if isinstance(value, str) else orjson.dumps(value)
+        for part in parts
+        for value in (part.tolist() if isinstance(part, np.ndarray) else part)
+    ]
+    array = np.frombuffer(text, dtype=np.uint8)
+    for scan in (rendering._scan_values, rendering._compiled_scan):
+        assert scan is not None
+        starts = np.empty(len(values), dtype=np.int64)
+        ends = np.empty(len(values), dtype=np.int64)
+        assert scan(array, starts, ends) == len(values)
+        assert [text[a:b] for a, b in zip(starts, ends, strict=True)] == values
+        # One value too many for the arrays is reported, not written past them.
+        if values:
+            assert scan(array, starts[1:].copy(), ends[1:].copy()) == len(values)

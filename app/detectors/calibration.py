@@ -325,6 +325,42 @@ _RECALIBRATION_SIGNATURE = (
 _recalibrate = compile_kernel(_recalibration_loop, _RECALIBRATION_SIGNATURE) or _recalibration_loop
 
 
+def _levels_loop(surprises: FloatArray, grid: FloatArray, levels: IntArray) -> None:
+    """``np.searchsorted(grid, surprises, side="right")`` into ``levels`` (both 2-D, ``grid``
+    ascending without NaN), by a scan from the grid's start: an ordinary event passes only its
+    first levels, where a binary search mispredicts a branch at each of its five steps. NaN
+    sorts last, as numpy sorts it (the compiled kernel's source)."""
+    size = grid.shape[0]
+    for m in range(surprises.shape[0]):
+        for i in range(surprises.shape[1]):
+            surprise = surprises[m, i]
+            j = 0
+            if surprise != surprise:
+                j = size
+            while j < size and grid[j] <= surprise:
+                j += 1
+            levels[m, i] = j
+
+
+_compiled_levels = compile_kernel(
+    _levels_loop, "void(float64[:, ::1], float64[::1], int64[:, ::1])"
+)
+
+
+def surprise_levels(surprises: FloatArray) -> IntArray:
+    """The last grid level at or below each surprise (2-D): searching the grid past its first
+    level (0, which every surprise reaches; NaN sorts last either way) counts one fewer, so no
+    "- 1" call is needed."""
+    if _compiled_levels is None:  # pragma: no cover - numba is a dependency
+        levels: IntArray = np.searchsorted(GRID_PAST_FIRST, surprises, side="right").astype(
+            np.int64, copy=False
+        )
+        return levels
+    levels = np.empty(surprises.shape, dtype=np.int64)
+    _compiled_levels(np.ascontiguousarray(surprises), GRID_PAST_FIRST, levels)
+    return levels
+
+
 class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
     """Per service and method, how often the method's rarities are really as small as they claim.
 
@@ -387,12 +423,7 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         alarm rarity ``alarms[m]``): the engine's form, one array for all methods."""
         # minimum(maximum()): what np.clip computes (NaN included), at a third of its call cost.
         stacked = np.minimum(np.maximum(rarities, MIN_RARITY), 1.0)
-        # The last grid level at or below each surprise: searching the grid past its first level
-        # (0, which every surprise reaches; NaN sorts last either way) counts one fewer, so no
-        # "- 1" call is needed.
-        levels = np.searchsorted(GRID_PAST_FIRST, -np.log10(stacked), side="right").astype(
-            np.int64, copy=False
-        )
+        levels = surprise_levels(-np.log10(stacked))
         calibrated = stacked.copy()
         # Events of one service state share a slot (a service evicted and seen again within the
         # batch has two states, as one event at a time would give it).
@@ -400,11 +431,11 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         if len(states) == 1:  # the /score path
             unique, slots = states, _FIRST_SLOT
         else:
-            slot_of: dict[int, int] = {}
-            slots = np.array(
-                [slot_of.setdefault(id(state), len(slot_of)) for state in states], dtype=np.int64
-            )
-            unique = list({id(state): state for state in states}.values())
+            # States hash by identity; the slots are numbered in order of first occurrence, and
+            # looked up by a map in C rather than a Python step per event.
+            unique = list(dict.fromkeys(states))
+            slot_of = {state: slot for slot, state in enumerate(unique)}
+            slots = np.fromiter(map(slot_of.__getitem__, states), dtype=np.int64, count=len(states))
         methods = tuple(names)
         if len(unique) == 1:
             # The kernel may update the one service's counts in place: they are learned back

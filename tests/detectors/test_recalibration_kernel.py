@@ -96,3 +96,24 @@ def test_the_compiled_loop_computes_what_its_python_source_computes() -> None:
         results.append((counts, last_alarm, calibrated))
     for compiled, source in zip(*results, strict=True):
         np.testing.assert_array_equal(compiled, source)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([float(g) for g in calibration.GRID_PAST_FIRST]),
+        ),
+        min_size=1,
+        max_size=24,
+    ),
+    st.sampled_from([1, 2, 3]),
+)
+def test_surprise_levels_are_numpys_search(values: list[float], rows: int) -> None:
+    surprises = np.array(values * rows, dtype=np.float64).reshape(rows, len(values))
+    expected = np.searchsorted(calibration.GRID_PAST_FIRST, surprises, side="right")
+    assert np.array_equal(calibration.surprise_levels(surprises), expected)
+    source = np.empty(surprises.shape, dtype=np.int64)
+    calibration._levels_loop(surprises, calibration.GRID_PAST_FIRST, source)
+    assert np.array_equal(source, expected)
