@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from app.detectors.calibration import (
     BEND_AT,
@@ -41,6 +42,7 @@ SURELY_LEVEL_0 = 10.0**-0.49
 # times what log10's last bits can.
 _LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
 _NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
+FloatArray = npt.NDArray[np.float64]
 if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
     raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
@@ -162,6 +164,14 @@ def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     return scores
 
 
+def features_of_one(baseline_z: float, forecast_z: float, level_score: float) -> FloatArray:
+    """``feature_matrix(expected_latency_z(...), ...)`` of one event, from its Python values: the
+    1-row matrix in one numpy call rather than one per step (min and max give fmin and fmax's
+    results for the non-NaN values they see here)."""
+    z = baseline_z if forecast_z != forecast_z else max(min(forecast_z, 50.0), -50.0)
+    return np.array([[0.0 if z != z else z, level_score, 1.0 if z != z else 0.0]])
+
+
 def combine_one(scores: list[float], weights: list[float]) -> float:
     """``combine_matrix``'s combined score of one event: the largest weighted score, 0 for none
     (numpy's maximum: a NaN would win)."""
@@ -178,4 +188,10 @@ def finite_or_none(value: float) -> float | None:
     return value if value - value == 0.0 else None
 
 
-__all__ = ["combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]
+__all__ = [
+    "combine_one",
+    "features_of_one",
+    "finite_or_none",
+    "recalibrate_one",
+    "scores_of_one",
+]
