@@ -134,34 +134,31 @@ def _surprise_levels(stacked: list[float]) -> list[int]:
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     """``rarity_to_score`` of one event's rarities (one per method)."""
-    # np.fmax(np.fmin(r, 1.0), MIN_RARITY): a NaN rarity (no evidence) becomes 1.
-    clipped = [
-        capped if capped > MIN_RARITY else MIN_RARITY
-        for capped in [rarity if rarity < 1.0 else 1.0 for rarity in rarities]
-    ]
-    # Rarity 1 (no evidence: most methods for most events) has the log numpy gives it, taken
-    # once at import; the others take one np.log call (np.array first: a ufunc converts a list
-    # through a slower path).
-    others = [value for value in clipped if value != 1.0]
-    if others:
-        logs = iter(np.log(np.array(others)).tolist())
-        linear = [0.5 * (_LOG_OF_ONE if c == 1.0 else next(logs)) / log_rate for c in clipped]
-    else:
-        linear = [0.5 * _LOG_OF_ONE / log_rate] * len(clipped)
-    # "+ 0.0": the -0.0 of log(1) as 0.0. Past the bend, the array version clips to [0, 1].
-    # Every value is finite (a clipped rarity's log over log(q), q in (0, 0.5) by the settings):
-    # max() is the test of every value at once.
-    if not linear or max(linear) <= BEND_AT:
-        return [(value if value >= 0.0 else 0.0) + 0.0 for value in linear]
-    scores = []
-    for value in linear:
-        if not value <= BEND_AT:
-            beyond = value - BEND_AT
-            beyond = beyond if beyond >= 0.0 else 0.0
-            value = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
-        value = value if value >= 0.0 else 0.0
-        scores.append((value if value <= 1.0 else 1.0) + 0.0)
+    # Rarity 1 (no evidence: most methods for most events; np.fmin makes a NaN and anything
+    # above 1 one too) has the log numpy gives it, taken once at import: its score, the same
+    # for every such method, is computed once. The others, clipped below at MIN_RARITY as
+    # np.fmax does, take one np.log call (np.array first: a ufunc converts a list through a
+    # slower path).
+    scores = [_score_of_linear(0.5 * _LOG_OF_ONE / log_rate)] * len(rarities)
+    rows = [m for m, rarity in enumerate(rarities) if rarity < 1.0]
+    if rows:
+        others = [rarities[m] for m in rows]
+        clipped = [value if value > MIN_RARITY else MIN_RARITY for value in others]
+        for m, log in zip(rows, np.log(np.array(clipped)).tolist(), strict=True):
+            scores[m] = _score_of_linear(0.5 * log / log_rate)
     return scores
+
+
+def _score_of_linear(value: float) -> float:
+    """``rarity_to_score``'s last step on one value: bent past BEND_AT, clipped to [0, 1], and
+    "+ 0.0" making the -0.0 of log(1) 0.0. Every value is finite (a clipped rarity's log over
+    log(q), q in (0, 0.5) by the settings)."""
+    if not value <= BEND_AT:
+        beyond = value - BEND_AT
+        beyond = beyond if beyond >= 0.0 else 0.0
+        value = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
+    value = value if value >= 0.0 else 0.0
+    return (value if value <= 1.0 else 1.0) + 0.0
 
 
 def features_of_one(baseline_z: float, forecast_z: float, level_score: float) -> FloatArray:
