@@ -34,6 +34,7 @@ _GRID = GRID_PAST_FIRST.tolist()
 _LOG_CLAIMED_LIST = LOG_CLAIMED.tolist()
 # The column of events learned in a method's row of counts, after the levels' exceedances.
 _TOTAL = SURPRISE_LEVELS
+_WIDTH = _TOTAL + 1  # a method's row of counts
 _LOG_OF_ONE: float = np.log(np.ones(1)).item()
 # A rarity above this has a surprise (-log10) below 0.49, whatever the last bit of log10.
 SURELY_LEVEL_0 = 10.0**-0.49
@@ -65,19 +66,21 @@ def recalibrate_one(
     levels = _surprise_levels(stacked)
     state = recalibration.state_for(service)
     counts = state.counts_of(names)
-    # Element by element through a memoryview: a few dozen reads and writes of Python floats,
-    # where numpy's indexing would make a scalar or a view for each.
-    cells: Any = counts.data  # a memoryview (typeshed calls its items ints: here floats)
+    # Element by element through a flat memoryview (row m's level j at m * _WIDTH + j): a few
+    # dozen reads and writes of Python floats, where numpy's indexing would make a scalar or a
+    # view for each, and a 2-D memoryview a tuple.
+    cells: Any = counts.data.cast("B").cast("d")  # typeshed calls its items ints: here floats
     calibrated = stacked.copy()
     flagged = False
     for m, level in enumerate(levels):
         rarity = stacked[m]
         if level > 0:
-            total = cells[m, _TOTAL]
+            row = m * _WIDTH
+            total = cells[row + _TOTAL]
             if total > 0:
                 exponent = 1.0
                 for j in range(1, level + 1):
-                    exceed = cells[m, j]
+                    exceed = cells[row + j]
                     if exceed < MIN_EXCEEDANCES:
                         break
                     if exceed < total:
@@ -95,11 +98,12 @@ def recalibrate_one(
     for m, level in enumerate(levels):
         if clip and alarm_levels[m] < level:
             level = alarm_levels[m]
-        cells[m, 0] += 1.0
-        for j in range(1, level + 1):
-            cells[m, j] += 1.0
-        total = cells[m, _TOTAL] + 1.0
-        cells[m, _TOTAL] = total
+        row = m * _WIDTH
+        cells[row] += 1.0
+        for j in range(row + 1, row + level + 1):
+            cells[j] += 1.0
+        total = cells[row + _TOTAL] + 1.0
+        cells[row + _TOTAL] = total
         if total > MAX_CALIBRATION_EVENTS:
             counts[m] *= 0.5
     cells.release()
