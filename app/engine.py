@@ -47,7 +47,13 @@ from app.explain import explain, explain_one
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
 from app.model import Model
-from app.one_event import combine_one, finite_or_none, recalibrate_one, scores_of_one
+from app.one_event import (
+    combine_one,
+    features_of_one,
+    finite_or_none,
+    recalibrate_one,
+    scores_of_one,
+)
 from app.patterns import PatternStore
 from app.records import RecordStore
 from app.recurrences import AlarmRecurrences
@@ -362,6 +368,9 @@ class ScoringEngine:
             sequences = self.sequences.observe_one(service, templates.template_id.item())
             patterns = self.patterns.observe_one(service, log_latency)
             records = self.records.observe_one(batch)
+            features = features_of_one(
+                baseline.latency_z.item(), forecasts.latency_residual_z.item(), level_score
+            )
         else:
             baseline = self.baselines.observe(batch)
             window = self.windows.observe(batch)
@@ -372,6 +381,10 @@ class ScoringEngine:
             sequences = self.sequences.observe(batch.services, templates.template_id)
             patterns = self.patterns.observe(batch)
             records = self.records.observe(batch)
+            features = feature_matrix(
+                expected_latency_z(baseline.latency_z, forecasts.latency_residual_z),
+                batch.level_scores,
+            )
         lstm = self._model.lstm_sequence
         # Kept only while the model has an LSTM: without one the history costs nothing.
         history = (
@@ -381,10 +394,7 @@ class ScoringEngine:
         )
         return ScoringContext(
             batch,
-            feature_matrix(
-                expected_latency_z(baseline.latency_z, forecasts.latency_residual_z),
-                batch.level_scores,
-            ),
+            features,
             baseline,
             window,
             templates,
@@ -493,7 +503,8 @@ class ScoringEngine:
                     for metric, value in output.metrics.items()
                 }
             methods[name] = {
-                "anomaly_score": finite_or_none(score),
+                # finite_or_none, inline: a call per method cost more than the test.
+                "anomaly_score": score if score - score == 0.0 else None,
                 "is_anomaly": score >= threshold,
                 "method": label,
                 "metrics": metrics,

@@ -355,6 +355,13 @@ class ForecastStore(RowStore):
         self.bucket_seconds = bucket_seconds
         self.warmup = warmup
         self.interval_z = interval_z
+        # ``observe_one``'s output and its view of it, made once: the kernel overwrites it each
+        # call (an array and a view of eleven slices made per event cost more than the kernel).
+        self._one_out = out = np.empty((_OUTPUTS, 1))
+        self._one_in_ms = out[:_RESIDUAL_Z]
+        self._one_view = ForecastView(
+            out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]
+        )
 
     def observe(self, batch: EventBatch) -> ForecastView:
         """Forecast each event from its service's past, then learn from it: in order."""
@@ -390,20 +397,19 @@ class ForecastStore(RowStore):
     def observe_one(self, batch: EventBatch, is_error: bool) -> ForecastView:
         """``observe`` of a batch of one (the engine's one-event path; ``is_error`` its flag as a
         Python bool): the same kernel on the same row, its row code in the store's reused
-        array, and the tails on Python floats (``_tails_of_one``)."""
+        array, and the tails on Python floats (``_tails_of_one``). The view is the store's own,
+        valid until its next ``observe_one`` (the engine reads it before)."""
         codes = self.code_of_one(batch.services[0])
         state, seasonal, warmup_values = self.rows
-        out = np.empty((_OUTPUTS, 1))
+        out, in_ms = self._one_out, self._one_in_ms
         _observe(
             codes, batch.timestamps, batch.log_latency, batch.is_error, state, seasonal,
             warmup_values, out, self.halflife, self.season_halflife, self.bucket_seconds,
             self.interval_z, TWO,
         )  # fmt: skip
-        np.expm1(out[:_RESIDUAL_Z], out=out[:_RESIDUAL_Z])  # forecast and interval, in ms
+        np.expm1(in_ms, out=in_ms)  # forecast and interval, in ms
         _tails_of_one(out, is_error)
-        return ForecastView(
-            out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]
-        )
+        return self._one_view
 
 
 def _tails(out: FloatArray, is_error: npt.NDArray[np.bool_]) -> None:

@@ -44,9 +44,11 @@ class AnomalyDetector:
         return self.engine.model.version
 
     def predict(self, event: EventLike) -> ScoreDict:
-        # parse_events' validation, without its list.
-        parsed = event if isinstance(event, LogEvent) else _validate(event)
-        return self.engine.score_one(parsed)
+        # parse_events' validation, without its list (a dict, the usual input, without the
+        # model class's instance check).
+        if type(event) is dict or not isinstance(event, LogEvent):
+            return self.engine.score_one(_validate(event))
+        return self.engine.score_one(event)
 
     def predict_batch(self, events: Sequence[EventLike]) -> list[ScoreDict]:
         return self.engine.score(parse_events(events))

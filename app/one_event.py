@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from app.detectors.calibration import (
     BEND_AT,
@@ -33,6 +34,7 @@ _GRID = GRID_PAST_FIRST.tolist()
 _LOG_CLAIMED_LIST = LOG_CLAIMED.tolist()
 # The column of events learned in a method's row of counts, after the levels' exceedances.
 _TOTAL = SURPRISE_LEVELS
+_WIDTH = _TOTAL + 1  # a method's row of counts
 _LOG_OF_ONE: float = np.log(np.ones(1)).item()
 # A rarity above this has a surprise (-log10) below 0.49, whatever the last bit of log10.
 SURELY_LEVEL_0 = 10.0**-0.49
@@ -41,6 +43,7 @@ SURELY_LEVEL_0 = 10.0**-0.49
 # times what log10's last bits can.
 _LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
 _NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
+FloatArray = npt.NDArray[np.float64]
 if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
     raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
@@ -63,19 +66,21 @@ def recalibrate_one(
     levels = _surprise_levels(stacked)
     state = recalibration.state_for(service)
     counts = state.counts_of(names)
-    # Element by element through a memoryview: a few dozen reads and writes of Python floats,
-    # where numpy's indexing would make a scalar or a view for each.
-    cells: Any = counts.data  # a memoryview (typeshed calls its items ints: here floats)
+    # Element by element through a flat memoryview (row m's level j at m * _WIDTH + j): a few
+    # dozen reads and writes of Python floats, where numpy's indexing would make a scalar or a
+    # view for each, and a 2-D memoryview a tuple.
+    cells: Any = counts.data.cast("B").cast("d")  # typeshed calls its items ints: here floats
     calibrated = stacked.copy()
     flagged = False
     for m, level in enumerate(levels):
         rarity = stacked[m]
         if level > 0:
-            total = cells[m, _TOTAL]
+            row = m * _WIDTH
+            total = cells[row + _TOTAL]
             if total > 0:
                 exponent = 1.0
                 for j in range(1, level + 1):
-                    exceed = cells[m, j]
+                    exceed = cells[row + j]
                     if exceed < MIN_EXCEEDANCES:
                         break
                     if exceed < total:
@@ -93,11 +98,12 @@ def recalibrate_one(
     for m, level in enumerate(levels):
         if clip and alarm_levels[m] < level:
             level = alarm_levels[m]
-        cells[m, 0] += 1.0
-        for j in range(1, level + 1):
-            cells[m, j] += 1.0
-        total = cells[m, _TOTAL] + 1.0
-        cells[m, _TOTAL] = total
+        row = m * _WIDTH
+        cells[row] += 1.0
+        for j in range(row + 1, row + level + 1):
+            cells[j] += 1.0
+        total = cells[row + _TOTAL] + 1.0
+        cells[row + _TOTAL] = total
         if total > MAX_CALIBRATION_EVENTS:
             counts[m] *= 0.5
     cells.release()
@@ -132,34 +138,39 @@ def _surprise_levels(stacked: list[float]) -> list[int]:
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     """``rarity_to_score`` of one event's rarities (one per method)."""
-    # np.fmax(np.fmin(r, 1.0), MIN_RARITY): a NaN rarity (no evidence) becomes 1.
-    clipped = [
-        capped if capped > MIN_RARITY else MIN_RARITY
-        for capped in [rarity if rarity < 1.0 else 1.0 for rarity in rarities]
-    ]
-    # Rarity 1 (no evidence: most methods for most events) has the log numpy gives it, taken
-    # once at import; the others take one np.log call (np.array first: a ufunc converts a list
-    # through a slower path).
-    others = [value for value in clipped if value != 1.0]
-    if others:
-        logs = iter(np.log(np.array(others)).tolist())
-        linear = [0.5 * (_LOG_OF_ONE if c == 1.0 else next(logs)) / log_rate for c in clipped]
-    else:
-        linear = [0.5 * _LOG_OF_ONE / log_rate] * len(clipped)
-    # "+ 0.0": the -0.0 of log(1) as 0.0. Past the bend, the array version clips to [0, 1].
-    # Every value is finite (a clipped rarity's log over log(q), q in (0, 0.5) by the settings):
-    # max() is the test of every value at once.
-    if not linear or max(linear) <= BEND_AT:
-        return [(value if value >= 0.0 else 0.0) + 0.0 for value in linear]
-    scores = []
-    for value in linear:
-        if not value <= BEND_AT:
-            beyond = value - BEND_AT
-            beyond = beyond if beyond >= 0.0 else 0.0
-            value = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
-        value = value if value >= 0.0 else 0.0
-        scores.append((value if value <= 1.0 else 1.0) + 0.0)
+    # Rarity 1 (no evidence: most methods for most events; np.fmin makes a NaN and anything
+    # above 1 one too) has the log numpy gives it, taken once at import: its score, the same
+    # for every such method, is computed once. The others, clipped below at MIN_RARITY as
+    # np.fmax does, take one np.log call (np.array first: a ufunc converts a list through a
+    # slower path).
+    scores = [_score_of_linear(0.5 * _LOG_OF_ONE / log_rate)] * len(rarities)
+    rows = [m for m, rarity in enumerate(rarities) if rarity < 1.0]
+    if rows:
+        others = [rarities[m] for m in rows]
+        clipped = [value if value > MIN_RARITY else MIN_RARITY for value in others]
+        for m, log in zip(rows, np.log(np.array(clipped)).tolist(), strict=True):
+            scores[m] = _score_of_linear(0.5 * log / log_rate)
     return scores
+
+
+def _score_of_linear(value: float) -> float:
+    """``rarity_to_score``'s last step on one value: bent past BEND_AT, clipped to [0, 1], and
+    "+ 0.0" making the -0.0 of log(1) 0.0. Every value is finite (a clipped rarity's log over
+    log(q), q in (0, 0.5) by the settings)."""
+    if not value <= BEND_AT:
+        beyond = value - BEND_AT
+        beyond = beyond if beyond >= 0.0 else 0.0
+        value = 1.0 - BEND_HEADROOM / (1.0 + beyond / BEND_HEADROOM)
+    value = value if value >= 0.0 else 0.0
+    return (value if value <= 1.0 else 1.0) + 0.0
+
+
+def features_of_one(baseline_z: float, forecast_z: float, level_score: float) -> FloatArray:
+    """``feature_matrix(expected_latency_z(...), ...)`` of one event, from its Python values: the
+    1-row matrix in one numpy call rather than one per step (min and max give fmin and fmax's
+    results for the non-NaN values they see here)."""
+    z = baseline_z if forecast_z != forecast_z else max(min(forecast_z, 50.0), -50.0)
+    return np.array([[0.0 if z != z else z, level_score, 1.0 if z != z else 0.0]])
 
 
 def combine_one(scores: list[float], weights: list[float]) -> float:
@@ -178,4 +189,10 @@ def finite_or_none(value: float) -> float | None:
     return value if value - value == 0.0 else None
 
 
-__all__ = ["combine_one", "finite_or_none", "recalibrate_one", "scores_of_one"]
+__all__ = [
+    "combine_one",
+    "features_of_one",
+    "finite_or_none",
+    "recalibrate_one",
+    "scores_of_one",
+]

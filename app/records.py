@@ -122,6 +122,10 @@ class RecordStore(RowStore):
         super().__init__(max_services, (_SCALARS,))
         self.tolerance = tolerance
         self.min_events = min_events
+        # ``observe_one``'s output and its view of it, made once: the kernel overwrites it each
+        # call (an array and a view made per event cost as much as the kernel).
+        self._one_out = out = np.empty((4, 1))
+        self._one_view = RecordView(out[0], out[1], out[2], out[3])
 
     def observe(self, batch: EventBatch) -> RecordView:
         codes = self.row_codes(batch.services)
@@ -138,11 +142,13 @@ class RecordStore(RowStore):
 
     def observe_one(self, batch: EventBatch) -> RecordView:
         """``observe`` of a batch of one (the engine's one-event path): the same kernel on the
-        same row, its row code in the store's reused array rather than a new one."""
+        same row, its row code in the store's reused array rather than a new one. The view is
+        the store's own, valid until its next ``observe_one`` (the engine reads it before)."""
         codes = self.code_of_one(batch.services[0])
         latency = batch.latency_ms
         if not latency.flags.c_contiguous:  # a column of a wider array (score_columns)
             latency = np.ascontiguousarray(latency)
-        out = np.empty((4, 1))
-        _observe(codes, latency, self.rows[0], out, self.tolerance, float(self.min_events))
-        return RecordView(out[0], out[1], out[2], out[3])
+        _observe(
+            codes, latency, self.rows[0], self._one_out, self.tolerance, float(self.min_events)
+        )
+        return self._one_view

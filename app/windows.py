@@ -249,6 +249,17 @@ class WindowStore(RowStore):
         self.bucket_seconds = window_seconds / n_buckets
         self.min_events = min_events
         self.halflife = halflife_seconds
+        # ``observe_one``'s outputs and its view of them, made once: the kernel overwrites them
+        # each call (three arrays and a view of nine slices made per event cost more than it).
+        self._one_counts = np.empty((_OUT_ROWS, 1), dtype=np.int64)
+        self._one_rates = np.empty((3, 1))
+        self._one_in_window = np.empty(1, dtype=np.bool_)
+        counts, rates = self._one_counts, self._one_rates
+        self._one_view = WindowView(
+            counts[_OUT_TOTAL], counts[_OUT_ERRORS], rates[0], rates[1], self._one_in_window,
+            counts[_OUT_RECENT_TOTAL], counts[_OUT_RECENT_ERRORS], counts[_OUT_RECENT_BITS],
+            rates[2],
+        )  # fmt: skip
 
     def observe(self, batch: EventBatch) -> WindowView:
         """Read each event's window, then count the event in: sequential, in batch order."""
@@ -289,22 +300,16 @@ class WindowStore(RowStore):
 
     def observe_one(self, batch: EventBatch) -> WindowView:
         """``observe`` of a batch of one (the engine's one-event path): the same kernel on the
-        same row, its row code in the store's reused array rather than a new one."""
+        same row, its row code in the store's reused array rather than a new one. The view is
+        the store's own, valid until its next ``observe_one`` (the engine reads it before)."""
         codes = self.code_of_one(batch.services[0])
         state, buckets = self.rows
-        counts = np.empty((_OUT_ROWS, 1), dtype=np.int64)
-        rates = np.empty((3, 1))
-        in_window = np.empty(1, dtype=np.bool_)
         _observe(
             codes, batch.timestamps, batch.latency_ms, batch.log_latency, batch.is_error, state,
-            buckets, counts, rates, in_window, self.bucket_seconds, self.min_events,
-            self.halflife, TWO,
+            buckets, self._one_counts, self._one_rates, self._one_in_window, self.bucket_seconds,
+            self.min_events, self.halflife, TWO,
         )  # fmt: skip
-        return WindowView(
-            counts[_OUT_TOTAL], counts[_OUT_ERRORS], rates[0], rates[1], in_window,
-            counts[_OUT_RECENT_TOTAL], counts[_OUT_RECENT_ERRORS], counts[_OUT_RECENT_BITS],
-            rates[2],
-        )  # fmt: skip
+        return self._one_view
 
     def running_sums(self, service: str) -> tuple[float, float, float] | None:
         """The service's window totals of latency, log latency and its square; None if never

@@ -42,6 +42,7 @@ from app.one_event import (
     SURELY_LEVEL_0,
     _surprise_levels,
     combine_one,
+    features_of_one,
     recalibrate_one,
     scores_of_one,
 )
@@ -221,6 +222,9 @@ def test_features_of_one_event_equal_a_batchs(rows: list[tuple[float, float, flo
         alone_z = expected_latency_z(baseline[i : i + 1], forecast[i : i + 1])
         assert _same_bits(alone_z, expected_z[i : i + 1])
         assert _same_bits(feature_matrix(alone_z, levels[i : i + 1]), matrix[i : i + 1])
+        # The engine's one-event path: both steps fused, on the values as Python floats.
+        fused = features_of_one(float(baseline[i]), float(forecast[i]), float(levels[i]))
+        assert _same_bits(fused, matrix[i : i + 1])
 
 
 # The fused path of one event (ScoringEngine.score_one, app/one_event.py) against the array

@@ -30,6 +30,7 @@ from app.detectors.base import (
     NotFittedError,
     OneOutput,
     ScoringContext,
+    one_output,
 )
 from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
 from app.detectors.compiled import compile_kernel
@@ -304,7 +305,7 @@ class AutoencoderDetector(BatchDetector):
         # The warming-up test of ``rarity`` on Python floats, before any network arithmetic.
         latency = context.batch.latency_ms.item()
         if features.item(0, _MISSING_COLUMN) == 1.0 and latency == latency:
-            return OneOutput(1.0, {"reconstruction_error": math.nan})
+            return one_output((1.0, {"reconstruction_error": math.nan}))
         if _COMPILED_RECONSTRUCTION is None:
             error = self.reconstruction_error(features).item()
         else:
@@ -319,7 +320,7 @@ class AutoencoderDetector(BatchDetector):
                 flat_biases,
                 widths,
             ).item()
-        return OneOutput(calibrator.rarity_one(error), {"reconstruction_error": error})
+        return one_output((calibrator.rarity_one(error), {"reconstruction_error": error}))
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         if (

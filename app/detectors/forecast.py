@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 from app.forecasts import SEASON_HALFLIFE_DAYS
 
 
@@ -65,15 +65,17 @@ class ForecastDetector(Detector):
         # NaN propagates as through np.minimum.
         latency, error = view.latency_rarity.item(), view.error_rarity.item()
         smallest = latency if latency != latency or latency < error else error
-        return OneOutput(
-            min(1.0, 2.0 * smallest) if smallest == smallest else smallest,
-            {
-                "latency_forecast_ms": view.latency_forecast_ms.item(),
-                "latency_interval_low_ms": view.latency_low_ms.item(),
-                "latency_interval_high_ms": view.latency_high_ms.item(),
-                "latency_residual_z": view.latency_residual_z.item(),
-                "error_rate_forecast": view.error_rate_forecast.item(),
-                "bucket_errors": view.bucket_errors.item(),
-                "bucket_events": view.bucket_events.item(),
-            },
+        return one_output(
+            (
+                min(1.0, 2.0 * smallest) if smallest == smallest else smallest,
+                {
+                    "latency_forecast_ms": view.latency_forecast_ms.item(),
+                    "latency_interval_low_ms": view.latency_low_ms.item(),
+                    "latency_interval_high_ms": view.latency_high_ms.item(),
+                    "latency_residual_z": view.latency_residual_z.item(),
+                    "error_rate_forecast": view.error_rate_forecast.item(),
+                    "bucket_errors": view.bucket_errors.item(),
+                    "bucket_events": view.bucket_events.item(),
+                },
+            )
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 
 
 class LikelihoodDetector(Detector):
@@ -40,4 +40,6 @@ class LikelihoodDetector(Detector):
         view = context.forecasts
         if view is None:
             raise RuntimeError("likelihood detector needs the engine's forecast view")
-        return OneOutput(view.likelihood_rarity.item(), {"likelihood_z": view.likelihood_z.item()})
+        return one_output(
+            (view.likelihood_rarity.item(), {"likelihood_z": view.likelihood_z.item()})
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 
 
 class PatternDetector(Detector):
@@ -43,11 +43,13 @@ class PatternDetector(Detector):
         view = context.patterns
         if view is None:
             raise RuntimeError("pattern detector needs the engine's pattern view")
-        return OneOutput(
-            view.rarity.item(),
-            {
-                "novel_pattern_order": view.novel_order.item(),
-                "recent_novel_patterns": view.recent_novel.item(),
-                "novelty_rate": view.novelty_rate.item(),
-            },
+        return one_output(
+            (
+                view.rarity.item(),
+                {
+                    "novel_pattern_order": view.novel_order.item(),
+                    "recent_novel_patterns": view.recent_novel.item(),
+                    "novelty_rate": view.novelty_rate.item(),
+                },
+            )
         )

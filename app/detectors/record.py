@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 
 
 class RecordDetector(Detector):
@@ -44,11 +44,13 @@ class RecordDetector(Detector):
         view = context.records
         if view is None:
             raise RuntimeError("record detector needs the engine's record view")
-        return OneOutput(
-            view.rarity.item(),
-            {
-                "range_margin": view.margin.item(),
-                "range_low_ms": view.low_ms.item(),
-                "range_high_ms": view.high_ms.item(),
-            },
+        return one_output(
+            (
+                view.rarity.item(),
+                {
+                    "range_margin": view.margin.item(),
+                    "range_low_ms": view.low_ms.item(),
+                    "range_high_ms": view.high_ms.item(),
+                },
+            )
         )

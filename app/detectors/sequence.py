@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 
 
 class SequenceDetector(Detector):
@@ -44,10 +44,12 @@ class SequenceDetector(Detector):
         if view is None:
             raise RuntimeError("sequence detector needs the engine's sequence view")
         rank = view.rank.item()
-        return OneOutput(
-            view.rarity.item(),
-            {
-                "next_template_probability": view.probability.item(),
-                "next_template_rank": float(rank) if rank > 0 else math.nan,
-            },
+        return one_output(
+            (
+                view.rarity.item(),
+                {
+                    "next_template_probability": view.probability.item(),
+                    "next_template_rank": float(rank) if rank > 0 else math.nan,
+                },
+            )
         )

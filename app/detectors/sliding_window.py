@@ -10,7 +10,7 @@ import numpy.typing as npt
 from scipy.special import stdtr
 from scipy.special.cython_special import stdtr as stdtr_one
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 from app.windows import RECENT_EVENTS
 
 FloatArray = npt.NDArray[np.float64]
@@ -240,15 +240,17 @@ class SlidingWindowDetector(Detector):
             bursts / BURST_SHARE,
             min(latency_jump / LATENCY_JUMP_SHARE, latency_shift / LATENCY_SHIFT_SHARE),
         )
-        return OneOutput(
-            min(1.0, smallest),
-            {
-                "error_rate": float(window.errors.item()) / total if total > 0 else 0.0,
-                "latency_zscore": z,
-                "total_logs": total,
-                "expected_error_rate": expected,
-                "recent_errors": float(window.recent_errors.item()),
-                "latency_shift": shift,
-                "error_burst_rarity": bursts,
-            },
+        return one_output(
+            (
+                min(1.0, smallest),
+                {
+                    "error_rate": float(window.errors.item()) / total if total > 0 else 0.0,
+                    "latency_zscore": z,
+                    "total_logs": total,
+                    "expected_error_rate": expected,
+                    "recent_errors": float(window.recent_errors.item()),
+                    "latency_shift": shift,
+                    "error_burst_rarity": bursts,
+                },
+            )
         )

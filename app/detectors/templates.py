@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext
+from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 from app.templates import TemplateView
 
 
@@ -93,16 +93,20 @@ class TemplateDetector(Detector):
         smallest = min(tests) if known else math.nan
         template_id = view.template_id.item()
         has_template = template_id >= 0
-        return OneOutput(
-            min(1.0, len(tests) * smallest) if smallest == smallest else math.nan,
-            {
-                "template_id": float(template_id) if has_template else math.nan,
-                "template_count": float(view.template_count.item()) if has_template else math.nan,
-                "service_messages": float(view.service_messages.item()),
-                "novelty_rarity": novelty,
-                "system_rarity": system,
-                "rare_rarity": rare,
-                "surge_count": view.surge_count.item(),
-                "surge_expected": view.surge_expected.item(),
-            },
+        return one_output(
+            (
+                min(1.0, len(tests) * smallest) if smallest == smallest else math.nan,
+                {
+                    "template_id": float(template_id) if has_template else math.nan,
+                    "template_count": float(view.template_count.item())
+                    if has_template
+                    else math.nan,
+                    "service_messages": float(view.service_messages.item()),
+                    "novelty_rarity": novelty,
+                    "system_rarity": system,
+                    "rare_rarity": rare,
+                    "surge_count": view.surge_count.item(),
+                    "surge_expected": view.surge_expected.item(),
+                },
+            )
         )

@@ -7,7 +7,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +140,31 @@ async def test_no_payload_makes_the_api_fail(
     else:
         result = response.json()["results"][0] if batch else response.json()
         assert 0.0 <= result["anomaly_score"] <= 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    year=st.sampled_from([1969, 1970, 1971, 1972, 2197, 2198, 2199, 2200]),
+    month=st.sampled_from([1, 12]),
+    day=st.sampled_from([1, 31]),
+    clock=st.sampled_from(["00:00:00", "00:30:00", "23:30:00", "23:59:59.999999"]),
+    offset=st.sampled_from(["", "Z", "+00:00", "+23:59", "-23:59", "+12:00", "-01:00"]),
+)
+def test_timestamps_at_the_range_ends_are_judged_exactly(
+    year: int, month: int, day: int, clock: str, offset: str
+) -> None:
+    """Timestamps near either end of the range, with offsets that move them across it: only
+    the years at the ends are compared in full (the validator's shortcut), so these pin that
+    every other year is inside whatever the offset."""
+    text = f"{year:04d}-{month:02d}-{day:02d}T{clock}{offset}"
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    inside = MIN_TIMESTAMP <= parsed < MAX_TIMESTAMP
+    try:
+        event = LogEvent.model_validate({"service": "s", "level": "INFO", "timestamp": text})
+    except ValidationError:
+        assert not inside
+    else:
+        assert inside
+        assert event.timestamp == parsed
