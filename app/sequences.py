@@ -34,6 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.compiled import compile_kernel
+from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
+from app.keyed import drop as drop_key
 from app.service_states import ServiceSlots
 from app.templates import NO_TEMPLATE
 
@@ -56,24 +58,20 @@ _CONTEXT_FIELDS = 9
 # A counter (of a unigram or of a context): template, count, neighbours in its owner's list.
 _E_TEMPLATE, _E_COUNT, _E_PREV, _E_NEXT = range(4)
 _ENTRY_FIELDS = 4
-# The table: a key of three integers and its value (a context or counter; -1 = empty slot).
-# Keys: a unigram counter (row, _UNIGRAM, template); a context (row, a, b), _SINGLE as ``a`` for
-# the (b,) context; a context's counter (-1 - context, template, 0).
-_K0, _K1, _K2, _VALUE = range(4)
+# Keys of the table (``app.keyed``): a unigram counter (row, _UNIGRAM, template); a context
+# (row, a, b), _SINGLE as ``a`` for the (b,) context; a context's counter (-1 - context,
+# template, 0).
 _UNIGRAM = -10
 _SINGLE = -5
-# Pool bookkeeping: slots handed out so far, the free list's head, slots in use; and keys held.
+# Pool bookkeeping (``app.keyed``): per pool the slots handed out so far, its free list's head
+# and its slots in use; and the keys the table holds.
 _CONTEXTS_USED, _CONTEXTS_FREE, _CONTEXTS_LIVE = range(3)
 _ENTRIES_USED, _ENTRIES_FREE, _ENTRIES_LIVE = range(3, 6)
-_KEYS_LIVE = 6
 _META_FIELDS = 7
 # Most an event adds: a unigram counter, two contexts, a counter in each (five keys).
 _NEW_CONTEXTS, _NEW_ENTRIES, _NEW_KEYS = 2, 3, 5
 # numpy's pairwise summation leaves (``np.add.reduce`` of a contiguous float64 array).
 _PAIRWISE_BLOCK = 128
-# Odd multipliers mixing a key's three integers into a table slot (low bits only, so the
-# plain-Python kernel, on unbounded integers, hashes exactly as the compiled one).
-_MIX0, _MIX1, _MIX2 = 0x1E3779B97F4A7C15, 0x42B2AE3D27D4EB4F, 0x165667B19E3779F9
 
 
 class _Counts:
@@ -105,110 +103,6 @@ class SequenceView(NamedTuple):
     rank: IntArray  # 1 = the most likely next template; 0 where not judged
 
 
-def _slot_python(table: IntArray, k0: int, k1: int, k2: int) -> int:
-    """The table slot holding the key, or the empty slot where it would go (linear probing)."""
-    mask = table.shape[0] - 1
-    slot: int = ((int(k0) * _MIX0) ^ (int(k1) * _MIX1) ^ (int(k2) * _MIX2)) & mask
-    while table[slot, _VALUE] >= 0:
-        if table[slot, _K0] == k0 and table[slot, _K1] == k1 and table[slot, _K2] == k2:
-            return slot
-        slot = (slot + 1) & mask
-    return slot
-
-
-_slot = compile_kernel(_slot_python, "int64(int64[:, ::1], int64, int64, int64)") or _slot_python
-
-
-def _find_python(table: IntArray, k0: int, k1: int, k2: int) -> int:
-    """The key's value, or -1."""
-    return int(table[_slot(table, k0, k1, k2), _VALUE])
-
-
-_find = compile_kernel(_find_python, "int64(int64[:, ::1], int64, int64, int64)") or _find_python
-
-
-def _put_python(table: IntArray, meta: IntArray, k0: int, k1: int, k2: int, value: int) -> None:
-    """Add a key that is not in the table (the caller keeps the table at most half full)."""
-    slot = _slot(table, k0, k1, k2)
-    table[slot, _K0] = k0
-    table[slot, _K1] = k1
-    table[slot, _K2] = k2
-    table[slot, _VALUE] = value
-    meta[_KEYS_LIVE] += 1
-
-
-_put = (
-    compile_kernel(_put_python, "void(int64[:, ::1], int64[::1], int64, int64, int64, int64)")
-    or _put_python
-)
-
-
-def _drop_python(table: IntArray, meta: IntArray, k0: int, k1: int, k2: int) -> None:
-    """Remove a key in the table, moving back the keys after it that probed past its slot."""
-    mask = table.shape[0] - 1
-    hole = _slot(table, k0, k1, k2)
-    meta[_KEYS_LIVE] -= 1
-    slot = hole
-    while True:
-        slot = (slot + 1) & mask
-        if table[slot, _VALUE] < 0:
-            table[hole, _VALUE] = -1
-            return
-        home = (
-            (int(table[slot, _K0]) * _MIX0)
-            ^ (int(table[slot, _K1]) * _MIX1)
-            ^ (int(table[slot, _K2]) * _MIX2)
-        ) & mask
-        # The key stays if its home lies cyclically in (hole, slot]: the hole is not on its path.
-        if hole <= slot:
-            if hole < home <= slot:
-                continue
-        elif home > hole or home <= slot:
-            continue
-        table[hole, _K0] = table[slot, _K0]
-        table[hole, _K1] = table[slot, _K1]
-        table[hole, _K2] = table[slot, _K2]
-        table[hole, _VALUE] = table[slot, _VALUE]
-        hole = slot
-
-
-_drop = (
-    compile_kernel(_drop_python, "void(int64[:, ::1], int64[::1], int64, int64, int64)")
-    or _drop_python
-)
-
-
-def _take_python(pool: IntArray, meta: IntArray, used: int, next_field: int) -> int:
-    """A free slot of a pool (``meta[used]``, ``used + 1``, ``used + 2``: handed out, free list
-    head, in use), from its free list first; the caller reserved room."""
-    index = meta[used + 1]
-    if index >= 0:
-        meta[used + 1] = pool[index, next_field]
-    else:
-        index = meta[used]
-        meta[used] += 1
-    meta[used + 2] += 1
-    return int(index)
-
-
-_take = (
-    compile_kernel(_take_python, "int64(int64[:, ::1], int64[::1], int64, int64)") or _take_python
-)
-
-
-def _give_python(pool: IntArray, meta: IntArray, used: int, next_field: int, index: int) -> None:
-    """Return a slot to its pool's free list."""
-    pool[index, next_field] = meta[used + 1]
-    meta[used + 1] = index
-    meta[used + 2] -= 1
-
-
-_give = (
-    compile_kernel(_give_python, "void(int64[:, ::1], int64[::1], int64, int64, int64)")
-    or _give_python
-)
-
-
 def _drop_context_python(
     row: int,
     context: int,
@@ -222,10 +116,10 @@ def _drop_context_python(
     entry = contexts[context, _X_HEAD]
     while entry >= 0:
         following = entries[entry, _E_NEXT]
-        _drop(table, meta, -1 - context, entries[entry, _E_TEMPLATE], 0)
-        _give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
+        drop_key(table, meta, -1 - context, entries[entry, _E_TEMPLATE], 0)
+        give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
         entry = following
-    _drop(table, meta, row, contexts[context, _X_A], contexts[context, _X_B])
+    drop_key(table, meta, row, contexts[context, _X_A], contexts[context, _X_B])
     before, after = contexts[context, _X_PREV], contexts[context, _X_NEXT]
     if before >= 0:
         contexts[before, _X_NEXT] = after
@@ -236,7 +130,7 @@ def _drop_context_python(
     else:
         rows[row, _C_TAIL] = before
     rows[row, _C_COUNT] -= 1
-    _give(contexts, meta, _CONTEXTS_USED, _X_NEXT, context)
+    give(contexts, meta, _CONTEXTS_USED, _X_NEXT, context)
 
 
 _drop_context = (
@@ -259,7 +153,7 @@ def _new_context_python(
     meta: IntArray,
 ) -> int:
     """A new, empty context, the service's most recently used."""
-    context = _take(contexts, meta, _CONTEXTS_USED, _X_NEXT)
+    context = take(contexts, meta, _CONTEXTS_USED, _X_NEXT)
     contexts[context, _X_ROW] = row
     contexts[context, _X_A] = a
     contexts[context, _X_B] = b
@@ -276,7 +170,7 @@ def _new_context_python(
         rows[row, _C_HEAD] = context
     rows[row, _C_TAIL] = context
     rows[row, _C_COUNT] += 1
-    _put(table, meta, row, a, b, context)
+    put(table, meta, row, a, b, context)
     return context
 
 
@@ -322,9 +216,9 @@ def _count_in_context_python(
     meta: IntArray,
 ) -> None:
     """One more ``template_id`` after a context (a new counter goes last)."""
-    entry = _find(table, -1 - context, template_id, 0)
+    entry = find(table, -1 - context, template_id, 0)
     if entry < 0:
-        entry = _take(entries, meta, _ENTRIES_USED, _E_NEXT)
+        entry = take(entries, meta, _ENTRIES_USED, _E_NEXT)
         entries[entry, _E_TEMPLATE] = template_id
         entries[entry, _E_COUNT] = 0
         tail = contexts[context, _X_TAIL]
@@ -336,7 +230,7 @@ def _count_in_context_python(
             contexts[context, _X_HEAD] = entry
         contexts[context, _X_TAIL] = entry
         contexts[context, _X_DISTINCT] += 1
-        _put(table, meta, -1 - context, template_id, 0, entry)
+        put(table, meta, -1 - context, template_id, 0, entry)
     entries[entry, _E_COUNT] += 1
     contexts[context, _X_TOTAL] += 1
 
@@ -362,8 +256,8 @@ def _reset_row_python(
     entry = rows[row, _U_HEAD]
     while entry >= 0:
         following = entries[entry, _E_NEXT]
-        _drop(table, meta, row, _UNIGRAM, entries[entry, _E_TEMPLATE])
-        _give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
+        drop_key(table, meta, row, _UNIGRAM, entries[entry, _E_TEMPLATE])
+        give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
         entry = following
     while rows[row, _C_HEAD] >= 0:
         _drop_context(row, rows[row, _C_HEAD], rows, contexts, entries, table, meta)
@@ -512,12 +406,12 @@ def _backoff_python(
         value = kept * (entries[entry, _E_COUNT] / total)
         if use_single:
             value = single_escape * value
-            counter = _find(table, -1 - single, t, 0)
+            counter = find(table, -1 - single, t, 0)
             if counter >= 0:
                 value = value + entries[counter, _E_COUNT] / single_denominator
         if use_pair:
             value = pair_escape * value
-            counter = _find(table, -1 - pair, t, 0)
+            counter = find(table, -1 - pair, t, 0)
             if counter >= 0:
                 value = value + entries[counter, _E_COUNT] / pair_denominator
         values[n] = value
@@ -529,11 +423,11 @@ def _backoff_python(
         entry = contexts[single, _X_HEAD]
         while entry >= 0:
             t = entries[entry, _E_TEMPLATE]
-            if _find(table, row, _UNIGRAM, t) < 0:
+            if find(table, row, _UNIGRAM, t) < 0:
                 value = 0.0 + entries[entry, _E_COUNT] / single_denominator
                 if use_pair:
                     value = pair_escape * value
-                    counter = _find(table, -1 - pair, t, 0)
+                    counter = find(table, -1 - pair, t, 0)
                     if counter >= 0:
                         value = value + entries[counter, _E_COUNT] / pair_denominator
                 values[n] = value
@@ -545,8 +439,8 @@ def _backoff_python(
         entry = contexts[pair, _X_HEAD]
         while entry >= 0:
             t = entries[entry, _E_TEMPLATE]
-            if _find(table, row, _UNIGRAM, t) < 0 and not (
-                use_single and _find(table, -1 - single, t, 0) >= 0
+            if find(table, row, _UNIGRAM, t) < 0 and not (
+                use_single and find(table, -1 - single, t, 0) >= 0
             ):
                 value = 0.0 + entries[entry, _E_COUNT] / pair_denominator
                 values[n] = value
@@ -609,12 +503,12 @@ def _observe_kernel(
             _reset_row(row, rows, contexts, entries, table, meta)
         a = rows[row, _PREV_A]
         b = rows[row, _PREV_B]
-        pair = _find(table, row, a, b)
-        single = _find(table, row, _SINGLE, b)
+        pair = find(table, row, a, b)
+        single = find(table, row, _SINGLE, b)
         if rows[row, _EVENTS] >= MIN_SERVICE_EVENTS:
             count = 0
             if pair >= 0:
-                entry = _find(table, -1 - pair, template_id, 0)
+                entry = find(table, -1 - pair, template_id, 0)
                 if entry >= 0:
                     count = entries[entry, _E_COUNT]
             # Fast path: the order-2 context alone already ranks the template in its top k,
@@ -640,9 +534,9 @@ def _observe_kernel(
                 )  # fmt: skip
         # The unigram learns the template (a new counter goes last); past max_contexts counters
         # the least frequent (the first of them) is dropped.
-        entry = _find(table, row, _UNIGRAM, template_id)
+        entry = find(table, row, _UNIGRAM, template_id)
         if entry < 0:
-            entry = _take(entries, meta, _ENTRIES_USED, _E_NEXT)
+            entry = take(entries, meta, _ENTRIES_USED, _E_NEXT)
             entries[entry, _E_TEMPLATE] = template_id
             entries[entry, _E_COUNT] = 0
             tail = rows[row, _U_TAIL]
@@ -654,7 +548,7 @@ def _observe_kernel(
                 rows[row, _U_HEAD] = entry
             rows[row, _U_TAIL] = entry
             rows[row, _U_DISTINCT] += 1
-            _put(table, meta, row, _UNIGRAM, template_id, entry)
+            put(table, meta, row, _UNIGRAM, template_id, entry)
         entries[entry, _E_COUNT] += 1
         rows[row, _U_TOTAL] += 1
         if rows[row, _U_DISTINCT] > max_contexts:
@@ -675,8 +569,8 @@ def _observe_kernel(
             else:
                 rows[row, _U_TAIL] = before
             rows[row, _U_DISTINCT] -= 1
-            _drop(table, meta, row, _UNIGRAM, entries[least, _E_TEMPLATE])
-            _give(entries, meta, _ENTRIES_USED, _E_NEXT, least)
+            drop_key(table, meta, row, _UNIGRAM, entries[least, _E_TEMPLATE])
+            give(entries, meta, _ENTRIES_USED, _E_NEXT, least)
         # The (b,) then the (a, b) context learns the template; each is made the most recently
         # used (the least recently used is dropped past max_contexts).
         if single < 0:
@@ -710,19 +604,6 @@ _compiled_observe = compile_kernel(
 _observe = _compiled_observe or _observe_kernel
 
 
-def _rehash_python(old: IntArray, new: IntArray, meta: IntArray) -> None:
-    """Put every key of ``old`` into the empty, larger ``new``."""
-    meta[_KEYS_LIVE] = 0
-    for slot in range(old.shape[0]):
-        if old[slot, _VALUE] >= 0:
-            _put(new, meta, old[slot, _K0], old[slot, _K1], old[slot, _K2], old[slot, _VALUE])
-
-
-_rehash = (
-    compile_kernel(_rehash_python, "void(int64[:, ::1], int64[:, ::1], int64[::1])")
-    or _rehash_python
-)
-
 _EMPTY_ROW = np.array([_START, _START, 0, 0, 0, -1, -1, 0, -1, -1], dtype=np.int64)
 
 
@@ -736,7 +617,7 @@ class SequenceStore:
         self._rows = np.empty((0, _ROW_FIELDS), dtype=np.int64)
         self._contexts = np.zeros((16, _CONTEXT_FIELDS), dtype=np.int64)
         self._entries = np.zeros((16, _ENTRY_FIELDS), dtype=np.int64)
-        self._table = np.full((64, 4), -1, dtype=np.int64)
+        self._table = new_table(64)
         self._meta = np.zeros(_META_FIELDS, dtype=np.int64)
         self._meta[_CONTEXTS_FREE] = self._meta[_ENTRIES_FREE] = -1
         # The one event's row code and template, passed to the kernel: reused (it only reads
@@ -782,7 +663,7 @@ class SequenceStore:
         if self._headroom >= events:
             self._headroom -= events
             return
-        live = [int(v) for v in self._meta[[_CONTEXTS_LIVE, _ENTRIES_LIVE, _KEYS_LIVE]]]
+        live = [int(v) for v in self._meta[[_CONTEXTS_LIVE, _ENTRIES_LIVE, KEYS_LIVE]]]
         contexts, entries, keys = live
         contexts += _NEW_CONTEXTS * events
         entries += _NEW_ENTRIES * events
@@ -793,8 +674,8 @@ class SequenceStore:
         if 4 * keys > size:
             while 4 * keys > size:
                 size *= 2
-            table = np.full((size, 4), -1, dtype=np.int64)
-            _rehash(self._table, table, self._meta)
+            table = new_table(size)
+            rehash(self._table, table, self._meta)
             self._table = table
         # Grown to twice what these events need (the table to at most a quarter full), so the
         # next reserve is some way off; the table stays at most half full until then.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 from unittest.mock import patch
 
 import numpy as np
 
-from app import sequences
+from app import keyed, sequences
 from app.sequences import MIN_SERVICE_EVENTS, SequenceStore
 from app.templates import NO_TEMPLATE, TemplateStore
 from tests.test_store_equivalence import state_of
@@ -73,13 +74,17 @@ def test_sequences_run_on_mined_templates() -> None:
 def test_plain_python_kernels_match_the_compiled_ones() -> None:
     """The kernels' sources run as plain Python (a numpy-only install) give the same views and
     state as the compiled kernels."""
-    plain = {
-        name: getattr(sequences, f"{name}_python")
-        for name in (
-            "_slot", "_find", "_put", "_drop", "_take", "_give", "_drop_context", "_new_context",
-            "_touch_context", "_count_in_context", "_reset_row", "_pairwise_sum", "_backoff",
-            "_rehash",
-        )
+    names = ("_drop_context", "_new_context", "_touch_context", "_count_in_context", "_reset_row")
+    plain: dict[str, Any] = {name: getattr(sequences, f"{name}_python") for name in names}
+    table: dict[str, Any] = {
+        name: getattr(keyed, f"{name}_python") for name in ("probe", "find", "put", "drop")
+    }
+    table.update(take=keyed.take_python, give=keyed.give_python, rehash=keyed.rehash_python)
+    in_sequences: dict[str, Any] = {
+        "find": keyed.find_python, "put": keyed.put_python, "drop_key": keyed.drop_python,
+        "take": keyed.take_python, "give": keyed.give_python, "rehash": keyed.rehash_python,
+        "_pairwise_sum": sequences._pairwise_sum_python, "_backoff": sequences._backoff_python,
+        "_observe": sequences._observe_kernel,
     }  # fmt: skip
     rng = np.random.default_rng(3)
     batches = [
@@ -89,7 +94,10 @@ def test_plain_python_kernels_match_the_compiled_ones() -> None:
     compiled, python = SequenceStore(2, 24, 3), SequenceStore(2, 24, 3)
     for services, ids in batches:
         expected = compiled.observe(services, ids)
-        with patch.multiple(sequences, _observe=sequences._observe_kernel, **plain):
+        with (
+            patch.multiple(keyed, **table),
+            patch.multiple(sequences, **plain, **in_sequences),
+        ):
             got = python.observe(services, ids)
         for a, b in zip(expected, got, strict=True):
             assert a.tobytes() == b.tobytes()
