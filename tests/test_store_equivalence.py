@@ -9,6 +9,7 @@ from typing import Any
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -306,6 +307,32 @@ def test_template_store_matches_the_scalar_store(
     assert list(new) == list(old)
     assert new.evictions == old.evictions
     assert (new.miner.messages, new.miner.singletons) == (old.miner.messages, old.miner.singletons)
+    assert_same_template_state(new, old)
+
+
+def template_state(store: Any) -> list[Any]:
+    """A template store's state: the miner's templates and resolved texts in their order, and
+    each service's counters in theirs; the surge maps, whose order nothing reads, sorted."""
+    miner = store.miner
+    state: list[Any] = [
+        [(t.template_id, t.tokens, t.count) for t in miner._templates.values()],
+        list(miner._cache.items()),
+        (miner.next_id, miner.evictions, miner.messages, miner.singletons),
+    ]
+    for service in store:
+        s = store.get(service)
+        state.append(
+            (
+                service, list(s.counts.items()), s.messages, s.singletons, s.introduced,
+                sorted((k, v.hex()) for k, v in s.burst.items()), s.surge_total.hex(),
+                s.surge_events, s.surge_ref_events, sorted(s.episodes.items()), sorted(s.surging),
+            )
+        )  # fmt: skip
+    return state
+
+
+def assert_same_template_state(new: TemplateStore, old: Any) -> None:
+    assert template_state(new) == template_state(old)
 
 
 @settings(max_examples=60, deadline=None)
@@ -464,3 +491,26 @@ def test_rows_keep_every_service_state_while_they_grow() -> None:
         assert list(new) == list(old)
         assert len(new) > 100
         assert len(new) <= new.rows[0].shape[0] < len(new) * 1.5 + 16
+
+
+@pytest.mark.parametrize("max_templates", [10, 5000])
+def test_template_store_matches_the_scalar_store_across_many_services(max_templates: int) -> None:
+    """Dozens of services sharing dozens of templates, evicted both ways: templates new to a
+    warmed-up service that others logged (the system tail, which the batch kernel stops for
+    and works out from the miner's later state), made and evicted within a batch."""
+    rng = np.random.default_rng(5)
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa"]
+    shapes = [" ".join(rng.choice(words, rng.integers(2, 5))) for _ in range(60)]
+    new = TemplateStore(max_templates, 0.5, 5.0, 30)
+    old = ScalarTemplateStore(max_templates, 0.5, 5.0, 30)
+    for _ in range(25):
+        size = int(rng.integers(1, 400))
+        services = [f"svc{k}" for k in rng.zipf(1.5, size) % 40]
+        shape = np.minimum(rng.zipf(1.3, size), 60) - 1
+        messages = [f"{shapes[k]} {rng.integers(0, 9)}" for k in shape]
+        levels = rng.choice([0.0, 1.0, 2.0], size).tolist()
+        assert_same_view(
+            new.observe(services, messages, levels), old.observe(services, messages, levels)
+        )
+    assert new.evictions == old.evictions > 0
+    assert_same_template_state(new, old)
