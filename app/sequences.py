@@ -14,19 +14,29 @@ from every event in O(1), needs no training pass, and its memory is bounded (con
 An event whose template is in the model's top ``k`` is ordinary (rarity 1, as in DeepLog).
 Otherwise its rarity is the model's probability mass of next templates at most as likely as the
 one observed: the exact tail probability of "this surprising" under the model.
+
+State is kept in arrays that one compiled pass per batch reads and updates (``_observe_kernel``):
+per service a row (its last two templates, its events and its unigram), a pool of contexts and a
+pool of counters, each linked in the order the dictionaries of the plain model kept them
+(insertion order for counters, least recently used first for contexts), and one open-addressing
+table from (owner, key) to a counter or context. The order matters: it breaks ties when the least
+frequent unigram counter is dropped, and it is the order the backoff distribution is summed in.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from app.service_states import ServiceStates
+from app.compiled import compile_kernel
+from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
+from app.keyed import drop as drop_key
+from app.service_states import ServiceSlots
 from app.templates import NO_TEMPLATE
 
 FloatArray = npt.NDArray[np.float64]
@@ -36,6 +46,33 @@ IntArray = npt.NDArray[np.int64]
 MIN_SERVICE_EVENTS = 50
 _START = -2  # context slot before a service's first message
 
+# A service's row: its previous two templates, events, unigram (total, distinct counters, first
+# and last counter) and contexts (how many, least and most recently used).
+_PREV_A, _PREV_B, _EVENTS, _U_TOTAL, _U_DISTINCT, _U_HEAD, _U_TAIL = range(7)
+_C_COUNT, _C_HEAD, _C_TAIL = range(7, 10)
+_ROW_FIELDS = 10
+# A context: its key, total and distinct counters, its counters' list, and its neighbours in
+# the service's recency list (the free list reuses _X_NEXT).
+_X_ROW, _X_A, _X_B, _X_TOTAL, _X_DISTINCT, _X_HEAD, _X_TAIL, _X_PREV, _X_NEXT = range(9)
+_CONTEXT_FIELDS = 9
+# A counter (of a unigram or of a context): template, count, neighbours in its owner's list.
+_E_TEMPLATE, _E_COUNT, _E_PREV, _E_NEXT = range(4)
+_ENTRY_FIELDS = 4
+# Keys of the table (``app.keyed``): a unigram counter (row, _UNIGRAM, template); a context
+# (row, a, b), _SINGLE as ``a`` for the (b,) context; a context's counter (-1 - context,
+# template, 0).
+_UNIGRAM = -10
+_SINGLE = -5
+# Pool bookkeeping (``app.keyed``): per pool the slots handed out so far, its free list's head
+# and its slots in use; and the keys the table holds.
+_CONTEXTS_USED, _CONTEXTS_FREE, _CONTEXTS_LIVE = range(3)
+_ENTRIES_USED, _ENTRIES_FREE, _ENTRIES_LIVE = range(3, 6)
+_META_FIELDS = 7
+# Most an event adds: a unigram counter, two contexts, a counter in each (five keys).
+_NEW_CONTEXTS, _NEW_ENTRIES, _NEW_KEYS = 2, 3, 5
+# numpy's pairwise summation leaves (``np.add.reduce`` of a contiguous float64 array).
+_PAIRWISE_BLOCK = 128
+
 
 class _Counts:
     __slots__ = ("counts", "total")
@@ -44,12 +81,10 @@ class _Counts:
         self.counts: dict[int, int] = {}
         self.total = 0
 
-    def add(self, template_id: int) -> None:
-        self.counts[template_id] = self.counts.get(template_id, 0) + 1
-        self.total += 1
-
 
 class ServiceSequence:
+    """A picture of one service's model, read from the arrays (``SequenceStore.get``)."""
+
     __slots__ = ("contexts", "events", "previous", "unigram")
 
     def __init__(self) -> None:
@@ -68,212 +103,676 @@ class SequenceView(NamedTuple):
     rank: IntArray  # 1 = the most likely next template; 0 where not judged
 
 
-def _blend(
-    counts: _Counts | None, lower: dict[int, float], lower_unseen: float
-) -> tuple[dict[int, float], float]:
-    """One Witten-Bell step: the distribution given a context from the one given a shorter one."""
-    if counts is None or counts.total == 0:
-        return lower, lower_unseen
-    distinct = len(counts.counts)
-    denominator = counts.total + distinct
-    escape = distinct / denominator
-    blended = {t: escape * p for t, p in lower.items()}
-    for t, c in counts.counts.items():
-        blended[t] = blended.get(t, 0.0) + c / denominator
-    return blended, escape * lower_unseen
+def _drop_context_python(
+    row: int,
+    context: int,
+    rows: IntArray,
+    contexts: IntArray,
+    entries: IntArray,
+    table: IntArray,
+    meta: IntArray,
+) -> None:
+    """Forget a context: its counters, its key, and its place in the service's recency list."""
+    entry = contexts[context, _X_HEAD]
+    while entry >= 0:
+        following = entries[entry, _E_NEXT]
+        drop_key(table, meta, -1 - context, entries[entry, _E_TEMPLATE], 0)
+        give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
+        entry = following
+    drop_key(table, meta, row, contexts[context, _X_A], contexts[context, _X_B])
+    before, after = contexts[context, _X_PREV], contexts[context, _X_NEXT]
+    if before >= 0:
+        contexts[before, _X_NEXT] = after
+    else:
+        rows[row, _C_HEAD] = after
+    if after >= 0:
+        contexts[after, _X_PREV] = before
+    else:
+        rows[row, _C_TAIL] = before
+    rows[row, _C_COUNT] -= 1
+    give(contexts, meta, _CONTEXTS_USED, _X_NEXT, context)
 
 
-class SequenceStore(ServiceStates[ServiceSequence]):
+_drop_context = (
+    compile_kernel(
+        _drop_context_python,
+        "void(int64, int64, int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[:, ::1],"
+        " int64[::1])",
+    )
+    or _drop_context_python
+)
+
+
+def _new_context_python(
+    row: int,
+    a: int,
+    b: int,
+    rows: IntArray,
+    contexts: IntArray,
+    table: IntArray,
+    meta: IntArray,
+) -> int:
+    """A new, empty context, the service's most recently used."""
+    context = take(contexts, meta, _CONTEXTS_USED, _X_NEXT)
+    contexts[context, _X_ROW] = row
+    contexts[context, _X_A] = a
+    contexts[context, _X_B] = b
+    contexts[context, _X_TOTAL] = 0
+    contexts[context, _X_DISTINCT] = 0
+    contexts[context, _X_HEAD] = -1
+    contexts[context, _X_TAIL] = -1
+    tail = rows[row, _C_TAIL]
+    contexts[context, _X_PREV] = tail
+    contexts[context, _X_NEXT] = -1
+    if tail >= 0:
+        contexts[tail, _X_NEXT] = context
+    else:
+        rows[row, _C_HEAD] = context
+    rows[row, _C_TAIL] = context
+    rows[row, _C_COUNT] += 1
+    put(table, meta, row, a, b, context)
+    return context
+
+
+_new_context = (
+    compile_kernel(
+        _new_context_python,
+        "int64(int64, int64, int64, int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1])",
+    )
+    or _new_context_python
+)
+
+
+def _touch_context_python(row: int, context: int, rows: IntArray, contexts: IntArray) -> None:
+    """Make a context the service's most recently used."""
+    after = contexts[context, _X_NEXT]
+    if after < 0:
+        return
+    before = contexts[context, _X_PREV]
+    if before >= 0:
+        contexts[before, _X_NEXT] = after
+    else:
+        rows[row, _C_HEAD] = after
+    contexts[after, _X_PREV] = before
+    tail = rows[row, _C_TAIL]
+    contexts[tail, _X_NEXT] = context
+    contexts[context, _X_PREV] = tail
+    contexts[context, _X_NEXT] = -1
+    rows[row, _C_TAIL] = context
+
+
+_touch_context = (
+    compile_kernel(_touch_context_python, "void(int64, int64, int64[:, ::1], int64[:, ::1])")
+    or _touch_context_python
+)
+
+
+def _count_in_context_python(
+    context: int,
+    template_id: int,
+    contexts: IntArray,
+    entries: IntArray,
+    table: IntArray,
+    meta: IntArray,
+) -> None:
+    """One more ``template_id`` after a context (a new counter goes last)."""
+    entry = find(table, -1 - context, template_id, 0)
+    if entry < 0:
+        entry = take(entries, meta, _ENTRIES_USED, _E_NEXT)
+        entries[entry, _E_TEMPLATE] = template_id
+        entries[entry, _E_COUNT] = 0
+        tail = contexts[context, _X_TAIL]
+        entries[entry, _E_PREV] = tail
+        entries[entry, _E_NEXT] = -1
+        if tail >= 0:
+            entries[tail, _E_NEXT] = entry
+        else:
+            contexts[context, _X_HEAD] = entry
+        contexts[context, _X_TAIL] = entry
+        contexts[context, _X_DISTINCT] += 1
+        put(table, meta, -1 - context, template_id, 0, entry)
+    entries[entry, _E_COUNT] += 1
+    contexts[context, _X_TOTAL] += 1
+
+
+_count_in_context = (
+    compile_kernel(
+        _count_in_context_python,
+        "void(int64, int64, int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1])",
+    )
+    or _count_in_context_python
+)
+
+
+def _reset_row_python(
+    row: int,
+    rows: IntArray,
+    contexts: IntArray,
+    entries: IntArray,
+    table: IntArray,
+    meta: IntArray,
+) -> None:
+    """Start a row afresh: forget whatever an evicted service left in it."""
+    entry = rows[row, _U_HEAD]
+    while entry >= 0:
+        following = entries[entry, _E_NEXT]
+        drop_key(table, meta, row, _UNIGRAM, entries[entry, _E_TEMPLATE])
+        give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
+        entry = following
+    while rows[row, _C_HEAD] >= 0:
+        _drop_context(row, rows[row, _C_HEAD], rows, contexts, entries, table, meta)
+    rows[row, _PREV_A] = _START
+    rows[row, _PREV_B] = _START
+    rows[row, _EVENTS] = 0
+    rows[row, _U_TOTAL] = 0
+    rows[row, _U_DISTINCT] = 0
+    rows[row, _U_HEAD] = -1
+    rows[row, _U_TAIL] = -1
+
+
+_reset_row = (
+    compile_kernel(
+        _reset_row_python,
+        "void(int64, int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1])",
+    )
+    or _reset_row_python
+)
+
+
+def _pairwise_sum_python(values: FloatArray, count: int) -> float:
+    """``values[:count].sum()`` exactly as numpy adds (its pairwise summation: blocks of at most
+    ``_PAIRWISE_BLOCK`` in eight running sums, larger spans halved at a multiple of eight), so
+    the tail mass is the same double the plain model's numpy sum gave."""
+    # The halving recursion, walked with an explicit stack (a compiled kernel cannot call
+    # itself by name): each frame is a span and how far it got; results pass up in ``result``.
+    starts = np.empty(64, dtype=np.int64)
+    lengths = np.empty(64, dtype=np.int64)
+    stages = np.empty(64, dtype=np.int64)
+    lefts = np.empty(64, dtype=np.float64)
+    top = 0
+    starts[0] = 0
+    lengths[0] = count
+    stages[0] = 0
+    result = 0.0
+    while top >= 0:
+        start, length = starts[top], lengths[top]
+        if length < 8:
+            total = 0.0
+            for i in range(start, start + length):
+                total += values[i]
+            result = total
+            top -= 1
+        elif length <= _PAIRWISE_BLOCK:
+            r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
+            r4, r5, r6, r7 = (
+                values[start + 4], values[start + 5], values[start + 6], values[start + 7]
+            )  # fmt: skip
+            i = 8
+            whole = length - length % 8
+            while i < whole:
+                at = start + i
+                r0 += values[at]
+                r1 += values[at + 1]
+                r2 += values[at + 2]
+                r3 += values[at + 3]
+                r4 += values[at + 4]
+                r5 += values[at + 5]
+                r6 += values[at + 6]
+                r7 += values[at + 7]
+                i += 8
+            total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+            while i < length:
+                total += values[start + i]
+                i += 1
+            result = total
+            top -= 1
+        else:
+            half = length // 2
+            half -= half % 8
+            if stages[top] == 0:
+                stages[top] = 1
+                top += 1
+                starts[top] = start
+                lengths[top] = half
+                stages[top] = 0
+            elif stages[top] == 1:
+                stages[top] = 2
+                lefts[top] = result
+                top += 1
+                starts[top] = start + half
+                lengths[top] = length - half
+                stages[top] = 0
+            else:
+                result = lefts[top] + result
+                top -= 1
+    return result
+
+
+_pairwise_sum = (
+    compile_kernel(_pairwise_sum_python, "float64(float64[::1], int64)") or _pairwise_sum_python
+)
+
+
+def _backoff_python(
+    row: int,
+    single: int,
+    pair: int,
+    template_id: int,
+    top_k: int,
+    rows: IntArray,
+    contexts: IntArray,
+    entries: IntArray,
+    table: IntArray,
+    out: FloatArray,
+    ranks: IntArray,
+    i: int,
+) -> None:
+    """The full Witten-Bell distribution, for an event the (a, b) context alone does not rank in
+    the top k: its probability, rank and, past the top k, the tail mass at most as likely.
+
+    Values in the order the plain model's dictionaries held them: the unigram's templates, then
+    the (b,) context's new ones, then the (a, b) context's; each blended as it was, in the same
+    operations (``escape * lower`` then ``+ count / denominator``, or ``0.0 +`` for a new one)."""
+    total = rows[row, _U_TOTAL]
+    distinct = rows[row, _U_DISTINCT]
+    escape0 = distinct / (total + distinct)
+    kept = 1.0 - escape0
+    use_single = single >= 0 and contexts[single, _X_TOTAL] > 0
+    use_pair = pair >= 0 and contexts[pair, _X_TOTAL] > 0
+    size = distinct
+    single_denominator = 0
+    single_escape = 0.0
+    unseen = escape0
+    if use_single:
+        single_distinct = contexts[single, _X_DISTINCT]
+        single_denominator = contexts[single, _X_TOTAL] + single_distinct
+        single_escape = single_distinct / single_denominator
+        unseen = single_escape * unseen
+        size += single_distinct
+    pair_denominator = 0
+    pair_escape = 0.0
+    if use_pair:
+        pair_distinct = contexts[pair, _X_DISTINCT]
+        pair_denominator = contexts[pair, _X_TOTAL] + pair_distinct
+        pair_escape = pair_distinct / pair_denominator
+        unseen = pair_escape * unseen
+        size += pair_distinct
+    values = np.empty(size, dtype=np.float64)
+    n = 0
+    p = unseen
+    entry = rows[row, _U_HEAD]
+    while entry >= 0:
+        t = entries[entry, _E_TEMPLATE]
+        value = kept * (entries[entry, _E_COUNT] / total)
+        if use_single:
+            value = single_escape * value
+            counter = find(table, -1 - single, t, 0)
+            if counter >= 0:
+                value = value + entries[counter, _E_COUNT] / single_denominator
+        if use_pair:
+            value = pair_escape * value
+            counter = find(table, -1 - pair, t, 0)
+            if counter >= 0:
+                value = value + entries[counter, _E_COUNT] / pair_denominator
+        values[n] = value
+        n += 1
+        if t == template_id:
+            p = value
+        entry = entries[entry, _E_NEXT]
+    if use_single:
+        entry = contexts[single, _X_HEAD]
+        while entry >= 0:
+            t = entries[entry, _E_TEMPLATE]
+            if find(table, row, _UNIGRAM, t) < 0:
+                value = 0.0 + entries[entry, _E_COUNT] / single_denominator
+                if use_pair:
+                    value = pair_escape * value
+                    counter = find(table, -1 - pair, t, 0)
+                    if counter >= 0:
+                        value = value + entries[counter, _E_COUNT] / pair_denominator
+                values[n] = value
+                n += 1
+                if t == template_id:
+                    p = value
+            entry = entries[entry, _E_NEXT]
+    if use_pair:
+        entry = contexts[pair, _X_HEAD]
+        while entry >= 0:
+            t = entries[entry, _E_TEMPLATE]
+            if find(table, row, _UNIGRAM, t) < 0 and not (
+                use_single and find(table, -1 - single, t, 0) >= 0
+            ):
+                value = 0.0 + entries[entry, _E_COUNT] / pair_denominator
+                values[n] = value
+                n += 1
+                if t == template_id:
+                    p = value
+            entry = entries[entry, _E_NEXT]
+    above = 0
+    below = 0
+    for j in range(n):
+        if values[j] > p:
+            above += 1
+        elif values[j] <= p:
+            values[below] = values[j]  # the ones at most as likely, in order, for the tail sum
+            below += 1
+    rank = 1 + above
+    ranks[i] = rank
+    out[1, i] = p
+    if rank > top_k:
+        # Mass of templates at most as likely, plus all never-seen ones.
+        mass = _pairwise_sum(values, below) + unseen
+        out[0, i] = mass if mass < 1.0 else 1.0
+
+
+_backoff = (
+    compile_kernel(
+        _backoff_python,
+        "void(int64, int64, int64, int64, int64, int64[:, ::1], int64[:, ::1], int64[:, ::1],"
+        " int64[:, ::1], float64[:, ::1], int64[::1], int64)",
+    )
+    or _backoff_python
+)
+
+
+def _observe_kernel(
+    codes: IntArray,
+    template_ids: IntArray,
+    rows: IntArray,
+    contexts: IntArray,
+    entries: IntArray,
+    table: IntArray,
+    meta: IntArray,
+    out: FloatArray,
+    ranks: IntArray,
+    top_k: int,
+    max_contexts: int,
+) -> None:
+    """Judge each event's template against its service's model, then learn it: in order.
+    Compiled by numba (``app.compiled``); as plain Python the same arithmetic."""
+    for i in range(template_ids.shape[0]):
+        out[0, i] = 1.0
+        out[1, i] = math.nan
+        ranks[i] = 0
+        template_id = template_ids[i]
+        if template_id == NO_TEMPLATE:
+            continue
+        row = codes[i]
+        if row < 0:
+            row = ~row  # the row's first event for this service (ServiceSlots.row_codes)
+            _reset_row(row, rows, contexts, entries, table, meta)
+        a = rows[row, _PREV_A]
+        b = rows[row, _PREV_B]
+        pair = find(table, row, a, b)
+        single = find(table, row, _SINGLE, b)
+        if rows[row, _EVENTS] >= MIN_SERVICE_EVENTS:
+            count = 0
+            if pair >= 0:
+                entry = find(table, -1 - pair, template_id, 0)
+                if entry >= 0:
+                    count = entries[entry, _E_COUNT]
+            # Fast path: the order-2 context alone already ranks the template in its top k,
+            # that is fewer than k (k >= 1, as settings require) templates are more frequent
+            # there: one pass, no sort.
+            greater = top_k
+            pair_denominator = 0
+            if pair >= 0 and count > 0:
+                greater = 0
+                entry = contexts[pair, _X_HEAD]
+                while entry >= 0:
+                    if entries[entry, _E_COUNT] > count:
+                        greater += 1
+                    entry = entries[entry, _E_NEXT]
+                pair_denominator = contexts[pair, _X_TOTAL] + contexts[pair, _X_DISTINCT]
+            if greater < top_k:
+                ranks[i] = 1 + greater
+                out[1, i] = count / pair_denominator
+            else:
+                _backoff(
+                    row, single, pair, template_id, top_k, rows, contexts, entries, table, out,
+                    ranks, i,
+                )  # fmt: skip
+        # The unigram learns the template (a new counter goes last); past max_contexts counters
+        # the least frequent (the first of them) is dropped.
+        entry = find(table, row, _UNIGRAM, template_id)
+        if entry < 0:
+            entry = take(entries, meta, _ENTRIES_USED, _E_NEXT)
+            entries[entry, _E_TEMPLATE] = template_id
+            entries[entry, _E_COUNT] = 0
+            tail = rows[row, _U_TAIL]
+            entries[entry, _E_PREV] = tail
+            entries[entry, _E_NEXT] = -1
+            if tail >= 0:
+                entries[tail, _E_NEXT] = entry
+            else:
+                rows[row, _U_HEAD] = entry
+            rows[row, _U_TAIL] = entry
+            rows[row, _U_DISTINCT] += 1
+            put(table, meta, row, _UNIGRAM, template_id, entry)
+        entries[entry, _E_COUNT] += 1
+        rows[row, _U_TOTAL] += 1
+        if rows[row, _U_DISTINCT] > max_contexts:
+            least = rows[row, _U_HEAD]
+            entry = entries[least, _E_NEXT]
+            while entry >= 0:
+                if entries[entry, _E_COUNT] < entries[least, _E_COUNT]:
+                    least = entry
+                entry = entries[entry, _E_NEXT]
+            rows[row, _U_TOTAL] -= entries[least, _E_COUNT]
+            before, after = entries[least, _E_PREV], entries[least, _E_NEXT]
+            if before >= 0:
+                entries[before, _E_NEXT] = after
+            else:
+                rows[row, _U_HEAD] = after
+            if after >= 0:
+                entries[after, _E_PREV] = before
+            else:
+                rows[row, _U_TAIL] = before
+            rows[row, _U_DISTINCT] -= 1
+            drop_key(table, meta, row, _UNIGRAM, entries[least, _E_TEMPLATE])
+            give(entries, meta, _ENTRIES_USED, _E_NEXT, least)
+        # The (b,) then the (a, b) context learns the template; each is made the most recently
+        # used (the least recently used is dropped past max_contexts).
+        if single < 0:
+            single = _new_context(row, _SINGLE, b, rows, contexts, table, meta)
+            if rows[row, _C_COUNT] > max_contexts:
+                oldest = rows[row, _C_HEAD]
+                _drop_context(row, oldest, rows, contexts, entries, table, meta)
+                # Making room for (b,) may have dropped (a, b).
+                if oldest == pair:
+                    pair = -1
+        else:
+            _touch_context(row, single, rows, contexts)
+        _count_in_context(single, template_id, contexts, entries, table, meta)
+        if pair < 0:
+            pair = _new_context(row, a, b, rows, contexts, table, meta)
+            if rows[row, _C_COUNT] > max_contexts:
+                _drop_context(row, rows[row, _C_HEAD], rows, contexts, entries, table, meta)
+        else:
+            _touch_context(row, pair, rows, contexts)
+        _count_in_context(pair, template_id, contexts, entries, table, meta)
+        rows[row, _PREV_A] = b
+        rows[row, _PREV_B] = template_id
+        rows[row, _EVENTS] += 1
+
+
+_compiled_observe = compile_kernel(
+    _observe_kernel,
+    "void(int64[::1], int64[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[:, ::1],"
+    " int64[::1], float64[:, ::1], int64[::1], int64, int64)",
+)
+_observe = _compiled_observe or _observe_kernel
+
+
+_EMPTY_ROW = np.array([_START, _START, 0, 0, 0, -1, -1, 0, -1, -1], dtype=np.int64)
+
+
+class SequenceStore:
     """Next-template models of at most ``max_services`` services (least recently seen evicted)."""
 
     def __init__(self, top_k: int = 5, max_contexts: int = 4096, max_services: int = 100_000):
-        super().__init__(ServiceSequence, max_services)
         self.top_k = top_k
         self.max_contexts = max_contexts
+        self.services = ServiceSlots(max_services)
+        self._rows = np.empty((0, _ROW_FIELDS), dtype=np.int64)
+        self._contexts = np.zeros((16, _CONTEXT_FIELDS), dtype=np.int64)
+        self._entries = np.zeros((16, _ENTRY_FIELDS), dtype=np.int64)
+        self._table = new_table(64)
+        self._meta = np.zeros(_META_FIELDS, dtype=np.int64)
+        self._meta[_CONTEXTS_FREE] = self._meta[_ENTRIES_FREE] = -1
+        # The one event's row code and template, passed to the kernel: reused (it only reads
+        # them during the call).
+        self._code_of_one = np.empty(1, dtype=np.int64)
+        self._id_of_one = np.empty(1, dtype=np.int64)
+        # Events that fit in the pools and the table as they are (each adds at most
+        # _NEW_CONTEXTS, _NEW_ENTRIES and _NEW_KEYS): ``_reserve`` is skipped until they are
+        # spent, so the batch of one seldom pays for it.
+        self._headroom = 0
 
-    def _context(self, state: ServiceSequence, key: tuple[int, ...]) -> _Counts:
-        counts = state.contexts.get(key)
-        if counts is None:
-            counts = _Counts()
-            state.contexts[key] = counts
-            if len(state.contexts) > self.max_contexts:
-                state.contexts.popitem(last=False)
-        else:
-            state.contexts.move_to_end(key)
-        return counts
+    @property
+    def max_services(self) -> int:
+        return self.services.max_services
+
+    @property
+    def evictions(self) -> int:
+        return self.services.evictions
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.services)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self.services
+
+    def _allocate_rows(self) -> None:
+        """Rows for every slot handed out (by half again, up to ``max_services``)."""
+        needed = self.services.rows_used
+        capacity = self._rows.shape[0]
+        if needed > capacity:
+            size = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
+            grown = np.empty((size, _ROW_FIELDS), dtype=np.int64)
+            grown[:capacity] = self._rows
+            # Empty lists: a new row's first event resets it by walking them.
+            grown[capacity:] = _EMPTY_ROW
+            self._rows = grown
+
+    def _reserve(self, events: int) -> None:
+        """Room in the pools and the table for ``events`` more events (each grows by doubling)."""
+        if self._headroom >= events:
+            self._headroom -= events
+            return
+        live = [int(v) for v in self._meta[[_CONTEXTS_LIVE, _ENTRIES_LIVE, KEYS_LIVE]]]
+        contexts, entries, keys = live
+        contexts += _NEW_CONTEXTS * events
+        entries += _NEW_ENTRIES * events
+        keys += _NEW_KEYS * events
+        self._contexts = _grown(self._contexts, 2 * contexts)
+        self._entries = _grown(self._entries, 2 * entries)
+        size = self._table.shape[0]
+        if 4 * keys > size:
+            while 4 * keys > size:
+                size *= 2
+            table = new_table(size)
+            rehash(self._table, table, self._meta)
+            self._table = table
+        # Grown to twice what these events need (the table to at most a quarter full), so the
+        # next reserve is some way off; the table stays at most half full until then.
+        self._headroom = (
+            min(
+                (self._contexts.shape[0] - live[0]) // _NEW_CONTEXTS,
+                (self._entries.shape[0] - live[1]) // _NEW_ENTRIES,
+                (self._table.shape[0] // 2 - live[2]) // _NEW_KEYS,
+            )
+            - events
+        )
+
+    def _run(self, codes: IntArray, template_ids: IntArray) -> SequenceView:
+        out = np.empty((2, template_ids.shape[0]))
+        ranks = np.empty(template_ids.shape[0], dtype=np.int64)
+        _observe(
+            codes, template_ids, self._rows, self._contexts, self._entries, self._table,
+            self._meta, out, ranks, self.top_k, self.max_contexts,
+        )  # fmt: skip
+        return SequenceView(out[0], out[1], ranks)
 
     def observe(self, services: Sequence[str], template_ids: IntArray) -> SequenceView:
         """Judge each event's template against its service's model, then learn it: in order."""
-        n = len(services)
-        # Columns as Python lists, made arrays once at the end: a numpy item assignment costs
-        # several times a list's.
-        rarity = [1.0] * n
-        probability = [math.nan] * n
-        rank = [0] * n
-        k = self.top_k
-        max_contexts = self.max_contexts
-        ids = template_ids.tolist()
-        # The states of the events that have a template, in order: the others touch none.
-        templated: Sequence[str]
-        if n == 1:  # the /score path: nothing to filter
-            templated = services if ids[0] != NO_TEMPLATE else []
+        ids = np.ascontiguousarray(template_ids, dtype=np.int64)
+        templated = ids != NO_TEMPLATE
+        if templated.all():
+            codes = self.services.row_codes(services)
         else:
-            templated = [
-                service for service, t in zip(services, ids, strict=True) if t != NO_TEMPLATE
-            ]
-        states = iter(self.states_for(templated))
-        for i, template_id in enumerate(ids):
-            if template_id == NO_TEMPLATE:
-                continue
-            state = next(states)
-            # The (a, b) context's key is the state's own tuple: no new one per event.
-            pair_key = state.previous
-            b = pair_key[1]
-            contexts = state.contexts
-            single_key = (b,)
-            pair = contexts.get(pair_key)
-            single = contexts.get(single_key)
-            if state.events >= MIN_SERVICE_EVENTS:
-                count = pair.counts.get(template_id, 0) if pair is not None else 0
-                # Fast path: the order-2 context alone already ranks the template in its top k,
-                # that is fewer than k (k >= 1, as settings require) templates are more frequent
-                # there: one pass, no sort.
-                greater = k
-                pair_denominator = 0
-                if pair is not None and count > 0:
-                    greater = 0
-                    for c in pair.counts.values():
-                        if c > count:
-                            greater += 1
-                    pair_denominator = pair.total + len(pair.counts)
-                if greater < k:
-                    rank[i] = 1 + greater
-                    probability[i] = count / pair_denominator
-                else:
-                    unigram = state.unigram
-                    base = {t: c / unigram.total for t, c in unigram.counts.items()}
-                    # Unseen mass at order 0: Witten-Bell escape of the service's unigram.
-                    escape0 = len(unigram.counts) / (unigram.total + len(unigram.counts))
-                    base = {t: (1.0 - escape0) * p for t, p in base.items()}
-                    dist, unseen = _blend(single, base, escape0)
-                    dist, unseen = _blend(pair, dist, unseen)
-                    p = dist.get(template_id, unseen)
-                    values = np.fromiter(dist.values(), np.float64, len(dist))
-                    rank[i] = 1 + int(np.count_nonzero(values > p))
-                    probability[i] = p
-                    if rank[i] > k:
-                        # Mass of templates at most as likely, plus all never-seen ones.
-                        rarity[i] = min(1.0, float(values[values <= p].sum()) + unseen)
-            unigram = state.unigram
-            unigram_counts = unigram.counts
-            unigram_counts[template_id] = unigram_counts.get(template_id, 0) + 1
-            unigram.total += 1
-            if len(unigram_counts) > max_contexts:
-                least = min(unigram_counts, key=unigram_counts.__getitem__)
-                unigram.total -= unigram_counts.pop(least)
-            # The (b,) then the (a, b) context learns the template; each is made the most
-            # recently used (the least recently used is dropped past max_contexts). Written out
-            # twice: a loop over the two would build its tuples on every event.
-            if single is None:
-                single = contexts[single_key] = _Counts()
-                if len(contexts) > max_contexts:
-                    contexts.popitem(last=False)
-                    # Making room for (b,) may have dropped (a, b).
-                    if pair is not None and pair_key not in contexts:
-                        pair = None
-            else:
-                contexts.move_to_end(single_key)
-            single_counts = single.counts
-            single_counts[template_id] = single_counts.get(template_id, 0) + 1
-            single.total += 1
-            if pair is None:
-                pair = contexts[pair_key] = _Counts()
-                if len(contexts) > max_contexts:
-                    contexts.popitem(last=False)
-            else:
-                contexts.move_to_end(pair_key)
-            pair_counts = pair.counts
-            pair_counts[template_id] = pair_counts.get(template_id, 0) + 1
-            pair.total += 1
-            state.previous = (b, template_id)
-            state.events += 1
-        # Both float columns as rows of one array: one numpy call fewer, paid by every /score.
-        floats = np.array([rarity, probability], dtype=np.float64)
-        return SequenceView(floats[0], floats[1], np.array(rank, dtype=np.int64))
+            # Only the events with a template touch their service (its recency included).
+            codes = np.zeros(len(services), dtype=np.int64)
+            kept = [service for service, t in zip(services, templated.tolist(), strict=True) if t]
+            if kept:
+                codes[templated] = self.services.row_codes(kept)
+        self._allocate_rows()
+        self._reserve(len(services))
+        return self._run(codes, ids)
 
     def observe_one(self, service: str, template_id: int) -> SequenceView:
-        """``observe`` of a batch of one (the engine's one-event path), on Python values: the
-        same steps in the same order as one pass of ``observe``'s loop (keep the two in step;
-        tests/test_store_equivalence.py compares them), its columns made as one array each."""
-        rarity = 1.0
-        probability = math.nan
-        rank = 0
+        """``observe`` of a batch of one (the engine's one-event path): the same kernel, its row
+        code and template in the store's reused arrays."""
+        codes = self._code_of_one
+        ids = self._id_of_one
+        ids[0] = template_id
         if template_id != NO_TEMPLATE:
-            k = self.top_k
-            max_contexts = self.max_contexts
-            state = self.state_for(service)
-            pair_key = state.previous
-            b = pair_key[1]
-            contexts = state.contexts
-            single_key = (b,)
-            pair = contexts.get(pair_key)
-            single = contexts.get(single_key)
-            if state.events >= MIN_SERVICE_EVENTS:
-                count = pair.counts.get(template_id, 0) if pair is not None else 0
-                greater = k
-                pair_denominator = 0
-                if pair is not None and count > 0:
-                    greater = 0
-                    for c in pair.counts.values():
-                        if c > count:
-                            greater += 1
-                    pair_denominator = pair.total + len(pair.counts)
-                if greater < k:
-                    rank = 1 + greater
-                    probability = count / pair_denominator
-                else:
-                    unigram = state.unigram
-                    base = {t: c / unigram.total for t, c in unigram.counts.items()}
-                    escape0 = len(unigram.counts) / (unigram.total + len(unigram.counts))
-                    base = {t: (1.0 - escape0) * p for t, p in base.items()}
-                    dist, unseen = _blend(single, base, escape0)
-                    dist, unseen = _blend(pair, dist, unseen)
-                    p = dist.get(template_id, unseen)
-                    values = np.fromiter(dist.values(), np.float64, len(dist))
-                    rank = 1 + int(np.count_nonzero(values > p))
-                    probability = p
-                    if rank > k:
-                        rarity = min(1.0, float(values[values <= p].sum()) + unseen)
-            unigram = state.unigram
-            unigram_counts = unigram.counts
-            unigram_counts[template_id] = unigram_counts.get(template_id, 0) + 1
-            unigram.total += 1
-            if len(unigram_counts) > max_contexts:
-                least = min(unigram_counts, key=unigram_counts.__getitem__)
-                unigram.total -= unigram_counts.pop(least)
-            if single is None:
-                single = contexts[single_key] = _Counts()
-                if len(contexts) > max_contexts:
-                    contexts.popitem(last=False)
-                    if pair is not None and pair_key not in contexts:
-                        pair = None
+            # ``ServiceSlots.slot_for``'s path for a known service (nearly every event), inline.
+            slots = self.services._slots
+            slot = slots.get(service)
+            if slot is not None:
+                slots.move_to_end(service)
+                codes[0] = slot
             else:
-                contexts.move_to_end(single_key)
-            single_counts = single.counts
-            single_counts[template_id] = single_counts.get(template_id, 0) + 1
-            single.total += 1
-            if pair is None:
-                pair = contexts[pair_key] = _Counts()
-                if len(contexts) > max_contexts:
-                    contexts.popitem(last=False)
-            else:
-                contexts.move_to_end(pair_key)
-            pair_counts = pair.counts
-            pair_counts[template_id] = pair_counts.get(template_id, 0) + 1
-            pair.total += 1
-            state.previous = (b, template_id)
-            state.events += 1
-        floats = np.array((rarity, probability), dtype=np.float64)
-        ranks = np.empty(1, dtype=np.int64)
-        ranks[0] = rank
-        return SequenceView(floats[0:1], floats[1:2], ranks)
+                slot, _ = self.services.slot_for(service)
+                codes[0] = ~slot
+                if slot >= self._rows.shape[0]:
+                    self._allocate_rows()
+            self._reserve(1)
+        return self._run(codes, ids)
+
+    def get(self, service: str) -> ServiceSequence | None:
+        """A picture of the service's model if it is tracked (its counters and contexts in their
+        order); reading it does not count as seeing it."""
+        row = self.services.get(service)
+        if row is None:
+            return None
+        fields = self._rows[row]
+        state = ServiceSequence()
+        state.previous = (int(fields[_PREV_A]), int(fields[_PREV_B]))
+        state.events = int(fields[_EVENTS])
+        state.unigram = self._counts(int(fields[_U_HEAD]), int(fields[_U_TOTAL]))
+        context = int(fields[_C_HEAD])
+        while context >= 0:
+            a, b = int(self._contexts[context, _X_A]), int(self._contexts[context, _X_B])
+            key = (b,) if a == _SINGLE else (a, b)
+            state.contexts[key] = self._counts(
+                int(self._contexts[context, _X_HEAD]), int(self._contexts[context, _X_TOTAL])
+            )
+            context = int(self._contexts[context, _X_NEXT])
+        return state
+
+    def _counts(self, entry: int, total: int) -> _Counts:
+        counts = _Counts()
+        counts.total = total
+        while entry >= 0:
+            counts.counts[int(self._entries[entry, _E_TEMPLATE])] = int(
+                self._entries[entry, _E_COUNT]
+            )
+            entry = int(self._entries[entry, _E_NEXT])
+        return counts
+
+
+def _grown(pool: IntArray, needed: int) -> IntArray:
+    """``pool`` with at least ``needed`` slots (doubled as often as needed), contents kept."""
+    size = pool.shape[0]
+    if needed <= size:
+        return pool
+    while size < needed:
+        size *= 2
+    grown = np.zeros((size, pool.shape[1]), dtype=np.int64)
+    grown[: pool.shape[0]] = pool
+    return grown

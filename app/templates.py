@@ -46,17 +46,21 @@ logged by several services is one template.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special.cython_special import gammainc as gammainc_one
+from scipy.special import cython_special
 
-from app.service_states import ServiceStates
+from app.compiled import TWO, compile_kernel
+from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
+from app.keyed import drop as drop_key
+from app.service_states import ServiceSlots
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -290,8 +294,35 @@ class TemplateMiner:
         return miner
 
 
+# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
+# through object.__setattr__), paid by every call, the batch of one included.
+class TemplateView(NamedTuple):
+    """Each event's template and how usual it was for its service, read before learning it."""
+
+    template_id: IntArray  # NO_TEMPLATE where the event had no message
+    service_messages: IntArray  # the service's templated messages before this one
+    template_count: IntArray  # this template's messages in the service before this one
+    novelty_rarity: FloatArray  # 1 unless the template is new to the service
+    # 1 unless the template is new to the service: then the share of the system's messages
+    # whose templates are new or at most as frequent (Good-Turing mass for the new ones)
+    system_rarity: FloatArray
+    rarity_of_rare: FloatArray  # share of the service's messages at most this frequent
+    surge_rarity: FloatArray  # Poisson tail of this template's recent count
+    surge_count: FloatArray  # this template's recent (decayed) count, this event included
+    surge_expected: FloatArray  # what its long-run share predicts for that count
+
+
+@dataclass(frozen=True, slots=True)
+class SeedTemplates:
+    """Per-service template counts learned by training, used for services not seen live."""
+
+    service: str
+    counts: dict[str, int]  # template text -> messages
+
+
 class ServiceTemplates:
-    """One service's template counters and recent surge state."""
+    """A picture of one service's template counters and surge state, read from the store's
+    arrays (``TemplateStore.get``)."""
 
     __slots__ = (
         "burst",
@@ -322,37 +353,268 @@ class ServiceTemplates:
         self.surging: set[int] = set()
 
 
-# Immutable like a frozen dataclass at a sixth of its construction cost (which sets each field
-# through object.__setattr__), paid by every call, the batch of one included.
-class TemplateView(NamedTuple):
-    """Each event's template and how usual it was for its service, read before learning it."""
+# A service's row: its messages, templates seen once, templates introduced, surge clock (events
+# and the event its counters were last rescaled at), its counters (how many, first and last).
+_MESSAGES, _SINGLETONS, _INTRODUCED, _SURGE_EVENTS, _SURGE_REF = range(5)
+_DISTINCT, _HEAD, _TAIL = range(5, 8)
+# Its decayed count of all recent messages, a float kept in the row's int64 storage (the kernel
+# reads the rows through a float64 view too: one array argument fewer per call).
+_SURGE_TOTAL = 8
+_ROW_FIELDS = 9
+# A counter, one per (service, template), linked in the order the service first counted its
+# template (the plain store's dict order, which breaks ties when the least frequent is
+# dropped): template, messages, surges got over, surging now (0/1), neighbours, and its decayed
+# recent count (0.0 where the plain store held no entry). Keyed in the table
+# (``app.keyed``) as (row, template, 0).
+_TEMPLATE, _COUNT, _EPISODES, _SURGING, _PREV, _NEXT = range(6)
+_BURST = 6  # a float, as _SURGE_TOTAL
+_COUNTER_FIELDS = 7
+_COUNTERS_USED, _COUNTERS_FREE, _COUNTERS_LIVE = range(3)
+_META_FIELDS = 7
+# An event's inputs to the kernel (rows of one array): row code, template, whether the miner
+# made it, the miner's singletons and messages before the event, the template's messages before
+# it, and the system tail (``TemplateMiner.tail_messages``) where the kernel asked for it.
+_CODE, _ID, _CREATED, _PRIOR_SINGLETONS, _PRIOR_MESSAGES, _PRIOR_COUNT, _TAIL_IN = range(7)
+_EVENT_FIELDS = 7
+_NO_TAIL = -1
+_EMPTY_ROW = np.array([0, 0, 0, 0, 0, 0, -1, -1, 0], dtype=np.int64)  # 0 is 0.0's bits
 
-    template_id: IntArray  # NO_TEMPLATE where the event had no message
-    service_messages: IntArray  # the service's templated messages before this one
-    template_count: IntArray  # this template's messages in the service before this one
-    novelty_rarity: FloatArray  # 1 unless the template is new to the service
-    # 1 unless the template is new to the service: then the share of the system's messages
-    # whose templates are new or at most as frequent (Good-Turing mass for the new ones)
-    system_rarity: FloatArray
-    rarity_of_rare: FloatArray  # share of the service's messages at most this frequent
-    surge_rarity: FloatArray  # Poisson tail of this template's recent count
-    surge_count: FloatArray  # this template's recent (decayed) count, this event included
-    surge_expected: FloatArray  # what its long-run share predicts for that count
+
+def _gammainc_python(x: float, a: float, dispatch: int) -> float:
+    """The regularised lower gamma P(x, a) the surge test takes its Poisson tail from (scipy's
+    scalar entry point; ``dispatch``, the C function's flag for overridden cpdef methods, is
+    there to take the compiled call's arguments)."""
+    return float(cython_special.gammainc(x, a))
 
 
-@dataclass(frozen=True, slots=True)
-class SeedTemplates:
-    """Per-service template counts learned by training, used for services not seen live."""
+def _gammainc_for_kernels() -> Any:
+    """``_gammainc_python`` as the compiled kernel calls it: the very C function scipy's scalar
+    entry point runs (the same double, bit for bit), declared to numba by a symbol name so that
+    the kernel can still be cached (a ctypes pointer would make it uncacheable)."""
+    try:
+        import llvmlite.binding  # type: ignore[import-untyped]
+        from numba import types
+    except ImportError:  # pragma: no cover - numba is a dependency; this keeps numpy-only installs
+        return _gammainc_python
+    capsule = cython_special.__pyx_capi__["gammainc"]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype = ctypes.c_char_p
+    get_name.argtypes = [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    llvmlite.binding.add_symbol("insighthub_gammainc", get_pointer(capsule, get_name(capsule)))
+    return types.ExternalFunction(
+        "insighthub_gammainc", types.float64(types.float64, types.float64, types.intc)
+    )
 
-    service: str
-    counts: dict[str, int]  # template text -> messages
+
+_gammainc = _gammainc_for_kernels()
 
 
-class TemplateStore(ServiceStates[ServiceTemplates]):
+def _reset_row_python(
+    row: int, rows: IntArray, counters: IntArray, table: IntArray, meta: IntArray
+) -> None:
+    """Start a row afresh: forget whatever an evicted service left in it."""
+    counter = rows[row, _HEAD]
+    while counter >= 0:
+        following = counters[counter, _NEXT]
+        drop_key(table, meta, row, counters[counter, _TEMPLATE], 0)
+        give(counters, meta, _COUNTERS_USED, _NEXT, counter)
+        counter = following
+    for field in range(_ROW_FIELDS):
+        rows[row, field] = _EMPTY_ROW[field]
+
+
+_reset_row = (
+    compile_kernel(
+        _reset_row_python, "void(int64, int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1])"
+    )
+    or _reset_row_python
+)
+
+
+def _observe_kernel(
+    events: IntArray,
+    levels: FloatArray,
+    rows: IntArray,
+    counters: IntArray,
+    table: IntArray,
+    meta: IntArray,
+    ints: IntArray,
+    floats: FloatArray,
+    start: int,
+    min_level: float,
+    halflife: float,
+    max_templates: int,
+    two: float,
+) -> int:
+    """Judge each event's template against its service's counters, then count it: in order,
+    from ``start``. Returns the number of events done: short of all of them at an event whose
+    system tail it needs (``events[_TAIL_IN]``), which the caller fills before calling again
+    from there. Compiled by numba (``app.compiled``); as plain Python the same arithmetic."""
+    n = events.shape[1]
+    row_floats = rows.view(np.float64)
+    counter_floats = counters.view(np.float64)
+    for i in range(start, n):
+        template_id = events[_ID, i]
+        ints[0, i] = template_id
+        ints[1, i] = 0
+        ints[2, i] = 0
+        floats[0, i] = 1.0
+        floats[1, i] = 1.0
+        floats[2, i] = 1.0
+        floats[3, i] = 1.0
+        floats[4, i] = 0.0
+        floats[5, i] = 0.0
+        if template_id == NO_TEMPLATE:
+            continue
+        row = events[_CODE, i]
+        if row < 0:
+            row = ~row  # the row's first event for this service (ServiceSlots.row_codes)
+            _reset_row(row, rows, counters, table, meta)
+            events[_CODE, i] = row  # reset once, should the caller resume at this event
+        n_messages = rows[row, _MESSAGES]
+        counter = find(table, row, template_id, 0)
+        count = counters[counter, _COUNT] if counter >= 0 else 0
+        judged = n_messages >= MIN_SERVICE_MESSAGES
+        created = events[_CREATED, i] != 0
+        prior_messages = events[_PRIOR_MESSAGES, i]
+        if judged and count == 0:
+            # New to this service: how rare is the template in the whole system? (See
+            # ``TemplateStore.observe``.)
+            prior = 0 if created else events[_PRIOR_COUNT, i]
+            if prior <= RARE_SHARE * prior_messages:
+                tail = 0
+                if prior:
+                    tail = events[_TAIL_IN, i]
+                    if tail == _NO_TAIL:
+                        return i
+                system = (events[_PRIOR_SINGLETONS, i] + 1.0 + tail) / (prior_messages + 2.0)
+                floats[1, i] = (rows[row, _INTRODUCED] + SYSTEM_PRIOR_MESSAGES * system) / (
+                    n_messages + SYSTEM_PRIOR_MESSAGES
+                )
+            floats[0, i] = (rows[row, _SINGLETONS] + 1.0) / (n_messages + 2.0)
+        elif judged and count < RARE_SHARE * n_messages:
+            at_most = 0
+            other = rows[row, _HEAD]
+            while other >= 0:
+                if counters[other, _COUNT] <= count:
+                    at_most += counters[other, _COUNT]
+                other = counters[other, _NEXT]
+            floats[2, i] = at_most / n_messages
+        ints[1, i] = n_messages
+        ints[2, i] = count
+        # Surge: counts decaying with the service's own messages, kept scaled by 2**exponent.
+        rows[row, _SURGE_EVENTS] += 1
+        exponent = (rows[row, _SURGE_EVENTS] - rows[row, _SURGE_REF]) / halflife
+        if exponent > RESCALE_EXPONENT:
+            factor = two**-exponent
+            other = rows[row, _HEAD]
+            while other >= 0:
+                scaled_down = counter_floats[other, _BURST] * factor
+                counter_floats[other, _BURST] = scaled_down if scaled_down > 1e-3 else 0.0
+                other = counters[other, _NEXT]
+            row_floats[row, _SURGE_TOTAL] *= factor
+            rows[row, _SURGE_REF] = rows[row, _SURGE_EVENTS]
+            exponent = 0.0
+        unit = two**exponent
+        scaled_before = counter_floats[counter, _BURST] if counter >= 0 else 0.0
+        surge_total_before = row_floats[row, _SURGE_TOTAL]
+        scaled = scaled_before + unit
+        row_floats[row, _SURGE_TOTAL] = surge_total_before + unit
+        surging = counters[counter, _SURGING] if counter >= 0 else 0
+        episodes = counters[counter, _EPISODES] if counter >= 0 else 0
+        if judged and levels[i] >= min_level:
+            before = scaled_before / unit
+            older_total = n_messages - surge_total_before / unit
+            if older_total < 0.0:
+                older_total = 0.0
+            recent = scaled / unit
+            excess = count - before
+            if 0.0 > excess:
+                excess = 0.0
+            share = (excess + 0.5) / (older_total + 1.0)
+            if 1.0 < share:
+                share = 1.0
+            expected = share * row_floats[row, _SURGE_TOTAL] / unit
+            floats[4, i] = recent
+            floats[5, i] = expected
+            poisson = _gammainc(recent, expected, 0)
+            if surging and before < SURGE_OVER_COUNT:
+                surging = 0
+                episodes += 1
+            if poisson < SURGE_EPISODE_RARITY:
+                surging = 1
+            surge = poisson
+            if episodes:
+                habit = episodes / n_messages
+                if habit > surge:
+                    surge = habit
+            floats[3, i] = surge
+        # Learn.
+        # Templates a service brings in while warming up are its vocabulary, not a habit.
+        if created and judged:
+            rows[row, _INTRODUCED] += 1
+        if count == 0:
+            if rows[row, _DISTINCT] >= max_templates:
+                least = rows[row, _HEAD]
+                other = counters[least, _NEXT]
+                while other >= 0:
+                    if counters[other, _COUNT] < counters[least, _COUNT]:
+                        least = other
+                    other = counters[other, _NEXT]
+                rows[row, _MESSAGES] -= counters[least, _COUNT]
+                before_least, after_least = counters[least, _PREV], counters[least, _NEXT]
+                if before_least >= 0:
+                    counters[before_least, _NEXT] = after_least
+                else:
+                    rows[row, _HEAD] = after_least
+                if after_least >= 0:
+                    counters[after_least, _PREV] = before_least
+                else:
+                    rows[row, _TAIL] = before_least
+                rows[row, _DISTINCT] -= 1
+                drop_key(table, meta, row, counters[least, _TEMPLATE], 0)
+                give(counters, meta, _COUNTERS_USED, _NEXT, least)
+            rows[row, _SINGLETONS] += 1
+            counter = take(counters, meta, _COUNTERS_USED, _NEXT)
+            counters[counter, _TEMPLATE] = template_id
+            tail_counter = rows[row, _TAIL]
+            counters[counter, _PREV] = tail_counter
+            counters[counter, _NEXT] = -1
+            if tail_counter >= 0:
+                counters[tail_counter, _NEXT] = counter
+            else:
+                rows[row, _HEAD] = counter
+            rows[row, _TAIL] = counter
+            rows[row, _DISTINCT] += 1
+            put(table, meta, row, template_id, 0, counter)
+        elif count == 1:
+            rows[row, _SINGLETONS] -= 1
+        counters[counter, _COUNT] = count + 1
+        counters[counter, _SURGING] = surging
+        counters[counter, _EPISODES] = episodes
+        counter_floats[counter, _BURST] = scaled
+        rows[row, _MESSAGES] += 1
+    return int(n)
+
+
+_compiled_observe = compile_kernel(
+    _observe_kernel,
+    "int64(int64[:, ::1], float64[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1],"
+    " int64[:, ::1], float64[:, ::1], int64, float64, float64, int64, float64)",
+)
+_observe = _compiled_observe or _observe_kernel
+
+
+class TemplateStore:
     """The engine's online template state: one miner shared by all services, counters per service.
 
     Services are bounded like baselines (least recently seen evicted); each service keeps at most
-    ``max_templates`` counters, dropping its least frequent when full.
+    ``max_templates`` counters, dropping its least frequent when full. The counters are arrays
+    (see ``_observe_kernel``) that one compiled pass per batch reads and updates; the miner stays
+    in Python (it works on strings).
     """
 
     def __init__(
@@ -363,7 +625,6 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         max_services: int = 100_000,
         surge_min_level_score: float = SURGE_MIN_LEVEL_SCORE,
     ) -> None:
-        super().__init__(ServiceTemplates, max_services)
         self.miner = TemplateMiner(max_templates, similarity)
         self.max_templates = max_templates
         self.surge_halflife_messages = surge_halflife_messages
@@ -372,6 +633,112 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         # verbatim, and splitting and masking them is about half of the miner's cost per event.
         # A pure function of its key, so the cache changes no result; cleared when full.
         self._tokens: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.services = ServiceSlots(max_services)
+        self._rows = np.empty((0, _ROW_FIELDS), dtype=np.int64)
+        self._counters = np.zeros((16, _COUNTER_FIELDS), dtype=np.int64)
+        self._table = new_table(64)
+        self._meta = np.zeros(_META_FIELDS, dtype=np.int64)
+        self._meta[_COUNTERS_FREE] = -1
+        # Events that fit in the counters and the table as they are (each adds at most one of
+        # each): ``_reserve`` is skipped until they are spent.
+        self._headroom = 0
+        # The one event's inputs to the kernel (``observe_one``): reused.
+        self._one_events = np.empty((_EVENT_FIELDS, 1), dtype=np.int64)
+        self._one_level = np.empty(1, dtype=np.float64)
+
+    @property
+    def max_services(self) -> int:
+        return self.services.max_services
+
+    @property
+    def evictions(self) -> int:
+        return self.services.evictions
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.services)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self.services
+
+    def _allocate_rows(self) -> None:
+        """Rows for every slot handed out (by half again, up to ``max_services``)."""
+        needed = self.services.rows_used
+        capacity = self._rows.shape[0]
+        if needed > capacity:
+            size = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
+            rows = np.empty((size, _ROW_FIELDS), dtype=np.int64)
+            rows[:capacity] = self._rows
+            # Empty lists: a new row's first event resets it by walking them.
+            rows[capacity:] = _EMPTY_ROW
+            self._rows = rows
+
+    def _reserve(self, events: int) -> None:
+        """Room in the counters and the table for ``events`` more events (doubling)."""
+        if self._headroom >= events:
+            self._headroom -= events
+            return
+        live = int(self._meta[_COUNTERS_LIVE]) + events
+        keys = int(self._meta[KEYS_LIVE]) + events
+        size = self._counters.shape[0]
+        if 2 * live > size:
+            while 2 * live > size:
+                size *= 2
+            counters = np.zeros((size, _COUNTER_FIELDS), dtype=np.int64)
+            counters[: self._counters.shape[0]] = self._counters
+            self._counters = counters
+        size = self._table.shape[0]
+        if 4 * keys > size:
+            while 4 * keys > size:
+                size *= 2
+            table = new_table(size)
+            rehash(self._table, table, self._meta)
+            self._table = table
+        # The table stays at most half full until the next reserve.
+        self._headroom = (
+            min(
+                self._counters.shape[0] - int(self._meta[_COUNTERS_LIVE]),
+                self._table.shape[0] // 2 - int(self._meta[KEYS_LIVE]),
+            )
+            - events
+        )
+
+    def _row_for(self, service: str) -> int:
+        """``ServiceSlots.slot_for`` as the kernel reads it: the row, or ``~row`` if new."""
+        slot, fresh = self.services.slot_for(service)
+        if fresh:
+            self._allocate_rows()
+            return ~slot
+        return slot
+
+    def _run(
+        self,
+        events: IntArray,
+        levels: FloatArray,
+        tail_at: Callable[[int], int],
+    ) -> TemplateView:
+        """The kernel over the batch, filling in each system tail it stops for."""
+        n = events.shape[1]
+        self._reserve(n)
+        ints = np.empty((3, n), dtype=np.int64)
+        floats = np.empty((6, n), dtype=np.float64)
+        done = 0
+        while True:
+            done = _observe(
+                events, levels, self._rows, self._counters, self._table, self._meta, ints, floats,
+                done, self.surge_min_level_score, self.surge_halflife_messages, self.max_templates,
+                TWO,
+            )  # fmt: skip
+            if done == n:
+                break
+            events[_TAIL_IN, done] = tail_at(done)
+        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
+        return TemplateView(
+            ints[0], ints[1], ints[2], floats[0], floats[1], floats[2], floats[3], floats[4],
+            floats[5],
+        )  # fmt: skip
 
     def seed(
         self, miner_arrays: dict[str, npt.NDArray[Any]] | None, seeds: list[SeedTemplates]
@@ -388,7 +755,7 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         for seed in seeds:
             if seed.service in self:
                 continue
-            state = self.state_for(seed.service)
+            counts: dict[int, int] = {}
             for text, count in seed.counts.items():
                 template_id = found.get(text)
                 if template_id is None:
@@ -398,9 +765,43 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
                         found.clear()
                     else:
                         found[text] = template_id
-                state.counts[template_id] = state.counts.get(template_id, 0) + count
-                state.messages += count
-            state.singletons = sum(1 for c in state.counts.values() if c == 1)
+                counts[template_id] = counts.get(template_id, 0) + count
+            self._seed_service(seed.service, counts)
+
+    def _seed_service(self, service: str, counts: dict[int, int]) -> None:
+        """Track a new service (the most recently seen) with ``counts`` as its counters, in
+        their order, and nothing else learned."""
+        code = self._row_for(service)
+        row = ~code if code < 0 else code
+        _reset_row(row, self._rows, self._counters, self._table, self._meta)
+        self._headroom = 0  # counters are added here, not by the kernel
+        self._reserve(len(counts))
+        self._headroom = 0
+        rows, counters = self._rows, self._counters
+        previous = -1
+        for template_id, count in counts.items():
+            counter = take(counters, self._meta, _COUNTERS_USED, _NEXT)
+            counters[counter] = (template_id, count, 0, 0, previous, -1, 0)  # 0: 0.0's bits
+            if previous >= 0:
+                counters[previous, _NEXT] = counter
+            else:
+                rows[row, _HEAD] = counter
+            previous = counter
+            put(self._table, self._meta, row, template_id, 0, counter)
+        rows[row, _TAIL] = previous
+        rows[row, _DISTINCT] = len(counts)
+        rows[row, _MESSAGES] = sum(counts.values())
+        rows[row, _SINGLETONS] = sum(1 for c in counts.values() if c == 1)
+
+    def _tokens_of(self, service: str, message: str) -> tuple[str, ...]:
+        token_cache = self._tokens
+        key = (service, message)
+        tokens = token_cache.get(key)
+        if tokens is None:
+            if len(token_cache) >= TOKEN_CACHE_SIZE:
+                token_cache.clear()
+            tokens = token_cache[key] = tokens_of(without_service_name(service, message))
+        return tokens
 
     def observe(
         self,
@@ -411,191 +812,183 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
         """Read each event's template statistics, then learn from it: sequential, in order.
 
         ``level_scores`` (``app.schemas.events.LEVEL_SCORES``) limit the surge test to events at
-        ``surge_min_level_score`` or above; without them every event's surge is judged."""
+        ``surge_min_level_score`` or above; without them every event's surge is judged.
+
+        The miner runs first over the batch (in Python: it works on strings), recording for
+        each event what the counters' judgement reads of it; then the kernel judges and counts.
+        The one thing it reads that depends on the miner's state at the event, the system tail
+        (``TemplateMiner.tail_messages``, for a template new to a judged service), it asks for
+        by stopping there: the tail is then worked out from the miner's state after the batch,
+        with the batch's later events taken back."""
         n = len(services)
-        min_level = self.surge_min_level_score
-        levels = [min_level] * n if level_scores is None else level_scores
+        levels = np.full(n, self.surge_min_level_score) if level_scores is None else level_scores
+        # Each event as its distinct (service, message): tokens (a pure function of it, cached)
+        # and, for texts the miner resolved before, templates are looked up once per text.
+        pairs = list(zip(services, messages, strict=True))
+        distinct = {pair: code for code, pair in enumerate(dict.fromkeys(pairs))}
+        codes = list(map(distinct.__getitem__, pairs))
+        tokens_of_code = [self._tokens_of(*pair) if pair[1] else () for pair in distinct]
         miner = self.miner
-        token_cache = self._tokens
-        # Tokens first (a pure function of the event, cached): they say which events have a
-        # template, so the states of those events are looked up once per service.
-        all_tokens: list[tuple[str, ...]] = []
-        for service, message in zip(services, messages, strict=True):
-            if not message:
-                all_tokens.append(())
-                continue
-            key = (service, message)
-            tokens = token_cache.get(key)
-            if tokens is None:
-                if len(token_cache) >= TOKEN_CACHE_SIZE:
-                    token_cache.clear()
-                tokens = token_cache[key] = tokens_of(without_service_name(service, message))
-            all_tokens.append(tokens)
-        templated: Sequence[str]
-        if n == 1:  # the /score path: nothing to filter
-            templated = services if all_tokens[0] else []
-        else:
-            templated = [
-                service for service, tokens in zip(services, all_tokens, strict=True) if tokens
-            ]
-        states = iter(self.states_for(templated))
-        # Columns as Python lists, made arrays once at the end: a numpy item assignment costs
-        # several times a list's.
-        ids = [NO_TEMPLATE] * n
-        seen = [0] * n
-        counts = [0] * n
-        novelty = [1.0] * n
-        system_rarity = [1.0] * n
-        rare = [1.0] * n
-        surge = [1.0] * n
-        surge_count = [0.0] * n
-        surge_expected = [0.0] * n
-        surge_halflife = self.surge_halflife_messages
-        # The miner's exact-tokens cache, read here: ``observe_tokens``'s path for a repeated
-        # message (most of them) without its two calls, with the same effects in the same order.
         resolved = miner._cache
         templates_by_id = miner._templates
+        events = np.zeros((_EVENT_FIELDS, n), dtype=np.int64)
+        events[_TAIL_IN] = _NO_TAIL
+        # Per templated event, the miner's template it evicted: (id, messages) at eviction.
+        evicted: dict[int, tuple[int, int]] = {}
+        known = [
+            resolved.get(tokens, NO_TEMPLATE) if tokens else NO_TEMPLATE
+            for tokens in tokens_of_code
+        ]
+        if all(
+            template_id in templates_by_id
+            for template_id, tokens in zip(known, tokens_of_code, strict=True)
+            if tokens
+        ):
+            self._mine_known(events, np.array(codes, dtype=np.int64), known, tokens_of_code)
+        else:
+            events[_ID] = self._mine([tokens_of_code[code] for code in codes], events, evicted)
+        templated = events[_ID] != NO_TEMPLATE
+        if templated.all():
+            events[_CODE] = self.services.row_codes(services)
+        else:
+            kept = [service for service, t in zip(services, templated.tolist(), strict=True) if t]
+            if kept:
+                events[_CODE, templated] = self.services.row_codes(kept)
+        self._allocate_rows()
+
+        def tail_at(i: int) -> int:
+            return self._tail_at(i, events, evicted)
+
+        return self._run(events, np.ascontiguousarray(levels, dtype=np.float64), tail_at)
+
+    def _mine_known(
+        self,
+        events: IntArray,
+        codes: IntArray,
+        known: list[int],
+        tokens_of_code: list[tuple[str, ...]],
+    ) -> None:
+        """The miner's steps for a batch whose every text it has resolved before (most batches):
+        what one ``observe_tokens`` per event would record and leave, in one compiled pass.
+        Each event adds a message and one to its template's count (a template at one leaves the
+        singletons), and makes its text and its template the most recently used: one move after
+        another leaves the touched keys last, in the order of their last touches.
+
+        ``codes``: each event's distinct (service, message); ``known``: their templates."""
+        miner = self.miner
+        templates_by_id = miner._templates
+        index: dict[int, int] = {}
+        template_of_code = [
+            index.setdefault(t, len(index)) if t != NO_TEMPLATE else -1 for t in known
+        ]
+        events[_ID] = np.array(known, dtype=np.int64)[codes]
+        if not index:
+            return
+        templates = [templates_by_id[t] for t in index]
+        counts = np.array([template.count for template in templates], dtype=np.int64)
+        last_of_template = np.empty(len(templates), dtype=np.int64)
+        last_of_code = np.empty(len(known), dtype=np.int64)
+        miner.messages, miner.singletons = _known_columns(
+            codes, np.array(template_of_code, dtype=np.int64), counts, miner.messages,
+            miner.singletons, events, last_of_template, last_of_code,
+        )  # fmt: skip
+        for template, after in zip(templates, counts.tolist(), strict=True):
+            template.count = after
+        for k in np.argsort(last_of_template).tolist():
+            templates_by_id.move_to_end(templates[k].template_id)
+        last_of_tokens: dict[tuple[str, ...], int] = {}
+        for code, last in enumerate(last_of_code.tolist()):
+            if last >= 0:
+                tokens = tokens_of_code[code]
+                if last > last_of_tokens.get(tokens, -1):
+                    last_of_tokens[tokens] = last
+        resolved = miner._cache
+        for tokens in sorted(last_of_tokens, key=last_of_tokens.__getitem__):
+            resolved.move_to_end(tokens)
+
+    def _mine(
+        self,
+        all_tokens: list[tuple[str, ...]],
+        events: IntArray,
+        evicted: dict[int, tuple[int, int]],
+    ) -> list[int]:
+        """The miner over the batch, one event after another (texts it has not resolved yet:
+        new templates, merges, evictions): each event's id and what the counters read of it."""
+        miner = self.miner
+        resolved = miner._cache
+        templates_by_id = miner._templates
+        ids = [NO_TEMPLATE] * len(all_tokens)
+        created = [0] * len(all_tokens)
+        prior_singletons = [0] * len(all_tokens)
+        prior_messages = [0] * len(all_tokens)
+        prior_counts = [0] * len(all_tokens)
         for i, tokens in enumerate(all_tokens):
             if not tokens:
                 continue
-            prior_singletons, prior_messages = miner.singletons, miner.messages
+            prior_singletons[i], prior_messages[i] = miner.singletons, miner.messages
+            # ``observe_tokens``'s path for a repeated text, without its two calls, with the
+            # same effects in the same order.
             cached = resolved.get(tokens)
             template = templates_by_id.get(cached) if cached is not None else None
             if template is not None:
-                miner.messages = prior_messages + 1
+                miner.messages += 1
                 resolved.move_to_end(tokens)
                 if template.count == 1:
-                    miner.singletons = prior_singletons - 1
+                    miner.singletons -= 1
                 template.count += 1
-                template_id, created = template.template_id, False
+                template_id = template.template_id
                 templates_by_id.move_to_end(template_id)
             else:
-                template_id, created = miner.observe_tokens(tokens)
+                # A new template evicts the least recently matched one when the miner is full.
+                oldest = None
+                if len(templates_by_id) >= miner.max_templates and templates_by_id:
+                    first = next(iter(templates_by_id.values()))
+                    oldest = (first.template_id, first.count)
+                evictions = miner.evictions
+                template_id, made = miner.observe_tokens(tokens)
+                if miner.evictions != evictions and oldest is not None:
+                    evicted[i] = oldest
+                created[i] = made
             ids[i] = template_id
-            state = next(states)
-            n_messages = state.messages
-            state_counts = state.counts
-            count = state_counts.get(template_id, 0)
-            seen[i] = n_messages
-            counts[i] = count
-            judged = n_messages >= MIN_SERVICE_MESSAGES
-            if judged and count == 0:
-                novelty[i] = (state.singletons + 1.0) / (n_messages + 2.0)
-                # New to this service: how rare is the template in the whole system? Never mined
-                # (Good-Turing) or at most this frequent anywhere is a rarer class whose rate the
-                # whole system's history estimates, which is what lets a young service call a
-                # new template rarer than 1 in its own few hundred lines.
-                # The system's rate is only a prior: shrunk towards the service's own rate of
-                # templates new to the system, with the weight of SYSTEM_PRIOR_MESSAGES, so a
-                # service that keeps logging new templates (free text, unmasked names) is judged
-                # by its own habit, not by the quiet majority's.
-                prior = 0 if created else miner.count(template_id) - 1
-                if prior <= RARE_SHARE * prior_messages:
-                    tail = miner.tail_messages(template_id, prior) if prior else 0
-                    system = (prior_singletons + 1.0 + tail) / (prior_messages + 2.0)
-                    system_rarity[i] = (state.introduced + SYSTEM_PRIOR_MESSAGES * system) / (
-                        n_messages + SYSTEM_PRIOR_MESSAGES
-                    )
-            elif judged and count < RARE_SHARE * n_messages:
-                at_most = sum(c for c in state_counts.values() if c <= count)
-                rare[i] = at_most / n_messages
-            # Surge: recent counts decay with the service's own messages (a half-life in
-            # messages, not seconds), so "recent" is the last few dozen lines of a quiet service
-            # and the last second or two of a busy one. Counts are kept scaled by 2**exponent so
-            # decaying them all is one multiplication, not a pass over every counter.
-            state.surge_events += 1
-            exponent = (state.surge_events - state.surge_ref_events) / surge_halflife
-            if exponent > RESCALE_EXPONENT:
-                factor = 2.0**-exponent
-                state.burst = {k: v * factor for k, v in state.burst.items() if v * factor > 1e-3}
-                state.surge_total *= factor
-                state.surge_ref_events = state.surge_events
-                exponent = 0.0
-            unit = 2.0**exponent
-            burst = state.burst
-            scaled_before = burst.get(template_id, 0.0)
-            surge_total_before = state.surge_total
-            scaled = scaled_before + unit
-            burst[template_id] = scaled
-            state.surge_total = surge_total_before + unit
-            if judged and levels[i] >= min_level:
-                # Only the events whose surge is judged need these (most are below the level).
-                before = scaled_before / unit
-                older_total = n_messages - surge_total_before / unit
-                if older_total < 0.0:
-                    older_total = 0.0
-                recent = scaled / unit
-                # The template's share in the service's *older* history (its recent messages
-                # taken out), so that a surge does not raise its own expectation.
-                share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)
-                expected = min(share, 1.0) * state.surge_total / unit
-                surge_count[i] = recent
-                surge_expected[i] = expected
-                # P(N >= k) for N ~ Poisson(expected) is the regularised lower gamma P(k, expected)
-                # (scipy's scalar entry point: the C function its ufunc calls, without the
-                # ufunc's overhead on one value).
-                poisson = gammainc_one(recent, expected)
-                # A template's habit: one that has surged k times and got over it (its recent
-                # count decayed below one) starts another surge about k times in the service's n
-                # lines, however un-Poisson the burst; the first surge is judged by Poisson alone.
-                if template_id in state.surging and before < SURGE_OVER_COUNT:
-                    state.surging.discard(template_id)
-                    state.episodes[template_id] = state.episodes.get(template_id, 0) + 1
-                if poisson < SURGE_EPISODE_RARITY:
-                    state.surging.add(template_id)
-                habit = state.episodes.get(template_id, 0)
-                surge[i] = max(poisson, habit / n_messages) if habit else poisson
-            # Learn.
-            # Templates a service brings in while warming up are its vocabulary, not a habit.
-            state.introduced += created and judged
-            if count == 0:
-                if len(state_counts) >= self.max_templates:
-                    least = min(state_counts, key=state_counts.__getitem__)
-                    state.messages -= state_counts.pop(least)
-                    state.burst.pop(least, None)
-                    state.episodes.pop(least, None)
-                    state.surging.discard(least)
-                state.singletons += 1
-            elif count == 1:
-                state.singletons -= 1
-            state_counts[template_id] = count + 1
-            state.messages += 1
-        int_columns = np.array([ids, seen, counts], dtype=np.int64)
-        float_columns = np.array(
-            [novelty, system_rarity, rare, surge, surge_count, surge_expected], dtype=np.float64
-        )
-        # Rows by index: iterating a 2-D array makes each row view at twice the cost.
-        ints, floats = int_columns, float_columns
-        return TemplateView(
-            ints[0],
-            ints[1],
-            ints[2],
-            floats[0],
-            floats[1],
-            floats[2],
-            floats[3],
-            floats[4],
-            floats[5],
-        )
+            prior_counts[i] = miner.count(template_id) - 1
+        events[_CREATED] = created
+        events[_PRIOR_SINGLETONS] = prior_singletons
+        events[_PRIOR_MESSAGES] = prior_messages
+        events[_PRIOR_COUNT] = prior_counts
+        return ids
+
+    def _tail_at(self, i: int, events: IntArray, evicted: dict[int, tuple[int, int]]) -> int:
+        """``miner.tail_messages`` as it was right after event ``i`` was mined: the miner's
+        counts now, with the batch's events after ``i`` taken back (last first: an event's
+        evictions put back, then its template made or counted taken away)."""
+        counts = {t: template.count for t, template in self.miner._templates.items()}
+        ids = events[_ID].tolist()
+        made = events[_CREATED].tolist()
+        for j in range(len(ids) - 1, i, -1):
+            template_id = ids[j]
+            if template_id == NO_TEMPLATE:
+                continue
+            if j in evicted:
+                old_id, old_count = evicted[j]
+                counts[old_id] = old_count
+            if made[j]:
+                del counts[template_id]
+            else:
+                counts[template_id] -= 1
+        template_id = ids[i]
+        prior = int(events[_PRIOR_COUNT, i])
+        return prior + sum(c for t, c in counts.items() if c <= prior and t != template_id)
 
     def observe_one(self, service: str, message: str, level_score: float) -> TemplateView:
-        """``observe`` of a batch of one (the engine's one-event path), on Python values: the same
-        steps in the same order as one pass of ``observe``'s loop (keep the two in step; the
-        differential tests in tests/test_store_equivalence.py compare them), without its
-        per-batch lists, and its columns made as one array each and sliced."""
+        """``observe`` of a batch of one (the engine's one-event path): ``_mine``'s steps for
+        the one event on Python values, then the same kernel on the store's reused input
+        arrays (it only reads them during the call)."""
         if not message:
             return _no_template_view()
-        miner = self.miner
-        token_cache = self._tokens
-        key = (service, message)
-        tokens = token_cache.get(key)
-        if tokens is None:
-            if len(token_cache) >= TOKEN_CACHE_SIZE:
-                token_cache.clear()
-            tokens = token_cache[key] = tokens_of(without_service_name(service, message))
+        tokens = self._tokens_of(service, message)
         if not tokens:
             return _no_template_view()
-        state = self.state_for(service)
+        miner = self.miner
         prior_singletons, prior_messages = miner.singletons, miner.messages
         resolved = miner._cache
         cached = resolved.get(tokens)
@@ -608,92 +1001,118 @@ class TemplateStore(ServiceStates[ServiceTemplates]):
             template.count += 1
             template_id, created = template.template_id, False
             miner._templates.move_to_end(template_id)
+            prior_count = template.count - 1
         else:
             template_id, created = miner.observe_tokens(tokens)
-        n_messages = state.messages
-        state_counts = state.counts
-        count = state_counts.get(template_id, 0)
-        novelty = system_rarity = rare = surge = 1.0
-        surge_count = surge_expected = 0.0
-        judged = n_messages >= MIN_SERVICE_MESSAGES
-        if judged and count == 0:
-            novelty = (state.singletons + 1.0) / (n_messages + 2.0)
-            prior = 0 if created else miner.count(template_id) - 1
-            if prior <= RARE_SHARE * prior_messages:
-                tail = miner.tail_messages(template_id, prior) if prior else 0
-                system = (prior_singletons + 1.0 + tail) / (prior_messages + 2.0)
-                system_rarity = (state.introduced + SYSTEM_PRIOR_MESSAGES * system) / (
-                    n_messages + SYSTEM_PRIOR_MESSAGES
-                )
-        elif judged and count < RARE_SHARE * n_messages:
-            at_most = sum(c for c in state_counts.values() if c <= count)
-            rare = at_most / n_messages
-        state.surge_events += 1
-        exponent = (state.surge_events - state.surge_ref_events) / self.surge_halflife_messages
-        if exponent > RESCALE_EXPONENT:
-            factor = 2.0**-exponent
-            state.burst = {k: v * factor for k, v in state.burst.items() if v * factor > 1e-3}
-            state.surge_total *= factor
-            state.surge_ref_events = state.surge_events
-            exponent = 0.0
-        unit = 2.0**exponent
-        burst = state.burst
-        scaled_before = burst.get(template_id, 0.0)
-        surge_total_before = state.surge_total
-        scaled = scaled_before + unit
-        burst[template_id] = scaled
-        state.surge_total = surge_total_before + unit
-        if judged and level_score >= self.surge_min_level_score:
-            before = scaled_before / unit
-            older_total = n_messages - surge_total_before / unit
-            if older_total < 0.0:
-                older_total = 0.0
-            recent = scaled / unit
-            share = (max(count - before, 0.0) + 0.5) / (older_total + 1.0)
-            expected = min(share, 1.0) * state.surge_total / unit
-            surge_count = recent
-            surge_expected = expected
-            poisson = gammainc_one(recent, expected)
-            if template_id in state.surging and before < SURGE_OVER_COUNT:
-                state.surging.discard(template_id)
-                state.episodes[template_id] = state.episodes.get(template_id, 0) + 1
-            if poisson < SURGE_EPISODE_RARITY:
-                state.surging.add(template_id)
-            habit = state.episodes.get(template_id, 0)
-            surge = max(poisson, habit / n_messages) if habit else poisson
-        state.introduced += created and judged
-        if count == 0:
-            if len(state_counts) >= self.max_templates:
-                least = min(state_counts, key=state_counts.__getitem__)
-                state.messages -= state_counts.pop(least)
-                state.burst.pop(least, None)
-                state.episodes.pop(least, None)
-                state.surging.discard(least)
-            state.singletons += 1
-        elif count == 1:
-            state.singletons -= 1
-        state_counts[template_id] = count + 1
-        state.messages += 1
-        ints = np.array((template_id, n_messages, count), dtype=np.int64)
-        floats = np.array(
-            (novelty, system_rarity, rare, surge, surge_count, surge_expected), dtype=np.float64
-        )
-        # Slices of one array per dtype: a third of the cost of the batch path's nested lists.
+            prior_count = miner.count(template_id) - 1
+        # ``ServiceSlots.slot_for``'s path for a known service (nearly every event), inline.
+        slots = self.services._slots
+        slot = slots.get(service)
+        if slot is not None:
+            slots.move_to_end(service)
+            code = slot
+        else:
+            code = self._row_for(service)
+        events = self._one_events
+        events[:, 0] = (
+            code, template_id, created, prior_singletons, prior_messages, prior_count, _NO_TAIL
+        )  # fmt: skip
+        levels = self._one_level
+        levels[0] = level_score
+        if self._headroom >= 1:
+            self._headroom -= 1
+        else:
+            self._reserve(1)
+        ints = np.empty((3, 1), dtype=np.int64)
+        floats = np.empty((6, 1), dtype=np.float64)
+        while not _observe(
+            events, levels, self._rows, self._counters, self._table, self._meta, ints, floats, 0,
+            self.surge_min_level_score, self.surge_halflife_messages, self.max_templates, TWO,
+        ):  # fmt: skip
+            # The miner is as the event left it.
+            events[_TAIL_IN, 0] = miner.tail_messages(template_id, prior_count)
         return TemplateView(
-            ints[0:1],
-            ints[1:2],
-            ints[2:3],
-            floats[0:1],
-            floats[1:2],
-            floats[2:3],
-            floats[3:4],
-            floats[4:5],
-            floats[5:6],
-        )
+            ints[0], ints[1], ints[2], floats[0], floats[1], floats[2], floats[3], floats[4],
+            floats[5],
+        )  # fmt: skip
+
+    def get(self, service: str) -> ServiceTemplates | None:
+        """A picture of the service's counters and surge state if it is tracked (counters in
+        their order); reading it does not count as seeing it."""
+        row = self.services.get(service)
+        if row is None:
+            return None
+        fields = [int(v) for v in self._rows[row]]
+        state = ServiceTemplates()
+        state.messages = fields[_MESSAGES]
+        state.singletons = fields[_SINGLETONS]
+        state.introduced = fields[_INTRODUCED]
+        state.surge_events = fields[_SURGE_EVENTS]
+        state.surge_ref_events = fields[_SURGE_REF]
+        state.surge_total = float(self._rows.view(np.float64)[row, _SURGE_TOTAL])
+        counter = fields[_HEAD]
+        while counter >= 0:
+            template_id, count, episodes, surging, _, following = (
+                int(v) for v in self._counters[counter, :_BURST]
+            )
+            state.counts[template_id] = count
+            burst = float(self._counters.view(np.float64)[counter, _BURST])
+            if burst != 0.0:
+                state.burst[template_id] = burst
+            if episodes:
+                state.episodes[template_id] = episodes
+            if surging:
+                state.surging.add(template_id)
+            counter = following
+        return state
 
     def service_counts(self, service: str) -> dict[int, int]:
         state = self.get(service)
         return dict(state.counts) if state is not None else {}
+
+
+def _known_columns_python(
+    codes: IntArray,
+    template_of_code: IntArray,
+    counts: IntArray,
+    messages: int,
+    singletons: int,
+    events: IntArray,
+    last_of_template: IntArray,
+    last_of_code: IntArray,
+) -> tuple[int, int]:
+    """For each templated event of a batch of known texts: the miner's messages and singletons
+    before it, and its template's count before it, into ``events``; ``counts`` (the templates'
+    counts, by ``template_of_code``'s index) left as after the batch; the last event of each
+    template and of each distinct text (-1 for a text without a template). Returns the
+    miner's messages and singletons after the batch."""
+    last_of_template[:] = -1
+    last_of_code[:] = -1
+    for i in range(codes.shape[0]):
+        template = template_of_code[codes[i]]
+        if template < 0:
+            continue
+        count = counts[template]
+        events[_PRIOR_MESSAGES, i] = messages
+        events[_PRIOR_SINGLETONS, i] = singletons
+        events[_PRIOR_COUNT, i] = count
+        messages += 1
+        if count == 1:
+            singletons -= 1
+        counts[template] = count + 1
+        last_of_template[template] = i
+        last_of_code[codes[i]] = i
+    return messages, singletons
+
+
+_known_columns = (
+    compile_kernel(
+        _known_columns_python,
+        "UniTuple(int64, 2)(int64[::1], int64[::1], int64[::1], int64, int64, int64[:, ::1],"
+        " int64[::1], int64[::1])",
+    )
+    or _known_columns_python
+)
 
 
 def _no_template_view() -> TemplateView:

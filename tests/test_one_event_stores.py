@@ -6,7 +6,6 @@ included, against an engine whose stores answer one event through their batch pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from app.templates import TemplateStore
 from app.training_data import TrainingData
 from app.windows import WindowStore
 from tests.conftest import make_settings
-from tests.test_store_equivalence import messages_of, streams
+from tests.test_store_equivalence import messages_of, state_of, streams
 
 
 def same_view(one: Any, batch: Any) -> None:
@@ -42,27 +41,6 @@ def same_view(one: Any, batch: Any) -> None:
         assert a.dtype == b.dtype, name
         assert a.shape == b.shape == (1,), name
         assert a.tobytes() == b.tobytes(), name
-
-
-def state_of(value: Any) -> Any:
-    """A comparable picture of a store's state: containers in their order, floats by their bits,
-    arrays by bytes, objects by their slots."""
-    if isinstance(value, float):
-        return ("f", value.hex() if not math.isnan(value) else "nan")
-    if isinstance(value, bool | int | str | None):
-        return value
-    if isinstance(value, np.ndarray):
-        return (value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, dict):
-        return ("d", [(state_of(k), state_of(v)) for k, v in value.items()])
-    if isinstance(value, list | tuple):
-        return ("l", [state_of(v) for v in value])
-    if isinstance(value, set):
-        return ("s", sorted(map(repr, value)))
-    slots = [name for cls in type(value).__mro__ for name in getattr(cls, "__slots__", ())]
-    if slots:
-        return (type(value).__name__, [(n, state_of(getattr(value, n, None))) for n in slots])
-    return (type(value).__name__, state_of(vars(value)))
 
 
 def ones(batches: list[EventBatch]) -> Iterator[tuple[EventBatch, int, int]]:

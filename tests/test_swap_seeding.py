@@ -38,14 +38,13 @@ def _per_service_template_seed(
     for seed in seeds:
         if seed.service in store:
             continue
-        state = store.state_for(seed.service)
+        counts: dict[int, int] = {}
         for text, count in seed.counts.items():
             template_id = store.miner.find(text)
             if template_id is None:
                 template_id = store.miner.add(text)
-            state.counts[template_id] = state.counts.get(template_id, 0) + count
-            state.messages += count
-        state.singletons = sum(1 for c in state.counts.values() if c == 1)
+            counts[template_id] = counts.get(template_id, 0) + count
+        store._seed_service(seed.service, counts)
 
 
 def _batch(services: list[str], start: float) -> EventBatch:
@@ -127,10 +126,16 @@ def test_template_seed_matches_the_per_service_lookups(
     reference = TemplateStore(max_templates=max_templates)
     memoised.seed(None, seeds)
     _per_service_template_seed(reference, None, seeds)
-    assert list(memoised._services) == list(reference._services)
-    for service, b in reference._services.items():
-        a = memoised._services[service]
-        assert (a.counts, a.messages, a.singletons) == (b.counts, b.messages, b.singletons)
+    assert list(memoised) == list(reference)
+    for service in reference:
+        a, b = memoised.get(service), reference.get(service)
+        assert a is not None
+        assert b is not None
+        assert (list(a.counts.items()), a.messages, a.singletons) == (
+            list(b.counts.items()),
+            b.messages,
+            b.singletons,
+        )
     mined = memoised.miner.to_arrays("")
     assert mined.keys() == reference.miner.to_arrays("").keys()
     for name, array in reference.miner.to_arrays("").items():

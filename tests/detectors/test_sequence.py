@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+from unittest.mock import patch
+
 import numpy as np
 
+from app import keyed, sequences
 from app.sequences import MIN_SERVICE_EVENTS, SequenceStore
 from app.templates import NO_TEMPLATE, TemplateStore
+from tests.test_store_equivalence import state_of
 
 
 def _ids(*values: int) -> np.ndarray:
@@ -64,3 +69,39 @@ def test_sequences_run_on_mined_templates() -> None:
     assert np.all(normal.rarity[MIN_SERVICE_EVENTS:] == 1.0)
     odd = templates.observe(["ui"] * 2, ["logout user 2", "render page 3"])
     assert store.observe(["ui"] * 2, odd.template_id).rarity.min() < 0.01
+
+
+def test_plain_python_kernels_match_the_compiled_ones() -> None:
+    """The kernels' sources run as plain Python (a numpy-only install) give the same views and
+    state as the compiled kernels."""
+    names = ("_drop_context", "_new_context", "_touch_context", "_count_in_context", "_reset_row")
+    plain: dict[str, Any] = {name: getattr(sequences, f"{name}_python") for name in names}
+    table: dict[str, Any] = {
+        name: getattr(keyed, f"{name}_python") for name in ("probe", "find", "put", "drop")
+    }
+    table.update(take=keyed.take_python, give=keyed.give_python, rehash=keyed.rehash_python)
+    in_sequences: dict[str, Any] = {
+        "find": keyed.find_python, "put": keyed.put_python, "drop_key": keyed.drop_python,
+        "take": keyed.take_python, "give": keyed.give_python, "rehash": keyed.rehash_python,
+        "_pairwise_sum": sequences._pairwise_sum_python, "_backoff": sequences._backoff_python,
+        "_observe": sequences._observe_kernel,
+    }  # fmt: skip
+    rng = np.random.default_rng(3)
+    batches = [
+        ([f"s{k}" for k in rng.integers(0, 4, size)], rng.integers(-1, 160, size).astype(np.int64))
+        for size in rng.integers(1, 300, 12)
+    ]
+    compiled, python = SequenceStore(2, 24, 3), SequenceStore(2, 24, 3)
+    for services, ids in batches:
+        expected = compiled.observe(services, ids)
+        with (
+            patch.multiple(keyed, **table),
+            patch.multiple(sequences, **plain, **in_sequences),
+        ):
+            got = python.observe(services, ids)
+        for a, b in zip(expected, got, strict=True):
+            assert a.tobytes() == b.tobytes()
+    assert list(compiled) == list(python)
+    assert [state_of(compiled.get(s)) for s in compiled] == [
+        state_of(python.get(s)) for s in python
+    ]

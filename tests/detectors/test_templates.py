@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import app.templates as templates_module
+from app import keyed, templates
 from app.baselines import BaselineView
 from app.detectors.base import ScoringContext
 from app.detectors.templates import TemplateDetector
@@ -19,6 +22,7 @@ from app.schemas.events import LEVEL_SCORES, Level, LogEvent
 from app.templates import NO_TEMPLATE, TemplateMiner, TemplateStore
 from app.windows import WindowView
 from tests.conftest import make_settings
+from tests.test_store_equivalence import state_of
 
 
 def test_parameters_do_not_split_a_template() -> None:
@@ -356,3 +360,35 @@ def test_the_token_cache_changes_no_result(
             np.testing.assert_array_equal(getattr(fresh, field), getattr(cached, field))
     auth_first = views[1][0].template_id
     assert auth_first[1] != auth_first[2]  # "auth: ..." from checkout is not auth's own template
+
+
+def test_plain_python_kernels_match_the_compiled_ones() -> None:
+    """The kernels' sources run as plain Python (a numpy-only install) give the same views and
+    state as the compiled kernels: surges, rescaling, counters dropped, services evicted."""
+    table: dict[str, Any] = {
+        name: getattr(keyed, f"{name}_python") for name in ("probe", "find", "put", "drop")
+    }
+    in_templates: dict[str, Any] = {
+        "find": keyed.find_python, "put": keyed.put_python, "drop_key": keyed.drop_python,
+        "take": keyed.take_python, "give": keyed.give_python, "rehash": keyed.rehash_python,
+        "_reset_row": templates._reset_row_python, "_observe": templates._observe_kernel,
+        "_known_columns": templates._known_columns_python,
+        "_gammainc": templates._gammainc_python,
+    }  # fmt: skip
+    rng = np.random.default_rng(4)
+    shapes = ["disk quota exceeded", "user login ok", "retry upstream", "cache miss", "gc pause"]
+    compiled = TemplateStore(3, 0.5, 0.5, 4)
+    python = TemplateStore(3, 0.5, 0.5, 4)
+    for size in rng.integers(1, 200, 10):
+        services = [f"s{k}" for k in rng.integers(0, 5, size)]
+        messages = [f"{shapes[k]} {k * 7}" for k in rng.integers(0, 5, size)]
+        levels = rng.choice([0.0, 1.0, 2.0], size).tolist()
+        expected = compiled.observe(services, messages, levels)
+        with patch.multiple(keyed, **table), patch.multiple(templates, **in_templates):
+            got = python.observe(services, messages, levels)
+        for a, b in zip(expected, got, strict=True):
+            assert a.tobytes() == b.tobytes()
+    assert list(compiled) == list(python)
+    assert [state_of(compiled.get(s)) for s in compiled] == [
+        state_of(python.get(s)) for s in python
+    ]
