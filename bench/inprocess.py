@@ -21,6 +21,7 @@ from app.features import feature_matrix
 from app.local import AnomalyDetector
 from app.model import bootstrap_training_data, fit_model
 from app.model_store import ModelStore
+from app.one_event import features_of_one
 from app.schemas.events import Level, LogEvent
 from app.trainer import Trainer
 from app.training_data import TrainingData
@@ -157,25 +158,59 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
     # The engine's own observe step, so the detectors see exactly what they see when scoring.
     context = engine.observe(events, batch)
     baseline, features = context.baseline, context.features
-    assert context.templates is not None
+    assert context.templates is not None and context.forecasts is not None
     forest = engine.model.isolation_forest.forest_
     assert forest is not None
     stages: dict[str, Callable[[], object]] = {
         "EventBatch.from_events": partial(EventBatch.from_events, events),
-        "baselines.observe": partial(engine.baselines.observe, batch),
-        "windows.observe": partial(engine.windows.observe, batch),
-        "templates.observe": partial(
-            engine.templates.observe, batch.services, [event.message for event in events]
-        ),
-        "sequences.observe": partial(
-            engine.sequences.observe, batch.services, context.templates.template_id.copy()
-        ),
-        "forecasts.observe": partial(engine.forecasts.observe, batch),
-        "patterns.observe": partial(engine.patterns.observe, batch),
-        "records.observe": partial(engine.records.observe, batch),
-        "feature_matrix": partial(feature_matrix, baseline.latency_z, batch.level_scores),
-        "all per-service stores (engine.observe)": partial(engine.observe, events, batch),
     }
+    if size == 1:
+        # A batch of one reaches each store through its observe_one (engine.observe), with the
+        # event's values read once as Python values: what the service runs for one event.
+        (event,) = events
+        service, level_score = event.service, batch.level_scores.item()
+        stages |= {
+            "baselines.observe_one": partial(engine.baselines.observe_one, batch),
+            "windows.observe_one": partial(engine.windows.observe_one, batch),
+            "templates.observe_one": partial(
+                engine.templates.observe_one, service, event.message, level_score
+            ),
+            "sequences.observe_one": partial(
+                engine.sequences.observe_one, service, context.templates.template_id.item()
+            ),
+            "forecasts.observe_one": partial(
+                engine.forecasts.observe_one, batch, batch.is_error.item()
+            ),
+            "patterns.observe_one": partial(
+                engine.patterns.observe_one, service, batch.log_latency.item()
+            ),
+            "records.observe_one": partial(engine.records.observe_one, batch),
+        }
+    else:
+        stages |= {
+            "baselines.observe": partial(engine.baselines.observe, batch),
+            "windows.observe": partial(engine.windows.observe, batch),
+            "templates.observe": partial(
+                engine.templates.observe, batch.services, [event.message for event in events]
+            ),
+            "sequences.observe": partial(
+                engine.sequences.observe, batch.services, context.templates.template_id.copy()
+            ),
+            "forecasts.observe": partial(engine.forecasts.observe, batch),
+            "patterns.observe": partial(engine.patterns.observe, batch),
+            "records.observe": partial(engine.records.observe, batch),
+        }
+    stages["feature_matrix"] = (
+        partial(
+            features_of_one,
+            baseline.latency_z.item(),
+            context.forecasts.latency_residual_z.item(),
+            batch.level_scores.item(),
+        )
+        if size == 1
+        else partial(feature_matrix, baseline.latency_z, batch.level_scores)
+    )
+    stages["all per-service stores (engine.observe)"] = partial(engine.observe, events, batch)
     # A batch of one takes its own path (ScoringEngine.score_one): each detector's rarity_one
     # (Python floats), the answer built as a dict on Python floats, written with orjson.dumps
     # by score_json.
