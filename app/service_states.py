@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +13,43 @@ import numpy.typing as npt
 StateT = TypeVar("StateT")
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+
+
+class ServiceIndex(NamedTuple):
+    """A batch's services as its distinct services and, for each event, its service's position
+    among them: what every store needs to touch each service once rather than once per event."""
+
+    services: Sequence[str]  # the list indexed, held so that no other list takes its identity
+    distinct: list[str]  # in order of their first events
+    inverse: IntArray  # each event's position in ``distinct``
+    first_events: IntArray  # each distinct service's first event
+    by_last_event: list[str]  # ``distinct`` in order of their last events
+
+
+_last_index: ServiceIndex | None = None
+
+
+def service_index(services: Sequence[str]) -> ServiceIndex:
+    """The ``ServiceIndex`` of ``services``. Every store of the engine reads the same batch's
+    list of services, so the index of the last list is kept and given again for the same list
+    object (a batch's lists are never changed once made): computed once per batch, not once
+    per store."""
+    global _last_index
+    last = _last_index
+    if last is not None and last.services is services and last.inverse.size == len(services):
+        return last
+    positions: dict[str, int] = {}
+    inverse = np.array(
+        [positions.setdefault(service, len(positions)) for service in services], dtype=np.int64
+    )
+    # np.unique with return_index sorts stably: each position's first occurrence.
+    _, first_events = np.unique(inverse, return_index=True)
+    # One event after another leaves the batch's services last, in order of their last
+    # events: reversed, the first occurrence of each is its last event.
+    by_last_event = list(reversed(dict.fromkeys(reversed(services))))
+    index = ServiceIndex(services, list(positions), inverse, first_events, by_last_event)
+    _last_index = index
+    return index
 
 
 class ServiceStates(Generic[StateT]):
@@ -65,21 +102,19 @@ class ServiceStates(Generic[StateT]):
         if len(services) == 1:  # the /score path: nothing to share
             return [self.state_for(services[0])]
         known = self._services
-        distinct = dict.fromkeys(services)
-        new = sum(1 for service in distinct if service not in known)
+        index = service_index(services)
+        new = sum(1 for service in index.distinct if service not in known)
         if len(known) + new > self.max_services:
             return [self.state_for(service) for service in services]
-        states: dict[str, StateT] = {}
-        for service in distinct:
+        states: list[StateT] = []
+        for service in index.distinct:
             state = known.get(service)
             if state is None:
                 state = known[service] = self._new_state()
-            states[service] = state
-        # One event after another leaves the batch's services last, in order of their last
-        # events: reversed, the first occurrence of each is its last event.
-        for service in reversed(dict.fromkeys(reversed(services))):
+            states.append(state)
+        for service in index.by_last_event:
             known.move_to_end(service)
-        return [states[service] for service in services]
+        return list(map(states.__getitem__, index.inverse.tolist()))
 
 
 class ServiceSlots:
@@ -174,10 +209,25 @@ class ServiceSlots:
             codes = np.empty(1, dtype=np.int64)
             codes[0] = ~slot if fresh else slot
             return codes
-        slots, first_events = self.slots_for(services)
-        codes = np.array(slots, dtype=np.int64)
-        if any(first_events):
-            codes[np.array(first_events, dtype=np.bool_)] ^= -1  # ~row
+        # ``slots_for``'s steps, with the batch's service index (shared by the stores) in
+        # place of its passes over the events.
+        known = self._slots
+        index = service_index(services)
+        new = [i for i, service in enumerate(index.distinct) if service not in known]
+        if len(known) + len(new) > self.max_services:
+            slots, first_events = self.slots_for(services)  # evictions between its events
+            codes = np.array(slots, dtype=np.int64)
+            if any(first_events):
+                codes[np.array(first_events, dtype=np.bool_)] ^= -1  # ~row
+            return codes
+        for i in new:
+            known[index.distinct[i]] = len(known)
+        for service in index.by_last_event:
+            known.move_to_end(service)
+        codes = np.array([known[service] for service in index.distinct], dtype=np.int64)
+        codes = codes[index.inverse]
+        if new:
+            codes[index.first_events[new]] ^= -1  # ~row
         return codes
 
 

@@ -53,3 +53,26 @@ def test_slots_for_a_batch_follow_the_states_one_event_at_a_time(
             assert tracked is not None
             assert tracked < max_services
             assert rows[tracked] == states.get(service)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=6),
+    st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=10), max_size=8),
+)
+def test_row_codes_are_the_slots_of_one_event_at_a_time(
+    max_services: int, batches: list[list[str]]
+) -> None:
+    # row_codes takes the batch's shared service index; slot_for is the per-event definition.
+    # Two stores read each batch's list in turn, the second through the index the first made.
+    stores = [ServiceSlots(max_services), ServiceSlots(max_services)]
+    one_by_one = ServiceSlots(max_services)
+    for batch in batches:
+        expected = []
+        for service in batch:
+            slot, fresh = one_by_one.slot_for(service)
+            expected.append(~slot if fresh else slot)
+        for store in stores:
+            assert store.row_codes(batch).tolist() == expected
+            assert list(store) == list(one_by_one)
+            assert store.evictions == one_by_one.evictions
