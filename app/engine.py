@@ -83,10 +83,11 @@ ScoreDict = dict[str, Any]
 # Compiled answer templates kept (one per set of methods, metrics, failures and model version).
 MAX_TEMPLATES = 64
 # Batches up to this size are scored one event at a time through the one-event path (the same
-# answers: a batch is scored as its events one call at a time). A batch of two through the array
-# path cost 2.8x a single event (CPU time, branch onepath, docs/benchmarks.md): the batch path's
-# fixed cost per call is only repaid from about four events on.
-ONE_BY_ONE_UP_TO = 2
+# answers: a batch is scored as its events one call at a time). Measured after the seventh
+# session's merges (median of 300 calls each, 50 services past warm-up): one by one against the
+# array path, 2 events 383 / 764 us, 4 events 718 / 832 us, 5 events 882 / 858 us, 8 events
+# 1,436 / 990 us: the batch path's fixed cost per call is repaid from five events on.
+ONE_BY_ONE_UP_TO = 4
 
 
 @dataclass(frozen=True, slots=True)
