@@ -158,7 +158,8 @@ def _stage_costs(engine: ScoringEngine, events: list[LogEvent], rounds: int) -> 
     # The engine's own observe step, so the detectors see exactly what they see when scoring.
     context = engine.observe(events, batch)
     baseline, features = context.baseline, context.features
-    assert context.templates is not None and context.forecasts is not None
+    assert context.templates is not None
+    assert context.forecasts is not None
     forest = engine.model.isolation_forest.forest_
     assert forest is not None
     stages: dict[str, Callable[[], object]] = {
