@@ -30,7 +30,7 @@ from app.detectors.calibration import (
     rarity_to_score,
 )
 from app.detectors.templates import TemplateDetector
-from app.engine import ScoringEngine
+from app.engine import ONE_BY_ONE_UP_TO, ScoringEngine
 from app.events import EventBatch, parse_events
 from app.model import TrainingData, bootstrap_training_data, fit_model, model_from_arrays
 from app.schemas.columns import read_batch
@@ -422,9 +422,11 @@ def test_a_method_without_metrics_renders_an_empty_mapping(tmp_path: Path) -> No
     engine.online_detectors = [
         Silent() if d.name == "templates" else d for d in engine.online_detectors
     ]
-    results = engine.score(_stream(3, services=1))
-    assert [r["methods"]["templates"]["metrics"] for r in results] == [{}, {}, {}]
-    assert [r["methods"]["templates"]["anomaly_score"] for r in results] == [0.0, 0.0, 0.0]
+    # Larger than the batches scored one event at a time: the array path's rendering.
+    n = ONE_BY_ONE_UP_TO + 1
+    results = engine.score(_stream(n, services=1))
+    assert [r["methods"]["templates"]["metrics"] for r in results] == [{}] * n
+    assert [r["methods"]["templates"]["anomaly_score"] for r in results] == [0.0] * n
 
 
 @given(
