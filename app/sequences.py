@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -36,7 +36,7 @@ import numpy.typing as npt
 from app.compiled import compile_kernel
 from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
 from app.keyed import drop as drop_key
-from app.service_states import ServiceSlots
+from app.service_states import ServiceSlots, SlotsContainer, grown_rows
 from app.templates import NO_TEMPLATE
 
 FloatArray = npt.NDArray[np.float64]
@@ -607,7 +607,7 @@ _observe = _compiled_observe or _observe_kernel
 _EMPTY_ROW = np.array([_START, _START, 0, 0, 0, -1, -1, 0, -1, -1], dtype=np.int64)
 
 
-class SequenceStore:
+class SequenceStore(SlotsContainer):
     """Next-template models of at most ``max_services`` services (least recently seen evicted)."""
 
     def __init__(self, top_k: int = 5, max_contexts: int = 4096, max_services: int = 100_000):
@@ -629,34 +629,11 @@ class SequenceStore:
         # spent, so the batch of one seldom pays for it.
         self._headroom = 0
 
-    @property
-    def max_services(self) -> int:
-        return self.services.max_services
-
-    @property
-    def evictions(self) -> int:
-        return self.services.evictions
-
-    def __len__(self) -> int:
-        return len(self.services)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.services)
-
-    def __contains__(self, service: object) -> bool:
-        return service in self.services
-
     def _allocate_rows(self) -> None:
-        """Rows for every slot handed out (by half again, up to ``max_services``)."""
-        needed = self.services.rows_used
-        capacity = self._rows.shape[0]
-        if needed > capacity:
-            size = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
-            grown = np.empty((size, _ROW_FIELDS), dtype=np.int64)
-            grown[:capacity] = self._rows
-            # Empty lists: a new row's first event resets it by walking them.
-            grown[capacity:] = _EMPTY_ROW
-            self._rows = grown
+        """Rows for every slot handed out (``grown_rows``)."""
+        # Empty lists: a new row's first event resets it by walking them.
+        services = self.services
+        self._rows = grown_rows(self._rows, services.rows_used, services.max_services, _EMPTY_ROW)
 
     def _reserve(self, events: int) -> None:
         """Room in the pools and the table for ``events`` more events (each grows by doubling)."""

@@ -49,7 +49,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -60,7 +60,7 @@ from scipy.special import cython_special
 from app.compiled import TWO, compile_kernel
 from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
 from app.keyed import drop as drop_key
-from app.service_states import ServiceSlots
+from app.service_states import ServiceSlots, SlotsContainer, grown_rows
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -608,7 +608,7 @@ _compiled_observe = compile_kernel(
 _observe = _compiled_observe or _observe_kernel
 
 
-class TemplateStore:
+class TemplateStore(SlotsContainer):
     """The engine's online template state: one miner shared by all services, counters per service.
 
     Services are bounded like baselines (least recently seen evicted); each service keeps at most
@@ -646,34 +646,11 @@ class TemplateStore:
         self._one_events = np.empty((_EVENT_FIELDS, 1), dtype=np.int64)
         self._one_level = np.empty(1, dtype=np.float64)
 
-    @property
-    def max_services(self) -> int:
-        return self.services.max_services
-
-    @property
-    def evictions(self) -> int:
-        return self.services.evictions
-
-    def __len__(self) -> int:
-        return len(self.services)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.services)
-
-    def __contains__(self, service: object) -> bool:
-        return service in self.services
-
     def _allocate_rows(self) -> None:
-        """Rows for every slot handed out (by half again, up to ``max_services``)."""
-        needed = self.services.rows_used
-        capacity = self._rows.shape[0]
-        if needed > capacity:
-            size = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
-            rows = np.empty((size, _ROW_FIELDS), dtype=np.int64)
-            rows[:capacity] = self._rows
-            # Empty lists: a new row's first event resets it by walking them.
-            rows[capacity:] = _EMPTY_ROW
-            self._rows = rows
+        """Rows for every slot handed out (``grown_rows``)."""
+        # Empty lists: a new row's first event resets it by walking them.
+        services = self.services
+        self._rows = grown_rows(self._rows, services.rows_used, services.max_services, _EMPTY_ROW)
 
     def _reserve(self, events: int) -> None:
         """Room in the counters and the table for ``events`` more events (doubling)."""
