@@ -58,7 +58,19 @@ import numpy.typing as npt
 from scipy.special import cython_special
 
 from app.compiled import TWO, compile_kernel
-from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
+from app.keyed import (
+    KEYS_LIVE,
+    find,
+    give,
+    grown_pool,
+    grown_table,
+    least_counted,
+    link_last,
+    new_table,
+    put,
+    take,
+    unlink,
+)
 from app.keyed import drop as drop_key
 from app.service_states import ServiceSlots, SlotsContainer, grown_rows
 
@@ -558,36 +570,16 @@ def _observe_kernel(
             rows[row, _INTRODUCED] += 1
         if count == 0:
             if rows[row, _DISTINCT] >= max_templates:
-                least = rows[row, _HEAD]
-                other = counters[least, _NEXT]
-                while other >= 0:
-                    if counters[other, _COUNT] < counters[least, _COUNT]:
-                        least = other
-                    other = counters[other, _NEXT]
+                least = least_counted(counters, rows[row, _HEAD], _COUNT, _NEXT)
                 rows[row, _MESSAGES] -= counters[least, _COUNT]
-                before_least, after_least = counters[least, _PREV], counters[least, _NEXT]
-                if before_least >= 0:
-                    counters[before_least, _NEXT] = after_least
-                else:
-                    rows[row, _HEAD] = after_least
-                if after_least >= 0:
-                    counters[after_least, _PREV] = before_least
-                else:
-                    rows[row, _TAIL] = before_least
+                unlink(counters, least, _PREV, _NEXT, rows, row, _HEAD, _TAIL)
                 rows[row, _DISTINCT] -= 1
                 drop_key(table, meta, row, counters[least, _TEMPLATE], 0)
                 give(counters, meta, _COUNTERS_USED, _NEXT, least)
             rows[row, _SINGLETONS] += 1
             counter = take(counters, meta, _COUNTERS_USED, _NEXT)
             counters[counter, _TEMPLATE] = template_id
-            tail_counter = rows[row, _TAIL]
-            counters[counter, _PREV] = tail_counter
-            counters[counter, _NEXT] = -1
-            if tail_counter >= 0:
-                counters[tail_counter, _NEXT] = counter
-            else:
-                rows[row, _HEAD] = counter
-            rows[row, _TAIL] = counter
+            link_last(counters, counter, _PREV, _NEXT, rows, row, _HEAD, _TAIL)
             rows[row, _DISTINCT] += 1
             put(table, meta, row, template_id, 0, counter)
         elif count == 1:
@@ -659,20 +651,8 @@ class TemplateStore(SlotsContainer):
             return
         live = int(self._meta[_COUNTERS_LIVE]) + events
         keys = int(self._meta[KEYS_LIVE]) + events
-        size = self._counters.shape[0]
-        if 2 * live > size:
-            while 2 * live > size:
-                size *= 2
-            counters = np.zeros((size, _COUNTER_FIELDS), dtype=np.int64)
-            counters[: self._counters.shape[0]] = self._counters
-            self._counters = counters
-        size = self._table.shape[0]
-        if 4 * keys > size:
-            while 4 * keys > size:
-                size *= 2
-            table = new_table(size)
-            rehash(self._table, table, self._meta)
-            self._table = table
+        self._counters = grown_pool(self._counters, 2 * live)
+        self._table = grown_table(self._table, self._meta, keys)
         # The table stays at most half full until the next reserve.
         self._headroom = (
             min(

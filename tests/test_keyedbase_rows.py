@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.keyed import least_counted, link_last, unlink
 from app.sequences import SequenceStore
 from app.service_states import ServiceSlots, SlotsContainer, grown_rows
 from app.templates import TemplateStore
@@ -82,3 +83,45 @@ def test_every_store_is_a_slots_container(store: SlotsContainer) -> None:
     assert store.max_services == 3
     assert len(store) == 0
     assert store.evictions == 0
+
+
+def _lists(pool: np.ndarray, owners: np.ndarray) -> list[list[int]]:
+    """Each owner's list, walked forwards and checked against the walk backwards."""
+    lists = []
+    for owner in range(owners.shape[0]):
+        forwards, index = [], int(owners[owner, 0])
+        while index >= 0:
+            forwards.append(index)
+            index = int(pool[index, 1])
+        backwards, index = [], int(owners[owner, 1])
+        while index >= 0:
+            backwards.append(index)
+            index = int(pool[index, 0])
+        assert backwards == forwards[::-1]
+        lists.append(forwards)
+    return lists
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 9)), max_size=60))
+def test_linked_lists_match_python_lists(steps: list[tuple[bool, int, int]]) -> None:
+    """Random appends and removals through ``link_last`` / ``unlink`` keep each owner's list
+    as a Python list would be, and ``least_counted`` finds the first of the smallest counts."""
+    pool = np.full((10, 3), -1, dtype=np.int64)  # prev, next, count
+    owners = np.full((3, 2), -1, dtype=np.int64)  # head, tail
+    expected: list[list[int]] = [[], [], []]
+    owner_of: dict[int, int] = {}
+    for append, owner, index in steps:
+        if append and index not in owner_of:
+            pool[index, 2] = (index * 7) % 4
+            link_last(pool, index, 0, 1, owners, owner, 0, 1)
+            expected[owner].append(index)
+            owner_of[index] = owner
+        elif not append and index in owner_of:
+            unlink(pool, index, 0, 1, owners, owner_of[index], 0, 1)
+            expected[owner_of.pop(index)].remove(index)
+        assert _lists(pool, owners) == expected
+    for members in expected:
+        if members:
+            counts = [int(pool[index, 2]) for index in members]
+            least = least_counted(pool, members[0], 2, 1)
+            assert least == members[counts.index(min(counts))]
