@@ -7,6 +7,8 @@ an empty slot; linear probing, deletion by moving back the keys that probed past
 tombstones). Its owner keeps it at most half full. A pool is a 2-D int64 array whose rows are
 handed out by ``take`` and returned by ``give``; ``meta`` holds per pool the rows handed out so
 far, the free list's head and the rows in use (three consecutive fields), and the table's keys.
+Pool rows are chained into doubly linked lists (``link_last``, ``unlink``) that a row of another
+array owns; ``grown_pool`` and ``grown_table`` make room between batches.
 """
 
 from __future__ import annotations
