@@ -7,6 +7,8 @@ an empty slot; linear probing, deletion by moving back the keys that probed past
 tombstones). Its owner keeps it at most half full. A pool is a 2-D int64 array whose rows are
 handed out by ``take`` and returned by ``give``; ``meta`` holds per pool the rows handed out so
 far, the free list's head and the rows in use (three consecutive fields), and the table's keys.
+Pool rows are chained into doubly linked lists (``link_last``, ``unlink``) that a row of another
+array owns; ``grown_pool`` and ``grown_table`` make room between batches.
 """
 
 from __future__ import annotations
@@ -144,3 +146,102 @@ def rehash_python(old: IntArray, new: IntArray, meta: IntArray) -> None:
 rehash = (
     compile_kernel(rehash_python, "void(int64[:, ::1], int64[:, ::1], int64[::1])") or rehash_python
 )
+
+
+# Doubly linked lists through a pool's rows: a row's ``prev`` and ``next`` fields link it, the
+# list's owner (a row of another array) holds its ``head`` and ``tail``; -1 ends a list.
+_LINK_SIGNATURE = "void(int64[:, ::1], int64, int64, int64, int64[:, ::1], int64, int64, int64)"
+
+
+def link_last_python(
+    pool: IntArray,
+    index: int,
+    prev: int,
+    next_: int,
+    owners: IntArray,
+    owner: int,
+    head: int,
+    tail: int,
+) -> None:
+    """Put the pool's row ``index`` last in the list of ``owners[owner]``."""
+    last = owners[owner, tail]
+    pool[index, prev] = last
+    pool[index, next_] = -1
+    if last >= 0:
+        pool[last, next_] = index
+    else:
+        owners[owner, head] = index
+    owners[owner, tail] = index
+
+
+link_last = compile_kernel(link_last_python, _LINK_SIGNATURE) or link_last_python
+
+
+def unlink_python(
+    pool: IntArray,
+    index: int,
+    prev: int,
+    next_: int,
+    owners: IntArray,
+    owner: int,
+    head: int,
+    tail: int,
+) -> None:
+    """Take the pool's row ``index`` out of the list of ``owners[owner]`` (its own links are
+    left as they were)."""
+    before, after = pool[index, prev], pool[index, next_]
+    if before >= 0:
+        pool[before, next_] = after
+    else:
+        owners[owner, head] = after
+    if after >= 0:
+        pool[after, prev] = before
+    else:
+        owners[owner, tail] = before
+
+
+unlink = compile_kernel(unlink_python, _LINK_SIGNATURE) or unlink_python
+
+
+def least_counted_python(pool: IntArray, first: int, count: int, next_: int) -> int:
+    """The row of the smallest ``count`` field in the list from ``first`` (the earliest of
+    equals)."""
+    least = first
+    index = pool[first, next_]
+    while index >= 0:
+        if pool[index, count] < pool[least, count]:
+            least = index
+        index = pool[index, next_]
+    return int(least)
+
+
+least_counted = (
+    compile_kernel(least_counted_python, "int64(int64[:, ::1], int64, int64, int64)")
+    or least_counted_python
+)
+
+
+def grown_table(table: IntArray, meta: IntArray, keys: int) -> IntArray:
+    """``table``, or when ``keys`` would fill more than a quarter of it, a table of doubled size
+    holding them all at most a quarter full, its keys rehashed (``meta`` counts them anew)."""
+    size = table.shape[0]
+    if 4 * keys <= size:
+        return table
+    while 4 * keys > size:
+        size *= 2
+    grown = new_table(size)
+    rehash(table, grown, meta)
+    return grown
+
+
+def grown_pool(pool: IntArray, needed: int) -> IntArray:
+    """``pool`` with at least ``needed`` rows (its size doubled as often as needed), contents
+    kept, new rows zero."""
+    size = pool.shape[0]
+    if needed <= size:
+        return pool
+    while size < needed:
+        size *= 2
+    grown = np.zeros((size, pool.shape[1]), dtype=np.int64)
+    grown[: pool.shape[0]] = pool
+    return grown

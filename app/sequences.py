@@ -27,16 +27,28 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from app.compiled import compile_kernel
-from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
+from app.keyed import (
+    KEYS_LIVE,
+    find,
+    give,
+    grown_pool,
+    grown_table,
+    least_counted,
+    link_last,
+    new_table,
+    put,
+    take,
+    unlink,
+)
 from app.keyed import drop as drop_key
-from app.service_states import ServiceSlots
+from app.service_states import ServiceSlots, SlotsContainer, grown_rows
 from app.templates import NO_TEMPLATE
 
 FloatArray = npt.NDArray[np.float64]
@@ -120,15 +132,7 @@ def _drop_context_python(
         give(entries, meta, _ENTRIES_USED, _E_NEXT, entry)
         entry = following
     drop_key(table, meta, row, contexts[context, _X_A], contexts[context, _X_B])
-    before, after = contexts[context, _X_PREV], contexts[context, _X_NEXT]
-    if before >= 0:
-        contexts[before, _X_NEXT] = after
-    else:
-        rows[row, _C_HEAD] = after
-    if after >= 0:
-        contexts[after, _X_PREV] = before
-    else:
-        rows[row, _C_TAIL] = before
+    unlink(contexts, context, _X_PREV, _X_NEXT, rows, row, _C_HEAD, _C_TAIL)
     rows[row, _C_COUNT] -= 1
     give(contexts, meta, _CONTEXTS_USED, _X_NEXT, context)
 
@@ -161,14 +165,7 @@ def _new_context_python(
     contexts[context, _X_DISTINCT] = 0
     contexts[context, _X_HEAD] = -1
     contexts[context, _X_TAIL] = -1
-    tail = rows[row, _C_TAIL]
-    contexts[context, _X_PREV] = tail
-    contexts[context, _X_NEXT] = -1
-    if tail >= 0:
-        contexts[tail, _X_NEXT] = context
-    else:
-        rows[row, _C_HEAD] = context
-    rows[row, _C_TAIL] = context
+    link_last(contexts, context, _X_PREV, _X_NEXT, rows, row, _C_HEAD, _C_TAIL)
     rows[row, _C_COUNT] += 1
     put(table, meta, row, a, b, context)
     return context
@@ -185,20 +182,10 @@ _new_context = (
 
 def _touch_context_python(row: int, context: int, rows: IntArray, contexts: IntArray) -> None:
     """Make a context the service's most recently used."""
-    after = contexts[context, _X_NEXT]
-    if after < 0:
-        return
-    before = contexts[context, _X_PREV]
-    if before >= 0:
-        contexts[before, _X_NEXT] = after
-    else:
-        rows[row, _C_HEAD] = after
-    contexts[after, _X_PREV] = before
-    tail = rows[row, _C_TAIL]
-    contexts[tail, _X_NEXT] = context
-    contexts[context, _X_PREV] = tail
-    contexts[context, _X_NEXT] = -1
-    rows[row, _C_TAIL] = context
+    if contexts[context, _X_NEXT] < 0:
+        return  # already the last
+    unlink(contexts, context, _X_PREV, _X_NEXT, rows, row, _C_HEAD, _C_TAIL)
+    link_last(contexts, context, _X_PREV, _X_NEXT, rows, row, _C_HEAD, _C_TAIL)
 
 
 _touch_context = (
@@ -221,14 +208,7 @@ def _count_in_context_python(
         entry = take(entries, meta, _ENTRIES_USED, _E_NEXT)
         entries[entry, _E_TEMPLATE] = template_id
         entries[entry, _E_COUNT] = 0
-        tail = contexts[context, _X_TAIL]
-        entries[entry, _E_PREV] = tail
-        entries[entry, _E_NEXT] = -1
-        if tail >= 0:
-            entries[tail, _E_NEXT] = entry
-        else:
-            contexts[context, _X_HEAD] = entry
-        contexts[context, _X_TAIL] = entry
+        link_last(entries, entry, _E_PREV, _E_NEXT, contexts, context, _X_HEAD, _X_TAIL)
         contexts[context, _X_DISTINCT] += 1
         put(table, meta, -1 - context, template_id, 0, entry)
     entries[entry, _E_COUNT] += 1
@@ -539,35 +519,15 @@ def _observe_kernel(
             entry = take(entries, meta, _ENTRIES_USED, _E_NEXT)
             entries[entry, _E_TEMPLATE] = template_id
             entries[entry, _E_COUNT] = 0
-            tail = rows[row, _U_TAIL]
-            entries[entry, _E_PREV] = tail
-            entries[entry, _E_NEXT] = -1
-            if tail >= 0:
-                entries[tail, _E_NEXT] = entry
-            else:
-                rows[row, _U_HEAD] = entry
-            rows[row, _U_TAIL] = entry
+            link_last(entries, entry, _E_PREV, _E_NEXT, rows, row, _U_HEAD, _U_TAIL)
             rows[row, _U_DISTINCT] += 1
             put(table, meta, row, _UNIGRAM, template_id, entry)
         entries[entry, _E_COUNT] += 1
         rows[row, _U_TOTAL] += 1
         if rows[row, _U_DISTINCT] > max_contexts:
-            least = rows[row, _U_HEAD]
-            entry = entries[least, _E_NEXT]
-            while entry >= 0:
-                if entries[entry, _E_COUNT] < entries[least, _E_COUNT]:
-                    least = entry
-                entry = entries[entry, _E_NEXT]
+            least = least_counted(entries, rows[row, _U_HEAD], _E_COUNT, _E_NEXT)
             rows[row, _U_TOTAL] -= entries[least, _E_COUNT]
-            before, after = entries[least, _E_PREV], entries[least, _E_NEXT]
-            if before >= 0:
-                entries[before, _E_NEXT] = after
-            else:
-                rows[row, _U_HEAD] = after
-            if after >= 0:
-                entries[after, _E_PREV] = before
-            else:
-                rows[row, _U_TAIL] = before
+            unlink(entries, least, _E_PREV, _E_NEXT, rows, row, _U_HEAD, _U_TAIL)
             rows[row, _U_DISTINCT] -= 1
             drop_key(table, meta, row, _UNIGRAM, entries[least, _E_TEMPLATE])
             give(entries, meta, _ENTRIES_USED, _E_NEXT, least)
@@ -607,7 +567,7 @@ _observe = _compiled_observe or _observe_kernel
 _EMPTY_ROW = np.array([_START, _START, 0, 0, 0, -1, -1, 0, -1, -1], dtype=np.int64)
 
 
-class SequenceStore:
+class SequenceStore(SlotsContainer):
     """Next-template models of at most ``max_services`` services (least recently seen evicted)."""
 
     def __init__(self, top_k: int = 5, max_contexts: int = 4096, max_services: int = 100_000):
@@ -629,34 +589,11 @@ class SequenceStore:
         # spent, so the batch of one seldom pays for it.
         self._headroom = 0
 
-    @property
-    def max_services(self) -> int:
-        return self.services.max_services
-
-    @property
-    def evictions(self) -> int:
-        return self.services.evictions
-
-    def __len__(self) -> int:
-        return len(self.services)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.services)
-
-    def __contains__(self, service: object) -> bool:
-        return service in self.services
-
     def _allocate_rows(self) -> None:
-        """Rows for every slot handed out (by half again, up to ``max_services``)."""
-        needed = self.services.rows_used
-        capacity = self._rows.shape[0]
-        if needed > capacity:
-            size = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
-            grown = np.empty((size, _ROW_FIELDS), dtype=np.int64)
-            grown[:capacity] = self._rows
-            # Empty lists: a new row's first event resets it by walking them.
-            grown[capacity:] = _EMPTY_ROW
-            self._rows = grown
+        """Rows for every slot handed out (``grown_rows``)."""
+        # Empty lists: a new row's first event resets it by walking them.
+        services = self.services
+        self._rows = grown_rows(self._rows, services.rows_used, services.max_services, _EMPTY_ROW)
 
     def _reserve(self, events: int) -> None:
         """Room in the pools and the table for ``events`` more events (each grows by doubling)."""
@@ -668,15 +605,9 @@ class SequenceStore:
         contexts += _NEW_CONTEXTS * events
         entries += _NEW_ENTRIES * events
         keys += _NEW_KEYS * events
-        self._contexts = _grown(self._contexts, 2 * contexts)
-        self._entries = _grown(self._entries, 2 * entries)
-        size = self._table.shape[0]
-        if 4 * keys > size:
-            while 4 * keys > size:
-                size *= 2
-            table = new_table(size)
-            rehash(self._table, table, self._meta)
-            self._table = table
+        self._contexts = grown_pool(self._contexts, 2 * contexts)
+        self._entries = grown_pool(self._entries, 2 * entries)
+        self._table = grown_table(self._table, self._meta, keys)
         # Grown to twice what these events need (the table to at most a quarter full), so the
         # next reserve is some way off; the table stays at most half full until then.
         self._headroom = (
@@ -764,15 +695,3 @@ class SequenceStore:
             )
             entry = int(self._entries[entry, _E_NEXT])
         return counts
-
-
-def _grown(pool: IntArray, needed: int) -> IntArray:
-    """``pool`` with at least ``needed`` slots (doubled as often as needed), contents kept."""
-    size = pool.shape[0]
-    if needed <= size:
-        return pool
-    while size < needed:
-        size *= 2
-    grown = np.zeros((size, pool.shape[1]), dtype=np.int64)
-    grown[: pool.shape[0]] = pool
-    return grown

@@ -231,20 +231,15 @@ class ServiceSlots:
         return codes
 
 
-class RowStore:
-    """Base of the stores that keep each service's state as one row of a few arrays, indexed by
-    its slot (``ServiceSlots``), so that a compiled kernel updates a whole batch in one call.
+class SlotsContainer:
+    """The container protocol of a store whose services are ``ServiceSlots`` (``self.services``):
+    shared by ``RowStore`` and the stores that keep their own rows (templates, sequences)."""
 
-    Rows grow by half again up to ``max_services``, so memory follows the services actually seen.
-    A row is reset by the kernel at the event that gives it to a service (``row_codes``), so a
-    row's contents before that are never read."""
+    services: ServiceSlots
 
-    def __init__(self, max_services: int, *row_shapes: tuple[int, ...]) -> None:
-        self.services = ServiceSlots(max_services)
-        self.rows: list[FloatArray] = [np.zeros((0, *shape)) for shape in row_shapes]
-        # The one event's row code, passed to the store's kernel (``code_of_one``): reused, as
-        # the kernels only read it during the call (one array made per event cost more).
-        self._code_of_one = np.empty(1, dtype=np.int64)
+    @property
+    def max_services(self) -> int:
+        return self.services.max_services
 
     @property
     def evictions(self) -> int:
@@ -258,6 +253,42 @@ class RowStore:
 
     def __contains__(self, service: object) -> bool:
         return service in self.services
+
+
+ArrayT = TypeVar("ArrayT", IntArray, FloatArray)
+
+
+def grown_rows(array: ArrayT, needed: int, max_services: int, fill: ArrayT | None = None) -> ArrayT:
+    """``array`` with room for ``needed`` rows, its rows kept, new rows zero or ``fill``; the
+    array itself when it has room.
+
+    By half again: amortised O(1) copying per service, at most a third of the rows unused (left
+    zero, they are pages the system has not handed out yet), and never past ``max_services``."""
+    capacity = array.shape[0]
+    if needed <= capacity:
+        return array
+    size = min(max(needed, capacity + capacity // 2, 16), max_services)
+    grown = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
+    grown[:capacity] = array
+    if fill is not None:
+        grown[capacity:] = fill
+    return grown
+
+
+class RowStore(SlotsContainer):
+    """Base of the stores that keep each service's state as one row of a few arrays, indexed by
+    its slot (``ServiceSlots``), so that a compiled kernel updates a whole batch in one call.
+
+    Rows grow by half again up to ``max_services``, so memory follows the services actually seen.
+    A row is reset by the kernel at the event that gives it to a service (``row_codes``), so a
+    row's contents before that are never read."""
+
+    def __init__(self, max_services: int, *row_shapes: tuple[int, ...]) -> None:
+        self.services = ServiceSlots(max_services)
+        self.rows: list[FloatArray] = [np.zeros((0, *shape)) for shape in row_shapes]
+        # The one event's row code, passed to the store's kernel (``code_of_one``): reused, as
+        # the kernels only read it during the call (one array made per event cost more).
+        self._code_of_one = np.empty(1, dtype=np.int64)
 
     @property
     def nbytes(self) -> int:
@@ -289,15 +320,6 @@ class RowStore:
 
     def _allocate_rows(self) -> None:
         """Grow the rows to hold every slot handed out so far."""
-        needed = self.services.rows_used
-        capacity = self.rows[0].shape[0]
-        if needed > capacity:
-            # By half again: amortised O(1) copying per service, at most a third of the rows
-            # unused (and never touched: zero pages the system has not handed out yet).
-            rows = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
-            grown = []
-            for array in self.rows:
-                bigger = np.zeros((rows, *array.shape[1:]))
-                bigger[:capacity] = array
-                grown.append(bigger)
-            self.rows = grown
+        needed, limit = self.services.rows_used, self.services.max_services
+        if needed > self.rows[0].shape[0]:
+            self.rows = [grown_rows(array, needed, limit) for array in self.rows]

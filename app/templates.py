@@ -49,7 +49,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -58,9 +58,21 @@ import numpy.typing as npt
 from scipy.special import cython_special
 
 from app.compiled import TWO, compile_kernel
-from app.keyed import KEYS_LIVE, find, give, new_table, put, rehash, take
+from app.keyed import (
+    KEYS_LIVE,
+    find,
+    give,
+    grown_pool,
+    grown_table,
+    least_counted,
+    link_last,
+    new_table,
+    put,
+    take,
+    unlink,
+)
 from app.keyed import drop as drop_key
-from app.service_states import ServiceSlots
+from app.service_states import ServiceSlots, SlotsContainer, grown_rows
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -558,36 +570,16 @@ def _observe_kernel(
             rows[row, _INTRODUCED] += 1
         if count == 0:
             if rows[row, _DISTINCT] >= max_templates:
-                least = rows[row, _HEAD]
-                other = counters[least, _NEXT]
-                while other >= 0:
-                    if counters[other, _COUNT] < counters[least, _COUNT]:
-                        least = other
-                    other = counters[other, _NEXT]
+                least = least_counted(counters, rows[row, _HEAD], _COUNT, _NEXT)
                 rows[row, _MESSAGES] -= counters[least, _COUNT]
-                before_least, after_least = counters[least, _PREV], counters[least, _NEXT]
-                if before_least >= 0:
-                    counters[before_least, _NEXT] = after_least
-                else:
-                    rows[row, _HEAD] = after_least
-                if after_least >= 0:
-                    counters[after_least, _PREV] = before_least
-                else:
-                    rows[row, _TAIL] = before_least
+                unlink(counters, least, _PREV, _NEXT, rows, row, _HEAD, _TAIL)
                 rows[row, _DISTINCT] -= 1
                 drop_key(table, meta, row, counters[least, _TEMPLATE], 0)
                 give(counters, meta, _COUNTERS_USED, _NEXT, least)
             rows[row, _SINGLETONS] += 1
             counter = take(counters, meta, _COUNTERS_USED, _NEXT)
             counters[counter, _TEMPLATE] = template_id
-            tail_counter = rows[row, _TAIL]
-            counters[counter, _PREV] = tail_counter
-            counters[counter, _NEXT] = -1
-            if tail_counter >= 0:
-                counters[tail_counter, _NEXT] = counter
-            else:
-                rows[row, _HEAD] = counter
-            rows[row, _TAIL] = counter
+            link_last(counters, counter, _PREV, _NEXT, rows, row, _HEAD, _TAIL)
             rows[row, _DISTINCT] += 1
             put(table, meta, row, template_id, 0, counter)
         elif count == 1:
@@ -608,7 +600,7 @@ _compiled_observe = compile_kernel(
 _observe = _compiled_observe or _observe_kernel
 
 
-class TemplateStore:
+class TemplateStore(SlotsContainer):
     """The engine's online template state: one miner shared by all services, counters per service.
 
     Services are bounded like baselines (least recently seen evicted); each service keeps at most
@@ -646,34 +638,11 @@ class TemplateStore:
         self._one_events = np.empty((_EVENT_FIELDS, 1), dtype=np.int64)
         self._one_level = np.empty(1, dtype=np.float64)
 
-    @property
-    def max_services(self) -> int:
-        return self.services.max_services
-
-    @property
-    def evictions(self) -> int:
-        return self.services.evictions
-
-    def __len__(self) -> int:
-        return len(self.services)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.services)
-
-    def __contains__(self, service: object) -> bool:
-        return service in self.services
-
     def _allocate_rows(self) -> None:
-        """Rows for every slot handed out (by half again, up to ``max_services``)."""
-        needed = self.services.rows_used
-        capacity = self._rows.shape[0]
-        if needed > capacity:
-            size = min(max(needed, capacity + capacity // 2, 16), self.services.max_services)
-            rows = np.empty((size, _ROW_FIELDS), dtype=np.int64)
-            rows[:capacity] = self._rows
-            # Empty lists: a new row's first event resets it by walking them.
-            rows[capacity:] = _EMPTY_ROW
-            self._rows = rows
+        """Rows for every slot handed out (``grown_rows``)."""
+        # Empty lists: a new row's first event resets it by walking them.
+        services = self.services
+        self._rows = grown_rows(self._rows, services.rows_used, services.max_services, _EMPTY_ROW)
 
     def _reserve(self, events: int) -> None:
         """Room in the counters and the table for ``events`` more events (doubling)."""
@@ -682,20 +651,8 @@ class TemplateStore:
             return
         live = int(self._meta[_COUNTERS_LIVE]) + events
         keys = int(self._meta[KEYS_LIVE]) + events
-        size = self._counters.shape[0]
-        if 2 * live > size:
-            while 2 * live > size:
-                size *= 2
-            counters = np.zeros((size, _COUNTER_FIELDS), dtype=np.int64)
-            counters[: self._counters.shape[0]] = self._counters
-            self._counters = counters
-        size = self._table.shape[0]
-        if 4 * keys > size:
-            while 4 * keys > size:
-                size *= 2
-            table = new_table(size)
-            rehash(self._table, table, self._meta)
-            self._table = table
+        self._counters = grown_pool(self._counters, 2 * live)
+        self._table = grown_table(self._table, self._meta, keys)
         # The table stays at most half full until the next reserve.
         self._headroom = (
             min(

@@ -82,7 +82,9 @@ def test_plain_python_kernels_match_the_compiled_ones() -> None:
     table.update(take=keyed.take_python, give=keyed.give_python, rehash=keyed.rehash_python)
     in_sequences: dict[str, Any] = {
         "find": keyed.find_python, "put": keyed.put_python, "drop_key": keyed.drop_python,
-        "take": keyed.take_python, "give": keyed.give_python, "rehash": keyed.rehash_python,
+        "take": keyed.take_python, "give": keyed.give_python,
+        "link_last": keyed.link_last_python, "unlink": keyed.unlink_python,
+        "least_counted": keyed.least_counted_python,
         "_pairwise_sum": sequences._pairwise_sum_python, "_backoff": sequences._backoff_python,
         "_observe": sequences._observe_kernel,
     }  # fmt: skip

@@ -368,9 +368,12 @@ def test_plain_python_kernels_match_the_compiled_ones() -> None:
     table: dict[str, Any] = {
         name: getattr(keyed, f"{name}_python") for name in ("probe", "find", "put", "drop")
     }
+    table.update(rehash=keyed.rehash_python)
     in_templates: dict[str, Any] = {
         "find": keyed.find_python, "put": keyed.put_python, "drop_key": keyed.drop_python,
-        "take": keyed.take_python, "give": keyed.give_python, "rehash": keyed.rehash_python,
+        "take": keyed.take_python, "give": keyed.give_python,
+        "link_last": keyed.link_last_python, "unlink": keyed.unlink_python,
+        "least_counted": keyed.least_counted_python,
         "_reset_row": templates._reset_row_python, "_observe": templates._observe_kernel,
         "_known_columns": templates._known_columns_python,
         "_gammainc": templates._gammainc_python,
