@@ -61,7 +61,7 @@ from app.rendering import (
     FailedMethod,
     MethodLayout,
     ResultTemplate,
-    render_joined,
+    render_joined_view,
     render_results,
     result_template,
 )
@@ -274,8 +274,20 @@ class ScoringEngine:
         """``score_columns``'s answers as one text: ``before``, the answers separated by commas,
         then ``after`` (a JSON array by default). A large batch's answers are written straight
         into that text (app/rendering.py, ``render_joined``), without an object per answer."""
+        return bytes(self.score_columns_view(columns, before, after, received_at))
+
+    def score_columns_view(
+        self,
+        columns: EventColumns,
+        before: bytes = b"[",
+        after: bytes = b"]",
+        received_at: float | None = None,
+    ) -> memoryview:
+        """``score_columns_joined``'s text as a view of the buffer it was written into, not
+        copied (``render_joined_view``): for a server to send as it is."""
         if len(columns) < 2:
-            return before + b",".join(self.score_columns(columns, received_at)) + after
+            answers = self.score_columns(columns, received_at)
+            return memoryview(before + b",".join(answers) + after)
         batch = _columns_batch(columns, received_at)
         model = self._model
         context = self.observe((), batch, columns.messages)
@@ -283,7 +295,7 @@ class ScoringEngine:
         template, arguments = self._rendering(
             model, batch, context.baseline, context.window, outputs, failures, context.templates
         )
-        return render_joined(template, *arguments, before, after)
+        return render_joined_view(template, *arguments, before, after)
 
     def score_one(self, event: LogEvent, received_at: float | None = None) -> ScoreDict:
         """``score`` of one event: its answer built directly as the dict that reading back its

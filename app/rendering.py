@@ -20,6 +20,7 @@ the text into ~50,000 bytes objects and joining them again was most of the cost)
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -246,6 +247,44 @@ def render_joined(
     """``before`` + the answers of ``render_results`` separated by commas + ``after``, written
     by one ``bytes.join`` of the literal pieces and the values, without an object per answer
     (no "%" per event, no argument tuples, no second copy of the whole text to join them)."""
+    return bytes(
+        render_joined_view(
+            template,
+            combined,
+            flagged,
+            scores,
+            alarms,
+            metrics,
+            explanations,
+            services,
+            events_seen,
+            ready,
+            confidence,
+            before,
+            after,
+        )
+    )
+
+
+def render_joined_view(
+    template: ResultTemplate,
+    combined: FloatArray,
+    flagged: npt.NDArray[np.bool_],
+    scores: FloatArray,
+    alarms: npt.NDArray[np.bool_],
+    metrics: Sequence[npt.NDArray[np.generic]] | FloatArray,
+    explanations: Sequence[str],
+    services: Sequence[str],
+    events_seen: npt.NDArray[np.int64],
+    ready: npt.NDArray[np.bool_],
+    confidence: FloatArray,
+    before: bytes,
+    after: bytes,
+) -> memoryview:
+    """``render_joined``'s text, not copied into a bytes object: a view of the buffer it was
+    written into, which is not written again while the view (or anything made from it) lives.
+    A 1,000-event body is ~2.5 MB, and copying it into fresh bytes cost ~0.7 ms, a fifth of
+    rendering; the server can send the view as it is (``transport.write`` takes any buffer)."""
     n = len(services)
     if n < 2:
         answers = render_results(
@@ -261,12 +300,24 @@ def render_joined(
             ready,
             confidence,
         )
-        return before + b",".join(answers) + after
+        return memoryview(before + b",".join(answers) + after)
     numbers, booleans = _value_rows(
         template, n, combined, flagged, scores, alarms, metrics, ready, confidence
     )
-    join = _joined_by_kernel if _compiled_write is not None else _joined_by_pieces
-    return join(
+    if _compiled_write is None:
+        return memoryview(
+            _joined_by_pieces(
+                template,
+                numbers.reshape(-1, n),
+                booleans.reshape(-1, n),
+                explanations,
+                services,
+                events_seen,
+                before,
+                after,
+            )
+        )
+    return _joined_by_kernel(
         template,
         numbers.reshape(-1, n),
         booleans.reshape(-1, n),
@@ -319,7 +370,7 @@ def _joined_by_kernel(
     events_seen: npt.NDArray[np.int64],
     before: bytes,
     after: bytes,
-) -> bytes:
+) -> memoryview:
     """``_joined_by_pieces``'s text written by the compiled kernels from one orjson text of
     every value: the values' text is orjson's (floats' shortest round-trip text, NaN as null,
     strings' escapes), only copied into place."""
@@ -385,23 +436,37 @@ def _joined_by_kernel(
     _compiled_write(
         body, text, starts, ends, literal_text, literal_ends, first_of_slot, n, head, tail
     )
-    return body[:size].tobytes()
+    return body[:size].data
 
 
-# The body is written into a buffer kept from one batch to the next (one per thread), then
-# copied into its bytes: a fresh buffer of a few MB is fresh pages, each 4 KiB a page fault,
-# which cost more than writing the body. Larger bodies than this get a buffer of their own.
+# The body is written into a buffer kept from one batch to the next: a fresh buffer of a few MB
+# is fresh pages, each 4 KiB a page fault, which cost more than writing the body. The body is
+# handed on as a view of that buffer, so a buffer is written again only once nothing refers to
+# it any more (a view of it still being sent by the server holds it): each thread keeps a few,
+# and uses one that only its list refers to. Larger bodies than this get a buffer of their own.
 KEPT_BUFFER_BYTES = 16 << 20
+KEPT_BUFFERS = 4
 _kept = threading.local()
+# sys.getrefcount of a kept buffer that nothing else refers to: the list, the loop's name and
+# getrefcount's own argument. A view of it (a slice, a memoryview of one) adds its reference.
+_FREE_REFERENCES = 3
 
 
 def _body_buffer(size: int) -> npt.NDArray[np.uint8]:
     if size > KEPT_BUFFER_BYTES:
         return np.empty(size, dtype=np.uint8)
-    buffer: npt.NDArray[np.uint8] | None = getattr(_kept, "buffer", None)
-    if buffer is None or buffer.size < size:
-        buffer = np.empty(size, dtype=np.uint8)
-        _kept.buffer = buffer
+    buffers: list[npt.NDArray[np.uint8]] | None = getattr(_kept, "buffers", None)
+    if buffers is None:
+        buffers = _kept.buffers = []
+    for index in range(len(buffers)):  # not enumerate: its reused tuple holds a reference
+        buffer = buffers[index]
+        if sys.getrefcount(buffer) == _FREE_REFERENCES:
+            if buffer.size < size:
+                buffer = buffers[index] = np.empty(size, dtype=np.uint8)
+            return buffer
+    buffer = np.empty(size, dtype=np.uint8)
+    if len(buffers) < KEPT_BUFFERS:
+        buffers.append(buffer)
     return buffer
 
 

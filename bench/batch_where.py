@@ -5,7 +5,7 @@
 The ASGI app (``app.main``'s factory, started through its lifespan) is called directly, no
 server and no sockets, with bench (c)'s four bodies of 1,000 events of 100 services, one request
 at a time. The stages of the route are timed by wrapping them in place: the column-wise body
-check (``read_batch``), the engine (``engine.score_columns_joined``, which writes the answer's
+check (``read_batch``), the engine (``engine.score_columns_view``, which writes the answer's
 body; ``score_columns`` on the route's path), the answer's assembly (``_results_array``, the
 route's path only); what is left of the whole request is the guard, FastAPI's routing and
 dependencies, metrics and the hand-over of the answer. The ceiling app (bench/ceiling.py, same
@@ -30,7 +30,7 @@ from fastapi import FastAPI
 
 from app import engine as engine_module
 from app.factory import create_app
-from app.rendering import render_joined, render_results
+from app.rendering import render_joined_view, render_results
 from app.routers import scoring
 from app.settings import Settings
 from bench.http import _batch_bodies
@@ -132,11 +132,11 @@ async def _service(bodies: list[bytes], rounds: int, requests: int) -> dict[str,
             engine_module.render_results = stages.wrap(  # type: ignore[attr-defined]
                 "  of which rendering", render_results
             )
-            engine_module.render_joined = stages.wrap(  # type: ignore[attr-defined]
-                "  of which rendering", render_joined
+            engine_module.render_joined_view = stages.wrap(  # type: ignore[attr-defined]
+                "  of which rendering", render_joined_view
             )
             engine.score_columns = stages.wrap("engine", engine.score_columns)
-            engine.score_columns_joined = stages.wrap("engine", engine.score_columns_joined)
+            engine.score_columns_view = stages.wrap("engine", engine.score_columns_view)
             engine.score_json = stages.wrap("engine", engine.score_json)
             scoring.read_batch = stages.wrap("validation", scoring.read_batch)  # type: ignore[attr-defined]
             scoring._results_array = stages.wrap("answer", scoring._results_array)

@@ -118,8 +118,13 @@ def _shortcut_state(app: FastAPI, scope: Scope, body: bytes) -> ServiceState | N
     return state
 
 
-async def _send_answer(send: Send, content: bytes) -> None:
-    """What ``_json(content)`` sends: the headers Starlette's Response writes, in its order."""
+async def _send_answer(send: Send, content: bytes | memoryview) -> None:
+    """What ``_json(content)`` sends: the headers Starlette's Response writes, in its order.
+
+    ``content`` may be a view of bytes (a flat one of single bytes, so its length is its size
+    in bytes): uvicorn hands the body to ``transport.write``, which takes any buffer, and
+    uvloop keeps the view until it is written; asyncio's transport copies what it cannot send
+    at once. Either way the view is what holds its buffer from being written again."""
     headers = [
         (b"content-length", str(len(content)).encode("latin-1")),
         (b"content-type", b"application/json"),
@@ -149,9 +154,10 @@ class BatchShortcut:
             scope[_READ] = True
             return False
         # The engine writes the whole body: the answers go straight into it, no list of them
-        # to join (the same bytes as ``_results_array`` of ``score_columns``).
-        body = state.engine.score_columns_joined(columns, _RESULTS_BEFORE, _RESULTS_AFTER)
-        await _send_answer(send, body)
+        # to join (the same bytes as ``_results_array`` of ``score_columns``), and it is sent
+        # from where it was written, not copied into bytes first (~2.5 MB for 1,000 events).
+        answer = state.engine.score_columns_view(columns, _RESULTS_BEFORE, _RESULTS_AFTER)
+        await _send_answer(send, answer)
         return True
 
 
