@@ -122,18 +122,17 @@ def _rarity_loop(
     rarity: FloatArray,
     errors: FloatArray,
 ) -> int:
-    """``rarity``'s whole batch in one pass (the compiled batch path's source): each row's
+    """``rarity``'s whole batch in one call (the compiled batch path's source): each row's
     reconstruction error, as ``_reconstruction_loop`` computes it, and its calibrated rarity,
     as ``TailCalibrator.rarity`` computes it in the body; NaN error and rarity 1 for a warming-up
-    row, whose network is not evaluated. Rows in the calibrator's tail get their error only and
-    a NaN rarity: their tail takes numpy's ``exp`` (not the C library's) and is left to the
-    caller. Returns how many rows that is.
+    row. Rows in the calibrator's tail get their error only and a NaN rarity: their tail takes
+    numpy's ``exp`` (not the C library's) and is left to the caller. Returns how many rows
+    that is.
 
-    The layer sums run input by input into every output at once (``following[j]`` takes input k
-    after input k - 1, bias first, exactly as the per-output loop of ``_reconstruction_loop``
-    adds them: the same bits) so that the outputs' additions are independent. The body rarity is
-    ``np.interp`` on Python's arithmetic as ``interp_one`` reproduces it (app/detectors/
-    calibration.py) with the calibrator's slopes computed once, then ``max(1 - p, TAIL_FRACTION)``.
+    Each unit's sum adds the bias, then input 0, 1, ... exactly as ``_reconstruction_loop``
+    does (the same bits), only for all rows at once. The body rarity is ``np.interp`` on the
+    arithmetic ``interp_one`` reproduces (app/detectors/calibration.py) with the calibrator's
+    slopes computed once, then ``max(1 - p, TAIL_FRACTION)``.
     """
     n_rows, n_features = x.shape
     n_layers = widths.shape[0] - 1
@@ -141,9 +140,39 @@ def _rarity_loop(
     widest = 0
     for layer in range(n_layers + 1):
         widest = max(widest, widths[layer])
-    scaled = np.empty(n_features)
-    current = np.empty(widest)
-    following = np.empty(widest)
+    # Layer by layer over the whole batch, each unit's values for all rows side by side: the
+    # multiply-adds of one input into one unit then run over rows, which the compiler does four
+    # rows at a time (the same operations on each row: no sum is reordered).
+    scaled = np.empty((n_features, n_rows))
+    current = np.empty((widest, n_rows))
+    following = np.empty((widest, n_rows))
+    for k in range(n_features):
+        centre = mean[k]
+        spread = std[k]
+        for i in range(n_rows):
+            scaled[k, i] = (x[i, k] - centre) / spread
+            current[k, i] = scaled[k, i]
+    weight_at = 0
+    bias_at = 0
+    for layer in range(n_layers):
+        n_in = widths[layer]
+        n_out = widths[layer + 1]
+        for j in range(n_out):
+            unit = following[j]
+            bias = biases[bias_at + j]
+            for i in range(n_rows):
+                unit[i] = bias
+            for k in range(n_in):
+                weight = weights[weight_at + k * n_out + j]
+                source = current[k]
+                for i in range(n_rows):
+                    unit[i] += source[i] * weight
+            if layer < n_layers - 1:
+                for i in range(n_rows):
+                    unit[i] = math.tanh(unit[i])
+        current, following = following, current
+        weight_at += n_in * n_out
+        bias_at += n_out
     in_tail = 0
     for i in range(n_rows):
         latency = latency_ms[i]
@@ -151,32 +180,9 @@ def _rarity_loop(
             rarity[i] = 1.0
             errors[i] = math.nan
             continue
-        for k in range(n_features):
-            scaled[k] = (x[i, k] - mean[k]) / std[k]
-            current[k] = scaled[k]
-        weight_at = 0
-        bias_at = 0
-        for layer in range(n_layers):
-            n_in = widths[layer]
-            n_out = widths[layer + 1]
-            for j in range(n_out):
-                following[j] = biases[bias_at + j]
-            for k in range(n_in):
-                value = current[k]
-                row_at = weight_at + k * n_out
-                for j in range(n_out):
-                    following[j] += value * weights[row_at + j]
-            if layer < n_layers - 1:
-                for j in range(n_out):
-                    current[j] = math.tanh(following[j])
-            else:
-                for j in range(n_out):
-                    current[j] = following[j]
-            weight_at += n_in * n_out
-            bias_at += n_out
         squares = 0.0
         for k in range(n_features):
-            difference = current[k] - scaled[k]
+            difference = current[k, i] - scaled[k, i]
             squares += difference * difference
         error = squares / n_features
         errors[i] = error
