@@ -10,6 +10,7 @@ import numpy.typing as npt
 from scipy.special import stdtr
 from scipy.special.cython_special import stdtr as stdtr_one
 
+from app.compiled import compile_kernel
 from app.detectors.base import Detector, MethodOutput, OneOutput, ScoringContext, one_output
 from app.windows import RECENT_EVENTS
 
@@ -31,6 +32,11 @@ LATENCY_SHIFT_SHARE = 0.25
 # 1% but for one grid point (docs/evaluation.md, "Synthetic: the error-burst scan"); this factor
 # pays for taking the smallest.
 SCAN_CORRECTION = 2.0
+# A latency jump is only worth its t tail where it can make the event's rarity: the tail over
+# LATENCY_JUMP_SHARE must be below 1, so the tail below LATENCY_JUMP_SHARE. For t <= this and at
+# least one degree of freedom the tail P(T >= t) is at least the normal's 1 - Phi(0.5) = 0.31
+# (a t tail is heavier than the normal's at every degree of freedom): not worth its stdtr call.
+JUMP_T_JUDGED_ABOVE = 0.5
 
 
 def _jump_t(z: float, total: float) -> tuple[float, float]:
@@ -118,6 +124,53 @@ def error_burst_scan(bits: int, rate: float, weight: float) -> tuple[float, int,
     return smallest, errors, events
 
 
+def _burst_rarities_kernel(
+    rows: npt.NDArray[np.int64],
+    bits: npt.NDArray[np.int64],
+    rates: FloatArray,
+    weights: FloatArray,
+    bursts: FloatArray,
+) -> None:
+    """``bursts[row] = error_burst_rarity(bits[row], rates[row], weights[row])`` for each of
+    ``rows`` (the batch's error events), in one compiled call: the Python scan cost ~5 us per
+    error event. ``error_burst_scan`` and ``_predictive_tail`` inline, the same operations in the
+    same order (``+ - * /`` only, no library function), so the same bits; pinned by
+    tests/test_cdet_kernels.py."""
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        event_bits = bits[row]
+        rate = rates[row]
+        weight = weights[row]
+        alpha = rate * weight
+        beta = weight - alpha
+        smallest = rate
+        earlier = 0
+        for distance in range(1, RECENT_EVENTS):
+            if (event_bits >> distance) & 1:
+                earlier += 1
+                # _predictive_tail(earlier, distance, alpha + 1.0, beta)
+                a = alpha + 1.0
+                pmf = 1.0
+                for j in range(distance):
+                    pmf *= (beta + j) / (a + beta + j)
+                tail = 0.0
+                for x in range(distance):
+                    pmf *= (distance - x) / (x + 1) * (x + a) / (distance - x - 1 + beta)
+                    if x + 1 >= earlier:
+                        tail += pmf
+                tail = rate * tail
+                if tail < smallest:
+                    smallest = tail
+        bursts[row] = SCAN_CORRECTION * smallest
+
+
+_compiled_burst_rarities = compile_kernel(
+    _burst_rarities_kernel,
+    "void(int64[::1], int64[::1], float64[::1], float64[::1], float64[::1])",
+)
+_burst_rarities = _compiled_burst_rarities or _burst_rarities_kernel
+
+
 class SlidingWindowDetector(Detector):
     """Three tests per event, each a tail probability under the service's normal:
 
@@ -164,22 +217,33 @@ class SlidingWindowDetector(Detector):
         recent_errors = window.recent_errors.astype(np.float64)
         bursts = np.ones(len(is_error))
         if is_error.any():
-            # Burst tests apply to error events only (a few in most batches), one at a time
-            # through the function the batch of one uses: the same arithmetic on both paths.
-            bits = window.recent_error_bits
-            weight = window.error_rate_weight
-            for row in np.flatnonzero(is_error).tolist():
-                bursts[row] = error_burst_rarity(
-                    int(bits[row]), float(expected[row]), float(weight[row])
-                )
+            # Burst tests apply to error events only (a few in most batches): the scan of the
+            # batch of one (``error_burst_rarity``), compiled over the error rows.
+            _burst_rarities(
+                np.flatnonzero(is_error),
+                np.ascontiguousarray(window.recent_error_bits, dtype=np.int64),
+                np.ascontiguousarray(expected, dtype=np.float64),
+                np.ascontiguousarray(window.error_rate_weight, dtype=np.float64),
+                bursts,
+            )
         z = window.latency_zscore
         # A z-score needs min_events >= 10 latencies (NaN before), so n - 1 > 0 wherever z is
         # a number; elsewhere the quotient is discarded (errstate: the NaN rows' arithmetic).
         n = total - 1.0
         with np.errstate(invalid="ignore", divide="ignore"):
             t = z * np.sqrt((n - 1.0) / (n + 1.0))
-        # stdtr(df, NaN) is NaN, which np.where discards: no nan_to_num (a slow call) needed.
-        latency_jump = np.where(np.isnan(z), 1.0, stdtr(n - 1.0, -t))
+        degrees = n - 1.0
+        latency_jump = np.ones(len(z))
+        # stdtr (~250 ns an event) only where its tail can be below LATENCY_JUMP_SHARE: elsewhere
+        # the jump's test over its share is at least 1, which min(1, ...) below ignores, so any
+        # value of at least LATENCY_JUMP_SHARE (1.0) gives the same rarity; the tail itself is
+        # in no metric. A NaN z (or t) fails the test and keeps its 1.0 as np.where gave it;
+        # fewer than one degree of freedom (a stdtr NaN) is always judged.
+        judged = np.flatnonzero((t > JUMP_T_JUDGED_ABOVE) | (degrees < 1.0))
+        if judged.size:
+            latency_jump[judged] = np.where(
+                np.isnan(z[judged]), 1.0, stdtr(degrees[judged], -t[judged])
+            )
         shift = context.baseline.latency_shift
         # The shift speaks for events that are themselves on the slow side: once a slowdown is
         # over, a normal event must not be flagged for the memory of it.
