@@ -154,6 +154,15 @@ class Settings(BaseSettings):
         "by other work a fit may not progress until its timeout); low: nice 10, they always "
         "progress but take a share of the CPU from scoring while they run; normal: unchanged.",
     )
+    train_cpus: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="Run the fitting and body-parsing processes on only the last this many of the "
+        "CPUs the service may use (Linux), so they do not move onto the core that scoring was "
+        "just using and evict its caches; 0 (default) or at least the number of CPUs: any CPU. "
+        "A fit uses one core at a time.",
+    )
 
     # Access control
     api_key: SecretStr | None = Field(
