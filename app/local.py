@@ -67,6 +67,6 @@ class AnomalyDetector:
         merged = forest_parameters(self.settings) | dict(parameters or {})
         model = self.store.save(fit_model(data, merged, self.settings.baseline_warmup_events))
         if activate:
-            self.store.activate(model.version)
+            self.store.activate(model.version, checked=model)
             self.engine.swap(model)
         return model.version

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.engine import ScoringEngine
-from app.model import FitResult, Model, fit_model, fit_model_within
-from app.model_store import ModelStore
+from app.model import Model, fit_model
+from app.model_store import ModelStore, PackedFit, fit_and_pack
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
 from app.training_data import TrainingData, TrainingInput, lower_priority, parse_training_body
@@ -90,7 +90,9 @@ class Trainer:
 
     def _parser(self) -> ProcessPoolExecutor:
         if self._parse_pool is None:
-            self._parse_pool = _worker_pool(1, self.settings.train_priority)
+            self._parse_pool = _worker_pool(
+                1, self.settings.train_priority, self.settings.train_cpus
+            )
         return self._parse_pool
 
     async def parse(self, raw: bytes) -> TrainingInput | list[dict[str, Any]]:
@@ -156,15 +158,18 @@ class Trainer:
             job.finished_at = datetime.now(UTC)
             self.job_outcomes[job.status.value] += 1
 
-    async def _fit(self, slot: int, data: TrainingData, parameters: dict[str, Any]) -> FitResult:
-        """Fit in slot ``slot``'s process; kill it if it does not answer in time."""
+    async def _fit(self, slot: int, data: TrainingData, parameters: dict[str, Any]) -> PackedFit:
+        """Fit in slot ``slot``'s process, which also writes and hashes the model file; kill it
+        if it does not answer in time."""
         pool = self._fit_pools[slot]
         if pool is None:
-            pool = self._fit_pools[slot] = _worker_pool(1, self.settings.train_priority)
+            pool = self._fit_pools[slot] = _worker_pool(
+                1, self.settings.train_priority, self.settings.train_cpus
+            )
         timeout = self.settings.train_timeout_seconds
         fitting = asyncio.get_running_loop().run_in_executor(
             pool,
-            fit_model_within,
+            fit_and_pack,
             timeout,
             fit_model,  # looked up here, so tests can swap in a failing stand-in
             data,
@@ -215,12 +220,12 @@ class Trainer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _worker_pool(workers: int, priority: str) -> ProcessPoolExecutor:
+def _worker_pool(workers: int, priority: str, cpus: int = 0) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=lower_priority,
-        initargs=(priority,),
+        initargs=(priority, cpus),
     )
 
 

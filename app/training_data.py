@@ -114,10 +114,11 @@ def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
     return training_input(request)
 
 
-def lower_priority(priority: str = "idle") -> None:
+def lower_priority(priority: str = "idle", cpus: int = 0) -> None:
     """Initializer of the parsing and fitting processes (here, so the parser imports nothing
     heavier): every thread of the worker yields the CPU to the service's own threads, as
-    ``priority`` (the ``train_priority`` setting) says.
+    ``priority`` (the ``train_priority`` setting) says, and with ``cpus`` (``train_cpus``) above
+    zero runs only on the last ``cpus`` of the CPUs this process may use.
 
     ``idle``: on Linux each thread is put in SCHED_IDLE, so the kernel preempts it as soon as a
     normal thread (the event loop) wakes on its core, where a niced thread may first finish its
@@ -126,9 +127,12 @@ def lower_priority(priority: str = "idle") -> None:
     kernel refuses, the threads are niced instead. ``low`` nices them: a fit then always
     progresses, also on a machine that other work keeps fully busy, where SCHED_IDLE would leave
     it waiting until its timeout. ``normal`` leaves them alone."""
+    threads = _own_threads()
+    if cpus > 0:
+        _confine(threads, cpus)
     if priority == "normal":
         return
-    for thread in _own_threads():
+    for thread in threads:
         if priority == "idle":
             try:
                 os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
@@ -136,6 +140,23 @@ def lower_priority(priority: str = "idle") -> None:
             except (AttributeError, OSError):
                 pass
         _nice(thread)
+
+
+def _confine(threads: list[int], cpus: int) -> None:
+    """Affinity is per thread on Linux too, and threads started later inherit their creator's:
+    each thread there is now is confined. Nothing happens where there are no more CPUs than
+    ``cpus`` or the platform has no affinity."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpus >= len(allowed):
+        return
+    chosen = set(allowed[-cpus:])
+    for thread in threads:
+        try:
+            os.sched_setaffinity(thread, chosen)
+        except OSError:
+            pass  # a thread that just ended
 
 
 def _own_threads() -> list[int]:
