@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,7 @@ from app.windows import RECENT_EVENTS as RECENT_ERROR_FLAGS
 from app.windows import WindowView
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 
 # Below these a finding is not worth a person's attention and is left out of the sentence.
 NOTABLE_RATIO = 3.0
@@ -59,129 +61,282 @@ def explain(
 ) -> list[str]:
     """``score_matrix``, when given, is ``scores`` stacked as rows in the dict's order (the
     engine has it already; stacking the rows again is a numpy call a single event pays for)."""
-    n = len(batch)
-    median_array = baseline.median_latency_ms
-    ready_array = baseline.ready
-    window_score_array = scores.get("sliding_window")
+    outputs = outputs or {}
     extra = _method_findings(
-        batch, scores, outputs or {}, templates, template_text, settings, score_matrix
+        batch, scores, outputs, templates, template_text, settings, score_matrix
     )
-    latency = batch.latency_ms.tolist()
-    median = median_array.tolist()
-    notable: Iterable[int]
-    if n < WHOLE_BATCH_MASK_FROM:
-        # A few events: each is examined below; the masks' numpy calls would cost more.
-        ratios = [
-            lat / med if not math.isnan(lat) and med > MIN_MEDIAN_FOR_RATIO_MS else math.nan
-            for lat, med in zip(latency, median, strict=True)
-        ]
-        notable = range(n)
-        score_texts = [f"{score:.2f}" for score in combined.tolist()]
-        ratio_texts = [f"{ratio:.1f}" for ratio in ratios]
-        below_texts = [f"{1 / ratio:.1f}" if ratio > 0 else "" for ratio in ratios]
-        latency_texts = [_ms(value) for value in latency]
-        median_texts = [_ms(value) for value in median]
-    else:
-        has_latency_array = ~np.isnan(batch.latency_ms)
-        # The same ratios (one IEEE division each): NaN without a latency or a usable median.
-        ratio_array = np.divide(
-            batch.latency_ms,
-            median_array,
-            out=np.full(n, np.nan),
-            where=has_latency_array & (median_array > MIN_MEDIAN_FOR_RATIO_MS),
+    if len(batch) < WHOLE_BATCH_MASK_FROM:
+        # A few events: each is examined on its own; the masks' numpy calls would cost more.
+        return _each_explained(
+            batch, baseline, window, scores, combined, flagged, settings, outputs, extra
         )
-        ratios = ratio_array.tolist()
-        # Most events have no finding: their sentence is the verdict and the plain latency
-        # ratio. The events that may have one are found for the whole batch at once (every
-        # condition is tested again event by event below, so the mask only has to include them).
-        maybe_notable = (
-            batch.is_error
-            | (has_latency_array & ~ready_array)
-            | (window.latency_zscore >= NOTABLE_WINDOW_Z)
-            | (baseline.latency_shift >= NOTABLE_SHIFT)
-            | (ready_array & ((ratio_array >= NOTABLE_RATIO) | (ratio_array <= 1 / NOTABLE_RATIO)))
+    return _batch_explained(
+        batch, baseline, window, scores, combined, flagged, settings, outputs, extra
+    )
+
+
+def _each_explained(
+    batch: EventBatch,
+    baseline: BaselineView,
+    window: WindowView,
+    scores: dict[str, FloatArray],
+    combined: FloatArray,
+    flagged: npt.NDArray[np.bool_],
+    settings: Settings,
+    outputs: dict[str, MethodOutput],
+    extra: dict[int, list[str]],
+    events: IntArray | None = None,
+) -> list[str]:
+    """``explain``, event by event: each event's findings (``_findings``), else its verdict; of
+    ``events`` only, when given."""
+    window_score = scores.get("sliding_window")
+    columns = [
+        batch.latency_ms,
+        baseline.median_latency_ms,
+        combined,
+        flagged,
+        baseline.ready,
+        batch.is_error,
+        window.latency_zscore,
+        baseline.latency_shift,
+        baseline.events_seen,
+        window_score if window_score is not None else np.zeros(len(batch)),
+    ]
+    picked = range(len(batch)) if events is None else events.tolist()
+    window_output = outputs.get("sliding_window")
+    sentences: list[str] = []
+    for i, latency, median, score, is_flagged, ready, is_error, z, shift, seen, w in zip(
+        picked,
+        *(column.tolist() if events is None else column[events].tolist() for column in columns),
+        strict=True,
+    ):
+        ratio = (
+            latency / median
+            if not math.isnan(latency) and median > MIN_MEDIAN_FOR_RATIO_MS
+            else math.nan
         )
-        notable = sorted(set(np.flatnonzero(maybe_notable).tolist()) | extra.keys())
-        # The numbers' texts of the whole batch from tables (a format call per number was
-        # most of the cost of a sentence); a ratio's only where a sentence may quote it.
-        score_texts = fixed_texts(combined, 2)
-        quoted = ready_array & (ratio_array == ratio_array)
-        ratio_texts = fixed_texts(ratio_array, 1, quoted)
-        below = quoted & (ratio_array > 0) & (ratio_array <= 1 / NOTABLE_RATIO)
-        with np.errstate(over="ignore"):  # 1 / a subnormal ratio is inf, as in Python
-            inverse = np.divide(1.0, ratio_array, where=below, out=ratio_array.copy())
-        below_texts = fixed_texts(inverse, 1, below)
-        # A notable ratio's sentence quotes the latency and the median.
-        latency_texts = ms_texts(batch.latency_ms, quoted)
-        median_texts = ms_texts(median_array, quoted)
-    flagged_list = flagged.tolist()  # indexing the arrays makes a numpy scalar per event
-    ready = ready_array.tolist()
-    # The sentences of the events with a finding first; every other event's sentence is its
-    # verdict, written out below (a call per event costs as much as its sentence).
-    written: dict[int, str] = {}
-    if notable:
-        seen = baseline.events_seen.tolist()
-        window_z = window.latency_zscore.tolist()
-        shift = baseline.latency_shift.tolist()
-        window_output = (outputs or {}).get("sliding_window")
-        is_error = batch.is_error.tolist()
-        window_score = window_score_array.tolist() if window_score_array is not None else [0.0] * n
-        for i in notable:
-            ratio = ratios[i]
-            if (
-                ready[i]
-                and not is_error[i]
-                and not window_z[i] >= NOTABLE_WINDOW_Z
-                and not shift[i] >= NOTABLE_SHIFT
-                and i not in extra
-            ):
-                # The usual notable event: its latency against the median is its only possible
-                # finding (what _findings finds for it, without its call and its list).
-                if ratio >= NOTABLE_RATIO:
-                    finding = ratio_texts[i] + "x"
-                elif ratio <= 1 / NOTABLE_RATIO:
-                    finding = below_texts[i] + "x below" if ratio > 0 else "far below"
-                else:
-                    continue  # no finding (NaN included): the verdict is the sentence
-                verdict = "anomalous" if flagged_list[i] else "normal"
-                written[i] = (
-                    f"{verdict} (score {score_texts[i]}): latency {latency_texts[i]} is "
-                    f"{finding} this service's median of {median_texts[i]}"
-                )
-                continue
-            findings = _findings(
-                latency[i],
-                median[i],
-                ratio,
-                ready[i],
-                is_error[i],
-                window_score[i],
-                window_z[i],
-                shift[i],
-                seen[i],
-                batch.levels[i],
-                extra.get(i, ()),
-                window,
-                window_output,
-                i,
-                settings,
-            )
-            if findings:
-                verdict = "anomalous" if flagged_list[i] else "normal"
-                written[i] = f"{verdict} (score {score_texts[i]}): " + "; ".join(findings)
-    # A written sentence is never empty, so "or" formats the verdict only where none is.
+        findings = _findings(
+            latency,
+            median,
+            ratio,
+            ready,
+            is_error,
+            w,
+            z,
+            shift,
+            seen,
+            batch.levels[i],
+            extra.get(i, ()),
+            window,
+            window_output,
+            i,
+            settings,
+        )
+        sentences.append(
+            f"{'anomalous' if is_flagged else 'normal'} (score {score:.2f}): " + "; ".join(findings)
+            if findings
+            else _verdict(is_flagged, score, ratio, ready)
+        )
+    return sentences
+
+
+def _batch_explained(
+    batch: EventBatch,
+    baseline: BaselineView,
+    window: WindowView,
+    scores: dict[str, FloatArray],
+    combined: FloatArray,
+    flagged: npt.NDArray[np.bool_],
+    settings: Settings,
+    outputs: dict[str, MethodOutput],
+    extra: dict[int, list[str]],
+) -> list[str]:
+    """``_each_explained``'s sentences, found for the whole batch at once: each finding's events
+    by a mask (its condition in ``_findings``) and its texts written for those events only.
+
+    A Python step per event costs as much as its sentence, and joining two strings about as
+    much as a format: an event without a finding (most of them) takes its whole sentence from
+    a table, and every other sentence is written by as few joins as its findings allow. The
+    rare event whose score or plain ratio has no text in the tables (NaN, or within a hair of
+    a tie of its last digit) is written by ``_each_explained``."""
+    n = len(batch)
+    latency, median = batch.latency_ms, baseline.median_latency_ms
+    ready, is_error = baseline.ready, batch.is_error
+    has_latency = ~np.isnan(latency)
+    # The same ratios (one IEEE division each): NaN without a latency or a usable median.
+    ratio = np.divide(
+        latency,
+        median,
+        out=np.full(n, np.nan),
+        where=has_latency & (median > MIN_MEDIAN_FOR_RATIO_MS),
+    )
+    quoted = ready & ~np.isnan(ratio)
+    # Each finding's events, in the sentence's order. NaN compares false, as in _findings.
+    above = quoted & (ratio >= NOTABLE_RATIO)
+    against_median = above | (quoted & (ratio <= 1 / NOTABLE_RATIO))
+    jump = window.latency_zscore >= NOTABLE_WINDOW_Z
+    shifted = baseline.latency_shift >= NOTABLE_SHIFT
+    warming = has_latency & ~ready
+    later = is_error | jump | shifted | warming  # the findings after the median's
+    if extra:
+        later[list(extra)] = True
+    score_index, score_fits = _table_index(combined, 100.0, _SCORE_TEXTS)
+    prefix_index = score_index + _SCORE_TEXTS * flagged
+    # An event without a finding: its verdict and plain ratio (NaN or unquoted: "nothing
+    # unusual"), a plain ratio's text being one of 0.3 ... 3.0 (1/3 < ratio < 3).
+    plain = ~(against_median | later)
+    ratio_index, ratio_fits = _table_index(ratio, 10.0, _PLAIN_RATIO_END, quoted & plain)
+    ratio_fits &= ratio_index >= _PLAIN_RATIO_START
+    sentences = _PLAIN_SENTENCES[
+        prefix_index, np.where(ratio_fits, ratio_index - _PLAIN_RATIO_START, _NOTHING_UNUSUAL)
+    ]
+    # The median's finding comes first: its events' sentences begin with it.
+    where = np.flatnonzero(against_median)
+    if where.size:
+        sentences[where] = np.array(
+            _median_findings(
+                _PREFIXES[prefix_index[where]].tolist(),
+                latency[where],
+                median[where],
+                ratio[where],
+                above[where],
+            ),
+            dtype=object,
+        )
+    where = np.flatnonzero(later)
+    if where.size:
+        # Each event's later findings added to its sentence so far (its median's finding, or
+        # its verdict and score) column by column, in the sentence's order.
+        started = against_median[where]
+        texts: list[str] = np.where(
+            started, sentences[where], _PREFIXES[prefix_index[where]]
+        ).tolist()
+        ongoing = started.tolist()
+        for column, findings in _later_findings(
+            batch,
+            baseline,
+            window,
+            scores,
+            settings,
+            outputs,
+            extra,
+            is_error,
+            jump,
+            shifted,
+            warming,
+        ):
+            for p, finding in zip(np.searchsorted(where, column).tolist(), findings, strict=True):
+                texts[p] = f"{texts[p]}; {finding}" if ongoing[p] else texts[p] + finding
+                ongoing[p] = True
+        sentences[where] = np.array(texts, dtype=object)
+    unwritten = ~score_fits | (plain & quoted & ~ratio_fits)
+    if unwritten.any():
+        where = np.flatnonzero(unwritten)
+        sentences[where] = np.array(
+            _each_explained(
+                batch, baseline, window, scores, combined, flagged, settings, outputs, extra, where
+            ),
+            dtype=object,
+        )
+    return sentences.tolist()  # type: ignore[no-any-return]
+
+
+def _median_findings(
+    prefixes: list[str],
+    latency: FloatArray,
+    median: FloatArray,
+    ratio: FloatArray,
+    above: npt.NDArray[np.bool_],
+) -> list[str]:
+    """Each prefix followed by ``_findings``' latency-against-median finding, for events whose
+    ratio is notable (``above``: at least NOTABLE_RATIO, else at most its inverse)."""
+    far = ratio <= 0  # a 0 ms latency is valid input: it has no finite ratio to print
+    with np.errstate(divide="ignore", over="ignore"):  # 1 / a subnormal ratio is inf, as in Python
+        times = np.where(above, ratio, 1.0 / ratio)
+    times_texts = fixed_texts(times, 1, ~far)
+    words = _MEDIAN_WORDS[above.view(np.uint8) + 2 * far.view(np.uint8)].tolist()
+    if far.any():
+        for i in np.flatnonzero(far).tolist():
+            times_texts[i] = ""
+    ms = ms_texts(np.concatenate((latency, median)))  # one call for both: half the numpy calls
     return [
-        written.get(i)
-        or f"{'anomalous' if is_flagged else 'normal'} (score {score}): "
-        + (
-            f"latency {ratio_text}x this service's median"
-            if is_ready and ratio == ratio
-            else "nothing unusual"
-        )
-        for i, (is_flagged, score, ratio, ratio_text, is_ready) in enumerate(
-            zip(flagged_list, score_texts, ratios, ratio_texts, ready, strict=True)
+        f"{prefix}latency {value} is {times}{word} this service's median of {usual}"
+        for prefix, value, times, word, usual in zip(
+            prefixes, ms[: len(prefixes)], times_texts, words, ms[len(prefixes) :], strict=True
         )
     ]
+
+
+def _later_findings(
+    batch: EventBatch,
+    baseline: BaselineView,
+    window: WindowView,
+    scores: dict[str, FloatArray],
+    settings: Settings,
+    outputs: dict[str, MethodOutput],
+    extra: dict[int, list[str]],
+    is_error: npt.NDArray[np.bool_],
+    jump: npt.NDArray[np.bool_],
+    shifted: npt.NDArray[np.bool_],
+    warming: npt.NDArray[np.bool_],
+) -> Iterator[tuple[IntArray, Sequence[str]]]:
+    """The events of each of ``_findings``' findings after the median's and their texts, in the
+    sentence's order."""
+    window_score = scores.get("sliding_window")
+    if window_score is not None:
+        window_output = outputs.get("sliding_window")
+        events: list[int] = []
+        texts: list[str] = []
+        for i in np.flatnonzero(is_error & (window_score >= NOTABLE_SCORE)).tolist():
+            burst = _burst_finding(window, window_output, i)
+            if burst is not None:
+                events.append(i)
+                texts.append(burst)
+        if events:
+            yield np.array(events, dtype=np.intp), texts
+    where = np.flatnonzero(jump)
+    if where.size:
+        minutes = (
+            f" standard deviations above this service's last {settings.window_minutes:g} minutes"
+        )
+        yield where, [f"latency is {z:.1f}{minutes}" for z in window.latency_zscore[where].tolist()]
+    where = np.flatnonzero(shifted)
+    if where.size:
+        yield (
+            where,
+            [
+                f"this service's recent latencies run {shift:.1f} spreads above its baseline"
+                for shift in baseline.latency_shift[where].tolist()
+            ],
+        )
+    if extra:
+        events = sorted(extra)
+        yield np.array(events, dtype=np.intp), ["; ".join(extra[i]) for i in events]
+    where = np.flatnonzero(is_error)
+    if where.size:
+        levels = batch.levels
+        yield where, [_LEVEL_FINDINGS[levels[i]] for i in where.tolist()]
+    where = np.flatnonzero(warming)
+    if where.size:
+        warmup = settings.baseline_warmup_events
+        table = _warming_table(warmup)
+        seen = baseline.events_seen[where]
+        fits = (seen >= 0) & (seen < table.size)
+        warming_texts: list[str] = table[np.where(fits, seen, 0)].tolist()
+        if not fits.all():
+            for p in np.flatnonzero(~fits).tolist():
+                warming_texts[p] = _warming(int(seen[p]), warmup)
+        yield where, warming_texts
+
+
+@functools.cache
+def _warming_table(warmup: int) -> npt.NDArray[np.object_]:
+    """``_warming`` of a service's events seen 0 ... 2 * ``warmup``."""
+    return np.array([_warming(seen, warmup) for seen in range(2 * warmup + 1)], dtype=object)
+
+
+def _warming(seen: int, warmup: int) -> str:
+    return f"latency not judged yet: {seen} of {warmup} events of this service seen"
 
 
 def _fixed_table(digits: int, units: int, suffix: str = "") -> npt.NDArray[np.object_]:
@@ -199,7 +354,17 @@ def _fixed_table(digits: int, units: int, suffix: str = "") -> npt.NDArray[np.ob
 # Scores are in [0, 1]; latency ratios quoted by a sentence are mostly below a thousand, and
 # latencies below ten seconds.
 _FIXED_TABLES = {1: _fixed_table(1, 1000), 2: _fixed_table(2, 1)}
-_MS_TABLE = _fixed_table(0, 10_000, " ms")
+# _ms's texts of whole ms from 10 ms; of tenths of a ms k / 10 from 1 ms (two figures, as "g"
+# writes them: "1 ms", "1.1 ms" ... "9.9 ms", "10 ms"); of hundredths k / 100 from 0.1 ms.
+_MS_WHOLE = 10_001
+_MS_HUNDREDTHS = _MS_WHOLE + 101
+_MS_TABLE = np.concatenate(
+    [
+        _fixed_table(0, _MS_WHOLE - 1, " ms"),
+        np.array([f"{k / 10:.2g} ms" for k in range(101)], dtype=object),
+        np.array([f"{k / 100:.2g} ms" for k in range(101)], dtype=object),
+    ]
+)
 # How far from a tie (a half of the last digit) a value's scaled product must be for its text to
 # come from a table: the product is within ~1e-12 of the exact one below 1e4 (its rounding
 # error), so the exact value rounds to the same integer as it, as the correctly rounded "f"
@@ -207,27 +372,72 @@ _MS_TABLE = _fixed_table(0, 10_000, " ms")
 # table are formatted by Python.
 _TIE_MARGIN = 1e-6
 
+# A batch's sentences are written from tables of texts: the verdict and score ("normal"'s
+# scores, then "anomalous"'s) and the whole sentence of an event without a finding, for each
+# verdict and score and plain ratio's text (0.3 ... 3.0) or "nothing unusual".
+_SCORE_TEXTS = _FIXED_TABLES[2].size
+_PREFIXES = np.array(
+    [
+        f"{verdict} (score {score}): "
+        for verdict in ("normal", "anomalous")
+        for score in _FIXED_TABLES[2]
+    ],
+    dtype=object,
+)
+_PLAIN_RATIO_START, _PLAIN_RATIO_END = 3, 31  # 10 * 0.3 and one past 10 * 3.0
+_PLAIN_SENTENCES = np.array(
+    [
+        [
+            prefix + body
+            for body in [
+                f"latency {ratio}x this service's median"
+                for ratio in _FIXED_TABLES[1][_PLAIN_RATIO_START:_PLAIN_RATIO_END]
+            ]
+            + ["nothing unusual"]
+        ]
+        for prefix in _PREFIXES
+    ],
+    dtype=object,
+)
+_NOTHING_UNUSUAL = _PLAIN_RATIO_END - _PLAIN_RATIO_START
+# What follows the ratio's text in a median's finding: below, above, and (without a text)
+# for a zero latency.
+_MEDIAN_WORDS = np.array(["x below", "x", "far below"], dtype=object)
+_LEVEL_FINDINGS = {level: f"level {level.value}" for level in Level}
+
+
+def _table_index(
+    values: FloatArray,
+    scale: float | FloatArray,
+    size: int,
+    fits: npt.NDArray[np.bool_] | None = None,
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """Each value's index k in a table of ``size`` texts written from k / ``scale``, and where
+    that text is the value's own (``fits``, if given, and the value times ``scale`` rounds to k
+    away from a tie); elsewhere the index is 0 and the caller writes the text itself."""
+    with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaN do not fit
+        scaled = values * scale
+        nearest = np.rint(scaled)
+        found = (
+            ~np.signbit(values) & (nearest < size) & (np.abs(scaled - nearest) < 0.5 - _TIE_MARGIN)
+        )
+    if fits is not None:
+        found &= fits
+    return np.where(found, nearest, 0.0).astype(np.intp), found
+
 
 def _from_table(
     values: FloatArray,
     scale: float,
     table: npt.NDArray[np.object_],
-    fits: npt.NDArray[np.bool_],
+    fits: npt.NDArray[np.bool_] | None,
     wanted: npt.NDArray[np.bool_] | None,
     written: Callable[[float], str],
 ) -> list[str]:
     """``written(value)`` of each of ``values`` where ``wanted`` (other events' texts are any):
     ``table[k]`` where ``fits`` and the value times ``scale`` rounds to k away from a tie."""
-    with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaN do not fit
-        scaled = values * scale
-        nearest = np.rint(scaled)
-        fits = (
-            fits
-            & ~np.signbit(values)
-            & (nearest < table.size)
-            & (np.abs(scaled - nearest) < 0.5 - _TIE_MARGIN)
-        )
-    texts: list[str] = table[np.where(fits, nearest, 0.0).astype(np.intp)].tolist()
+    index, fits = _table_index(values, scale, table.size, fits)
+    texts: list[str] = table[index].tolist()
     rest = ~fits if wanted is None else wanted & ~fits
     if rest.any():
         for i, value in zip(np.flatnonzero(rest).tolist(), values[rest].tolist(), strict=True):
@@ -244,7 +454,7 @@ def fixed_texts(
         values,
         float(10**digits),
         _FIXED_TABLES[digits],
-        np.ones(values.shape, dtype=np.bool_),
+        None,
         wanted,
         lambda value: f"{value:.{digits}f}",
     )
@@ -252,7 +462,19 @@ def fixed_texts(
 
 def ms_texts(values: FloatArray, wanted: npt.NDArray[np.bool_] | None = None) -> list[str]:
     """``_ms(value)`` of each of ``values`` where ``wanted`` (other events' texts are any)."""
-    return _from_table(values, 1.0, _MS_TABLE, values >= 10, wanted, _ms)
+    with np.errstate(invalid="ignore"):
+        from_ten, from_one = values >= 10, values >= 1
+    # Whole ms from 10 ms, tenths from 1 ms, hundredths below (the same two figures as "g").
+    tenths, hundredths = from_one & ~from_ten, ~from_one
+    index, fits = _table_index(
+        values, np.where(from_ten, 1.0, np.where(from_one, 10.0, 100.0)), _MS_WHOLE, values >= 0.1
+    )
+    texts: list[str] = _MS_TABLE[index + _MS_WHOLE * tenths + _MS_HUNDREDTHS * hundredths].tolist()
+    rest = ~fits if wanted is None else wanted & ~fits
+    if rest.any():
+        for i, value in zip(np.flatnonzero(rest).tolist(), values[rest].tolist(), strict=True):
+            texts[i] = _ms(value)
+    return texts
 
 
 def _verdict(flagged: bool, score: float, ratio: float, ready: bool) -> str:
