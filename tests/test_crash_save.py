@@ -75,18 +75,26 @@ def test_sigkill_during_saves_never_loses_the_active_version(tmp_path: Path) -> 
     assert saver.stdout is not None
     rng = random.Random(20261124)
     seen_versions: set[str] = set()
+    # How long a saver lives before its kill, at most: doubled after a kill that found no new
+    # active version (on a loaded machine a save can take longer than the first bound), so
+    # the kills keep landing while versions are written rather than before the first is done.
+    longest_life = 0.15
     try:
         assert saver.stdout.readline().strip() == "ready"
         for _ in range(KILLS):
             saver.stdin.write("go\n")
             saver.stdin.flush()
             pid = int(saver.stdout.readline())
-            time.sleep(rng.uniform(0.0, 0.15))
+            time.sleep(rng.uniform(0.0, longest_life))
             os.kill(pid, signal.SIGKILL)
             assert saver.stdout.readline().strip() == "reaped"
             _check(root)
             active = ModelStore(root).active_version()
             assert active is not None
+            if active in seen_versions:
+                longest_life = min(2 * longest_life, 2.4)
+            else:
+                longest_life = 0.15
             seen_versions.add(active)
     finally:
         saver.kill()
