@@ -24,7 +24,7 @@ from app.detectors.base import (
 )
 from app.detectors.calibration import TailCalibrator
 from app.detectors.forest import FlatForest
-from app.features import FEATURE_NAMES
+from app.features import FEATURE_NAMES, per_distinct_row
 from app.schemas.events import LEVEL_SCORES
 
 FloatArray = npt.NDArray[np.float64]
@@ -265,7 +265,7 @@ class IsolationForestDetector(BatchDetector):
             random_state=self.random_state,
         ).fit(features)
         forest = FlatForest.from_sklearn(model)
-        training_scores = forest.score_samples(features)
+        training_scores = per_distinct_row(forest.score_samples, features)
         offset = float(np.percentile(training_scores, 100.0 * self.contamination))
         self.forest_ = dataclasses.replace(forest, offset=offset)
         # The paper's anomaly score (higher = odder) is the negated score_samples.
