@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from app import features as feats
 from app.detectors import autoencoder as ae
+from app.detectors import isolation_forest as iso
+from app.detectors.forest import FlatForest
 from app.detectors.isolation_forest import IsolationForestDetector
 from app.model import bootstrap_training_data, fit_model
 from app.training_data import TrainingData
@@ -194,10 +196,71 @@ def test_scores_of_distinct_rows_expand_to_every_rows(rows: list[tuple[float, ..
         assert _same(feats.per_distinct_row(function, x), function(x))
 
 
+def _forest_arrays(model: Any) -> dict[str, FloatArray]:
+    return FlatForest.from_sklearn(model).to_arrays("")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(2, 3000),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["normal", "few values", "constant column"]),
+    st.booleans(),
+)
+def test_trees_fitted_on_their_rows_are_scikit_learns(
+    n: int, seed: int, kind: str, bootstrap: bool
+) -> None:
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    if kind == "few values":
+        x = rng.integers(0, 3, (n, 3)).astype(np.float64)
+    elif kind == "constant column":
+        x[:, 2] = 1.0
+    assert iso._fits_on_subsets(x)
+    # bootstrap draws a row twice (a weight of 2): the subset tree falls back to the weights.
+    params: dict[str, Any] = {
+        "n_estimators": 20,
+        "max_samples": min(256, n),
+        "contamination": "auto",
+        "random_state": seed % 1000,
+        "bootstrap": bootstrap,
+    }
+    plain = _forest_arrays(IsolationForest(**params).fit(x))
+    subset = _forest_arrays(iso._subset_forest()(**params).fit(x))
+    assert sorted(plain) == sorted(subset)
+    for key, value in plain.items():
+        assert _same(subset[key].astype(np.float64), value.astype(np.float64)), key
+
+
+def test_trees_see_every_row_where_the_check_of_all_rows_matters() -> None:
+    x = np.zeros((10, 3))
+    assert iso._fits_on_subsets(x)
+    for value in (np.nan, np.inf, -1e31):
+        x[4, 1] = value
+        assert not iso._fits_on_subsets(x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=0, max_size=60))
+def test_weighted_rows_kernel_is_its_source(weights: list[int]) -> None:
+    array = np.array(weights, dtype=np.int64)
+    expected = -1 if (array > 1).any() else int(np.count_nonzero(array))
+    for kernel in (iso._COMPILED_WEIGHTED_ROWS, iso._weighted_rows_loop):
+        assert kernel is not None
+        rows = np.full(len(weights), -7, dtype=np.int64)
+        count = kernel(array, rows)
+        assert count == expected
+        if count >= 0:
+            assert rows[:count].tolist() == np.flatnonzero(array).tolist()
+
+
 def _plain(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every row scored, groups by np.unique: the path before `fitdedupe`."""
     monkeypatch.setattr(feats, "distinct_rows", lambda x, *args, **kwargs: None)
     monkeypatch.setattr(ae, "distinct_rows", lambda x, *args, **kwargs: None)
+    monkeypatch.setattr(iso, "_fits_on_subsets", lambda features: False)
 
 
 @pytest.mark.parametrize(
