@@ -35,7 +35,7 @@ from app.detectors.base import (
 )
 from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
 from app.detectors.compiled import compile_kernel
-from app.features import FEATURE_NAMES
+from app.features import FEATURE_NAMES, distinct_rows, per_distinct_row
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -267,6 +267,24 @@ def covering_calibrator(errors: FloatArray) -> TailCalibrator:
     )
 
 
+def discrete_groups(pairs: FloatArray) -> IntArray:
+    """``np.unique(pairs, axis=0, return_inverse=True)``'s inverse, flat: each row's rank among
+    the distinct rows, compared as floats, in their sorted order.
+
+    np.unique sorts every row (over a second for a million); the rows of the discrete columns
+    take a handful of values, so they are numbered by hashing their bits and only one row of
+    each bit pattern is sorted. Float equality merges patterns (-0.0 and 0.0) exactly as np.unique
+    does, and without NaN (which np.unique never merges, however equal the bits) it is an
+    equivalence, so every row lands in np.unique's group. With NaN: np.unique itself."""
+    distinct = None if np.isnan(pairs).any() else distinct_rows(pairs)
+    if distinct is None:
+        _, group = np.unique(pairs, axis=0, return_inverse=True)
+        return group.reshape(-1).astype(np.int64, copy=False)
+    patterns, pattern_of_row = distinct
+    _, group_of_pattern = np.unique(patterns, axis=0, return_inverse=True)
+    return np.take(group_of_pattern.reshape(-1).astype(np.int64, copy=False), pattern_of_row)
+
+
 def _training_sample(x: FloatArray, max_rows: int, random_state: int) -> IntArray:
     """Rows to train the network on: all of them up to ``max_rows``, else a random sample in which
     every combination of the discrete columns (level, latency missing) keeps at least
@@ -281,8 +299,7 @@ def _training_sample(x: FloatArray, max_rows: int, random_state: int) -> IntArra
     if n <= max_rows:
         return np.arange(n, dtype=np.int64)
     discrete = [FEATURE_NAMES.index("level_score"), FEATURE_NAMES.index("latency_missing")]
-    _, group = np.unique(x[:, discrete], axis=0, return_inverse=True)
-    group = group.reshape(-1)
+    group = discrete_groups(x[:, discrete])
     sizes = np.bincount(group)
     floor = int(max_rows * MIN_GROUP_SHARE)
     wanted = np.maximum(np.round(sizes * max_rows / n), np.minimum(sizes, floor)).astype(np.int64)
@@ -369,7 +386,7 @@ class AutoencoderDetector(BatchDetector):
             [np.asarray(w, dtype=np.float64) for w in network.coefs_],
             [np.asarray(b, dtype=np.float64) for b in network.intercepts_],
         )
-        self.calibrator_ = covering_calibrator(self.reconstruction_error(x))
+        self.calibrator_ = covering_calibrator(per_distinct_row(self.reconstruction_error, x))
         return self
 
     def reconstruction_error(
