@@ -424,7 +424,9 @@ def _sklearn_network(
     with warnings.catch_warnings():
         # Stopping at max_iter is the bounded training time we chose, not an error.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        network.fit(x, y)
+        # One output goes in as a vector: MLPRegressor warns about a one-column matrix, then
+        # trains on it as a one-column matrix all the same.
+        network.fit(x, y[:, 0] if y.shape[1] == 1 else y)
     return TrainedNetwork(
         [np.asarray(w, dtype=np.float64) for w in network.coefs_],
         [np.asarray(b, dtype=np.float64) for b in network.intercepts_],
