@@ -95,12 +95,12 @@ def test_runs_to_max_iter_as_sklearn_does() -> None:
 def test_autoencoder_fit_trains_sklearns_network() -> None:
     rng = np.random.default_rng(11)
     latent = rng.standard_normal(900)
-    features = np.column_stack(
-        (latent, (rng.random(900) < 0.05).astype(float), np.zeros(900))
-    )
+    features = np.column_stack((latent, (rng.random(900) < 0.05).astype(float), np.zeros(900)))
     detector = AutoencoderDetector(max_iter=40, random_state=5).fit(features)
-    sample = features  # under max_rows, every row trains the network
-    scaled = (sample - detector.mean_) / detector.std_
+    assert detector.mean_ is not None
+    assert detector.std_ is not None
+    # Under max_rows every row trains the network.
+    scaled = (features - detector.mean_) / detector.std_
     reference = train_network(scaled, scaled, (8, 2, 8), 40, 5, trainer="sklearn")
     assert detector.weights_ is not None
     assert detector.biases_ is not None
@@ -134,3 +134,8 @@ def test_column_sums_are_numpys(rows: int, columns: int) -> None:
 def test_rejects_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="same rows"):
         train_network(np.zeros((5, 2)), np.zeros((4, 2)), (2,), 1, 0)
+
+
+def test_compiled_trainer_needs_a_hidden_layer() -> None:
+    with pytest.raises(ValueError, match="hidden layer"):
+        train_network(np.zeros((5, 2)), np.zeros((5, 2)), (), 1, 0, trainer="compiled")
