@@ -50,7 +50,7 @@ EPSILON = 1e-8
 TOL = 1e-4
 N_ITER_NO_CHANGE = 10
 MAX_BATCH_SIZE = 200
-# The longest sum _pairwise_sum reproduces (two blocks of numpy's 128 at most).
+# The longest column _column_sums sums as numpy does (two of numpy's blocks of 128 at most).
 MAX_PAIRWISE = 248
 
 
@@ -64,74 +64,62 @@ class TrainedNetwork:
     n_iter: int
 
 
-def _block_sum(values: FloatArray, start: int, count: int, stride: int) -> float:
-    """numpy's ``pairwise_sum`` of up to 128 values from ``start``, ``stride`` apart: one by one
-    below 8, else eight running sums combined in pairs, then the remainder one by one."""
-    if count < 8:
-        total = 0.0
-        for i in range(count):
-            total += values[start + i * stride]
-        return total
-    r0 = float(values[start])
-    r1 = values[start + stride]
-    r2 = values[start + 2 * stride]
-    r3 = values[start + 3 * stride]
-    r4 = values[start + 4 * stride]
-    r5 = values[start + 5 * stride]
-    r6 = values[start + 6 * stride]
-    r7 = values[start + 7 * stride]
-    whole = count - count % 8
-    i = 8
-    while i < whole:
-        at = start + i * stride
-        r0 += values[at]
-        r1 += values[at + stride]
-        r2 += values[at + 2 * stride]
-        r3 += values[at + 3 * stride]
-        r4 += values[at + 4 * stride]
-        r5 += values[at + 5 * stride]
-        r6 += values[at + 6 * stride]
-        r7 += values[at + 7 * stride]
-        i += 8
-    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < count:
-        total += values[start + i * stride]
-        i += 1
-    return float(total)
-
-
-_block_sum = compile_kernel(_block_sum, "float64(float64[::1], int64, int64, int64)") or _block_sum
-
-
-def _pairwise_sum(values: FloatArray, start: int, count: int, stride: int) -> float:
-    """numpy's ``pairwise_sum`` of up to ``MAX_PAIRWISE`` values: above 128 it sums two halves
-    (the first a multiple of 8) separately and adds them."""
-    if count <= 128:
-        return float(_block_sum(values, start, count, stride))
-    half = count // 2
-    half -= half % 8
-    first = _block_sum(values, start, half, stride)
-    return float(first + _block_sum(values, start + half * stride, count - half, stride))
-
-
-_pairwise_sum = (
-    compile_kernel(_pairwise_sum, "float64(float64[::1], int64, int64, int64)") or _pairwise_sum
-)
-
-
 def _column_sums(matrix: FloatArray, out: FloatArray) -> None:
-    """``np.sum(matrix, axis=0)`` of a C-ordered matrix in numpy's order: the rows added one
-    after the other from the first when there are two columns or more (numpy's inner loop then
-    runs across a row), pairwise down the column when there is one (a contiguous reduction)."""
+    """``np.sum(matrix, axis=0)`` of a C-ordered matrix in numpy's order: with two columns or more
+    numpy's inner loop runs across a row, so the rows are added one after the other from the
+    first; one column is a contiguous reduction, which numpy sums pairwise (``pairwise_sum``:
+    one by one below 8 values, else eight running sums combined in pairs and the rest one by one,
+    in blocks of up to 128 whose sums are added; two blocks cover ``MAX_PAIRWISE`` rows)."""
     rows, columns = matrix.shape
-    if columns == 1:
-        out[0] = _pairwise_sum(matrix.reshape(rows), 0, rows, 1)
-        return
-    for j in range(columns):
-        out[j] = matrix[0, j]
-    for r in range(1, rows):
+    if columns > 1:
         for j in range(columns):
-            out[j] += matrix[r, j]
+            out[j] = matrix[0, j]
+        for r in range(1, rows):
+            for j in range(columns):
+                out[j] += matrix[r, j]
+        return
+    values = matrix.reshape(rows)
+    first_block = rows
+    if rows > 128:
+        first_block = rows // 2
+        first_block -= first_block % 8
+    result = 0.0
+    block_start = 0
+    while block_start < rows:
+        count = first_block if block_start == 0 else rows - first_block
+        if count < 8:
+            total = 0.0
+            for i in range(count):
+                total += values[block_start + i]
+        else:
+            r0 = values[block_start]
+            r1 = values[block_start + 1]
+            r2 = values[block_start + 2]
+            r3 = values[block_start + 3]
+            r4 = values[block_start + 4]
+            r5 = values[block_start + 5]
+            r6 = values[block_start + 6]
+            r7 = values[block_start + 7]
+            whole = count - count % 8
+            i = 8
+            while i < whole:
+                at = block_start + i
+                r0 += values[at]
+                r1 += values[at + 1]
+                r2 += values[at + 2]
+                r3 += values[at + 3]
+                r4 += values[at + 4]
+                r5 += values[at + 5]
+                r6 += values[at + 6]
+                r7 += values[at + 7]
+                i += 8
+            total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+            while i < count:
+                total += values[block_start + i]
+                i += 1
+        result = total if block_start == 0 else result + total
+        block_start += count
+    out[0] = result
 
 
 _column_sums = compile_kernel(_column_sums, "void(float64[:, ::1], float64[::1])") or _column_sums
@@ -242,7 +230,10 @@ def _train_step(
     _column_sums(squares, column_means)
     for j in range(n_outputs):
         column_means[j] /= rows
-    loss = 0.5 * (_pairwise_sum(column_means, 0, n_outputs, 1) / n_outputs)
+    # The mean of the column means: a contiguous vector, summed pairwise.
+    mean_sum = np.empty(1)
+    _column_sums(column_means.reshape((n_outputs, 1)), mean_sum)
+    loss = 0.5 * (mean_sum[0] / n_outputs)
     penalty = 0.0
     for layer in range(n_layers):
         size = widths[layer] * widths[layer + 1]
