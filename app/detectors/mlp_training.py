@@ -125,58 +125,8 @@ def _column_sums(matrix: FloatArray, out: FloatArray) -> None:
 _column_sums = compile_kernel(_column_sums, "void(float64[:, ::1], float64[::1])") or _column_sums
 
 
-def _forward_layer(
+def _minibatch_layer(
     x: FloatArray,
-    order: IntArray,
-    start: int,
-    stop: int,
-    params: FloatArray,
-    activations: FloatArray,
-    widths: IntArray,
-    batch_size: int,
-    layer: int,
-) -> None:
-    """``activations[layer + 1] = activations[layer] @ coefs[layer] + intercepts[layer]`` for the
-    minibatch ``order[start:stop]`` (its rows of ``x`` gathered first when ``layer`` is 0), before
-    the activation function, which numpy applies.
-
-    ``params`` holds each layer's coefficients (row-major) then intercepts, layer after layer;
-    ``activations`` each layer's values for ``batch_size`` rows, layer after layer, of which the
-    minibatch's rows are the first (a C-ordered ``rows x width`` block)."""
-    rows = stop - start
-    if layer == 0:
-        n_inputs = widths[0]
-        for r in range(rows):
-            source = order[start + r]
-            for k in range(n_inputs):
-                activations[r * n_inputs + k] = x[source, k]
-    param_at = 0
-    activation_at = 0
-    for earlier in range(layer):
-        param_at += widths[earlier] * widths[earlier + 1] + widths[earlier + 1]
-        activation_at += batch_size * widths[earlier]
-    n_in = widths[layer]
-    n_out = widths[layer + 1]
-    target_at = activation_at + batch_size * n_in
-    inputs = activations[activation_at : activation_at + rows * n_in].reshape((rows, n_in))
-    outputs = activations[target_at : target_at + rows * n_out].reshape((rows, n_out))
-    coefs = params[param_at : param_at + n_in * n_out].reshape((n_in, n_out))
-    intercepts = params[param_at + n_in * n_out : param_at + n_in * n_out + n_out]
-    np.dot(inputs, coefs, outputs)
-    for r in range(rows):
-        for j in range(n_out):
-            outputs[r, j] += intercepts[j]
-
-
-_FORWARD_SIGNATURE = (
-    "void(float64[:, ::1], int64[::1], int64, int64, float64[::1], float64[::1], int64[::1], "
-    "int64, int64)"
-)
-_COMPILED_FORWARD = compile_kernel(_forward_layer, _FORWARD_SIGNATURE)
-_forward_layer = _COMPILED_FORWARD or _forward_layer
-
-
-def _train_step(
     y: FloatArray,
     order: IntArray,
     start: int,
@@ -189,21 +139,55 @@ def _train_step(
     batch_size: int,
     hyper: FloatArray,
     learning_rate: float,
+    layer: int,
 ) -> float:
-    """The rest of one minibatch step once the hidden layers are in ``activations`` (tanh
-    applied): the output layer, the loss, back-propagation and Adam's update of ``params`` and
-    its moments, in place. Returns the minibatch's loss, L2 term included.
+    """Layer ``layer``'s part of one minibatch step on the rows ``order[start:stop]``.
 
-    ``hyper`` is (alpha, beta_1, beta_2, epsilon); ``learning_rate`` is Adam's step size for this
-    update (``learning_rate_init * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, computed by the
-    caller as scikit-learn computes it, in Python floats)."""
+    Every layer: ``activations[layer + 1] = activations[layer] @ coefs[layer] +
+    intercepts[layer]`` (the rows of ``x`` gathered into ``activations[0]`` first at layer 0).
+    A hidden layer stops there, returning 0, for the caller to apply numpy's tanh. The output
+    layer goes on: the loss, back-propagation and Adam's update of ``params`` and its moments, in
+    place; it returns the minibatch's loss, L2 term included.
+
+    ``params`` holds each layer's coefficients (row-major) then intercepts, layer after layer;
+    ``activations`` each layer's values for ``batch_size`` rows, layer after layer, of which the
+    minibatch's rows are the first (a C-ordered ``rows x width`` block). ``hyper`` is (alpha,
+    beta_1, beta_2, epsilon); ``learning_rate`` is Adam's step size for this update
+    (``learning_rate_init * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, computed by the caller as
+    scikit-learn computes it, in Python floats)."""
     alpha = hyper[0]
     beta_1 = hyper[1]
     beta_2 = hyper[2]
     epsilon = hyper[3]
     rows = stop - start
     n_layers = widths.shape[0] - 1
-    _forward_layer(y, order, start, stop, params, activations, widths, batch_size, n_layers - 1)
+    if layer == 0:
+        n_inputs = widths[0]
+        for r in range(rows):
+            source = order[start + r]
+            for k in range(n_inputs):
+                activations[r * n_inputs + k] = x[source, k]
+    layer_param_at = 0
+    layer_activation_at = 0
+    for earlier in range(layer):
+        layer_param_at += widths[earlier] * widths[earlier + 1] + widths[earlier + 1]
+        layer_activation_at += batch_size * widths[earlier]
+    n_in = widths[layer]
+    n_out = widths[layer + 1]
+    target_at = layer_activation_at + batch_size * n_in
+    inputs = activations[layer_activation_at : layer_activation_at + rows * n_in].reshape(
+        (rows, n_in)
+    )
+    outputs = activations[target_at : target_at + rows * n_out].reshape((rows, n_out))
+    coefs = params[layer_param_at : layer_param_at + n_in * n_out].reshape((n_in, n_out))
+    intercepts = params[layer_param_at + n_in * n_out : layer_param_at + n_in * n_out + n_out]
+    np.dot(inputs, coefs, outputs)
+    for r in range(rows):
+        for j in range(n_out):
+            outputs[r, j] += intercepts[j]
+    if layer < n_layers - 1:
+        return 0.0
+
     param_at = np.empty(n_layers, dtype=np.int64)
     activation_at = np.empty(n_layers + 1, dtype=np.int64)
     param_at[0] = 0
@@ -281,12 +265,12 @@ def _train_step(
     return float(loss)
 
 
-_COMPILED_STEP = compile_kernel(
-    _train_step,
-    "float64(float64[:, ::1], int64[::1], int64, int64, float64[::1], float64[::1], "
-    "float64[::1], float64[::1], int64[::1], int64, float64[::1], float64)",
+_COMPILED_MINIBATCH = compile_kernel(
+    _minibatch_layer,
+    "float64(float64[:, ::1], float64[:, ::1], int64[::1], int64, int64, float64[::1], "
+    "float64[::1], float64[::1], float64[::1], int64[::1], int64, float64[::1], float64, int64)",
 )
-COMPILED_AVAILABLE = _COMPILED_FORWARD is not None and _COMPILED_STEP is not None
+COMPILED_AVAILABLE = _COMPILED_MINIBATCH is not None
 
 
 def _glorot_network(
@@ -310,8 +294,8 @@ def _compiled_network(
     max_iter: int,
     random_state: int,
 ) -> TrainedNetwork:
-    forward, step = _COMPILED_FORWARD, _COMPILED_STEP
-    if forward is None or step is None:
+    kernel = _COMPILED_MINIBATCH
+    if kernel is None:
         raise RuntimeError("the compiled trainer needs numba, which is not installed")
     n_samples = x.shape[0]
     widths = [x.shape[1], *hidden, y.shape[1]]
@@ -354,27 +338,27 @@ def _compiled_network(
         accumulated_loss = 0.0
         for start, stop in batches:
             blocks = hidden_blocks[stop - start]
-            for layer in range(n_layers - 1):
-                forward(
-                    x, sample_idx, start, stop, params, activations, layer_widths, batch_size, layer
-                )
-                np.tanh(blocks[layer], out=blocks[layer])
             t += 1
-            learning_rate = LEARNING_RATE_INIT * np.sqrt(1 - BETA_2**t) / (1 - BETA_1**t)
-            batch_loss = step(
-                y,
-                sample_idx,
-                start,
-                stop,
-                params,
-                first_moments,
-                second_moments,
-                activations,
-                layer_widths,
-                batch_size,
-                hyper,
-                float(learning_rate),
-            )
+            learning_rate = float(LEARNING_RATE_INIT * np.sqrt(1 - BETA_2**t) / (1 - BETA_1**t))
+            for layer in range(n_layers):
+                batch_loss = kernel(
+                    x,
+                    y,
+                    sample_idx,
+                    start,
+                    stop,
+                    params,
+                    first_moments,
+                    second_moments,
+                    activations,
+                    layer_widths,
+                    batch_size,
+                    hyper,
+                    learning_rate,
+                    layer,
+                )
+                if layer < n_layers - 1:
+                    np.tanh(blocks[layer], out=blocks[layer])
             accumulated_loss += batch_loss * (stop - start)
         n_iter += 1
         loss = accumulated_loss / n_samples
