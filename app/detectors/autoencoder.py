@@ -1,10 +1,11 @@
 """Autoencoder over the event features: reconstruction error through a narrow bottleneck.
 
-A small multilayer perceptron (scikit-learn's ``MLPRegressor``, CPU only) is trained to reproduce
-its standardised input through a layer narrower than the input. Normal events lie near the surface
-it learns; an event whose *combination* of features is unusual, even when each feature alone is
-not, reconstructs badly. The raw score is the mean squared reconstruction error, calibrated to a
-rarity on the training events' own errors (``TailCalibrator``).
+A small multilayer perceptron (scikit-learn's ``MLPRegressor``, CPU only, trained by
+``app.detectors.mlp_training`` to scikit-learn's weights without its per-minibatch overhead) is
+trained to reproduce its standardised input through a layer narrower than the input. Normal events
+lie near the surface it learns; an event whose *combination* of features is unusual, even when each
+feature alone is not, reconstructs badly. The raw score is the mean squared reconstruction error,
+calibrated to a rarity on the training events' own errors (``TailCalibrator``).
 
 The fitted network is stored as weight arrays (no pickles). It is evaluated event by event in a
 numba-compiled loop (``_reconstruction_loop``, ~1 us for one event where numpy's per-call overhead
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Self
 
@@ -35,6 +35,7 @@ from app.detectors.base import (
 )
 from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
 from app.detectors.compiled import compile_kernel
+from app.detectors.mlp_training import train_network
 from app.features import FEATURE_NAMES, distinct_rows, per_distinct_row
 
 FloatArray = npt.NDArray[np.float64]
@@ -362,9 +363,6 @@ class AutoencoderDetector(BatchDetector):
         return self.weights_ is not None and self.calibrator_ is not None
 
     def fit(self, features: FloatArray) -> Self:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPRegressor
-
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError("the autoencoder needs a 2-d feature matrix of at least two rows")
@@ -372,20 +370,15 @@ class AutoencoderDetector(BatchDetector):
         self.mean_ = sample.mean(axis=0)
         self.std_ = np.maximum(sample.std(axis=0), MIN_STD)
         scaled = (sample - self.mean_) / self.std_
-        network = MLPRegressor(
-            hidden_layer_sizes=(self.hidden, self.bottleneck, self.hidden),
-            activation="tanh",
-            max_iter=self.max_iter,
-            random_state=self.random_state,
+        # MLPRegressor's training, bit for bit, without its per-minibatch overhead.
+        network = train_network(
+            scaled,
+            scaled,
+            (self.hidden, self.bottleneck, self.hidden),
+            self.max_iter,
+            self.random_state,
         )
-        with warnings.catch_warnings():
-            # Stopping at max_iter is the bounded training time we chose, not an error.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            network.fit(scaled, scaled)
-        self._set_network(
-            [np.asarray(w, dtype=np.float64) for w in network.coefs_],
-            [np.asarray(b, dtype=np.float64) for b in network.intercepts_],
-        )
+        self._set_network(network.coefs, network.intercepts)
         self.calibrator_ = covering_calibrator(per_distinct_row(self.reconstruction_error, x))
         return self
 
