@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from app.model import FitResult, Model, TrainingData, fit_model_within, model_from_arrays
+from app.training_data import SpooledTrainingData
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,16 @@ def pack(result: FitResult) -> PackedFit:
 def fit_and_pack(
     seconds: float,
     fit: Callable[[TrainingData, dict[str, Any], int], FitResult],
-    data: TrainingData,
+    data: TrainingData | SpooledTrainingData,
     parameters: dict[str, Any],
     warmup: int,
 ) -> PackedFit:
     """``fit_model_within``, then ``pack``: what the trainer's worker process runs. np.savez
     writes the zip in Python and holds the GIL for 2-6 ms; done in the service's saving thread,
-    that was time the event loop waited for its own thread before it could answer requests."""
+    that was time the event loop waited for its own thread before it could answer requests.
+    Spooled data is read (and its file removed) here, in the worker."""
+    if isinstance(data, SpooledTrainingData):
+        data = data.load()
     return pack(fit_model_within(seconds, fit, data, parameters, warmup))
 
 
