@@ -5,6 +5,8 @@ Layout::
     artifacts/versions/<version>/model.npz      arrays only (loaded with allow_pickle=False)
     artifacts/versions/<version>/manifest.json  what, when, from how much data, checksum
     artifacts/ACTIVE                            the active version's name
+    artifacts/.tmp-train-<id>.npz               a large POST /train body's rows on their way
+                                                from the parsing to the fitting process
 
 A version is written in a temporary folder beside ``versions/``, every file fsynced, then renamed
 into place in one ``os.replace`` (the commit point) and the parent folder fsynced; ``ACTIVE`` is
@@ -100,7 +102,8 @@ class ModelStore:
         self._clean_leftovers()
 
     def _clean_leftovers(self) -> None:
-        """Temporary folders of saves that a crash interrupted are never valid: remove them."""
+        """Temporary folders of saves that a crash interrupted are never valid, and spooled
+        training rows (``.tmp-train-``) belong to jobs that died with the service: remove them."""
         for leftover in self.root.glob(".tmp-*"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
