@@ -5,6 +5,8 @@ Layout::
     artifacts/versions/<version>/model.npz      arrays only (loaded with allow_pickle=False)
     artifacts/versions/<version>/manifest.json  what, when, from how much data, checksum
     artifacts/ACTIVE                            the active version's name
+    artifacts/.tmp-train-<id>.npz               a large POST /train body's rows on their way
+                                                from the parsing to the fitting process
 
 A version is written in a temporary folder beside ``versions/``, every file fsynced, then renamed
 into place in one ``os.replace`` (the commit point) and the parent folder fsynced; ``ACTIVE`` is
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from app.model import FitResult, Model, TrainingData, fit_model_within, model_from_arrays
+from app.training_data import SpooledTrainingData
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +65,16 @@ def pack(result: FitResult) -> PackedFit:
 def fit_and_pack(
     seconds: float,
     fit: Callable[[TrainingData, dict[str, Any], int], FitResult],
-    data: TrainingData,
+    data: TrainingData | SpooledTrainingData,
     parameters: dict[str, Any],
     warmup: int,
 ) -> PackedFit:
     """``fit_model_within``, then ``pack``: what the trainer's worker process runs. np.savez
     writes the zip in Python and holds the GIL for 2-6 ms; done in the service's saving thread,
-    that was time the event loop waited for its own thread before it could answer requests."""
+    that was time the event loop waited for its own thread before it could answer requests.
+    Spooled data is read (and its file removed) here, in the worker."""
+    if isinstance(data, SpooledTrainingData):
+        data = data.load()
     return pack(fit_model_within(seconds, fit, data, parameters, warmup))
 
 
@@ -96,7 +102,8 @@ class ModelStore:
         self._clean_leftovers()
 
     def _clean_leftovers(self) -> None:
-        """Temporary folders of saves that a crash interrupted are never valid: remove them."""
+        """Temporary folders of saves that a crash interrupted are never valid, and spooled
+        training rows (``.tmp-train-``) belong to jobs that died with the service: remove them."""
         for leftover in self.root.glob(".tmp-*"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)

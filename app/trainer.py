@@ -14,8 +14,9 @@ import asyncio
 import logging
 import multiprocessing
 import uuid
+import weakref
 from collections import Counter, OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,14 @@ from app.model import Model, fit_model
 from app.model_store import ModelStore, PackedFit, fit_and_pack
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
-from app.training_data import TrainingData, TrainingInput, lower_priority, parse_training_body
+from app.training_data import (
+    SpooledTrainingData,
+    TrainingData,
+    TrainingInput,
+    discard,
+    lower_priority,
+    parse_training_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +105,36 @@ class Trainer:
 
     async def parse(self, raw: bytes) -> TrainingInput | list[dict[str, Any]]:
         """``parse_training_body`` in the parsing process, so the event loop keeps scoring while
-        pydantic validates a large body. If that process dies (killed, out of memory), the body
-        is validated here instead: slower for the loop, but no request is lost to it."""
-        loop = asyncio.get_running_loop()
+        pydantic validates a large body. The rows come back spooled to a ``.tmp-train-`` file in
+        the artifacts folder, which lives as long as the ``SpooledTrainingData`` handle here (and
+        is removed by the fitting process once read). If that process dies (killed, out of
+        memory), the body is validated here instead: slower for the loop, but no request is lost
+        to it."""
+        path = str(self.store.root / f".tmp-train-{uuid.uuid4().hex}.npz")
+        parsing: Future[TrainingInput | list[dict[str, Any]]] = self._parser().submit(
+            parse_training_body, raw, path
+        )
         try:
-            return await loop.run_in_executor(self._parser(), parse_training_body, raw)
+            parsed = await asyncio.wrap_future(parsing)
         except BrokenProcessPool:
+            discard(path)  # whatever the dead parser had written
             if self._closing:
                 raise
             log.warning("training body parser died; validating on the event loop instead")
             self._parse_pool = None
             return parse_training_body(raw)
+        except BaseException:
+            # Cancelled (the client went away): the parser goes on and may still write the file.
+            parsing.add_done_callback(lambda _: discard(path))
+            raise
+        if isinstance(parsed, TrainingInput) and isinstance(parsed.data, SpooledTrainingData):
+            # Whatever becomes of the request (rejected, failed, done), the file goes with it.
+            weakref.finalize(parsed.data, discard, parsed.data.path)
+        return parsed
 
-    def submit(self, data: TrainingData, parameters: dict[str, Any], activate: bool) -> TrainingJob:
+    def submit(
+        self, data: TrainingData | SpooledTrainingData, parameters: dict[str, Any], activate: bool
+    ) -> TrainingJob:
         job = _Job(job_id=uuid.uuid4().hex, rows=len(data))
         self._jobs[job.job_id] = job
         while len(self._jobs) > MAX_REMEMBERED_JOBS:
@@ -124,7 +149,11 @@ class Trainer:
         return job.view() if job else None
 
     async def _run(
-        self, job: _Job, data: TrainingData, parameters: dict[str, Any], activate: bool
+        self,
+        job: _Job,
+        data: TrainingData | SpooledTrainingData,
+        parameters: dict[str, Any],
+        activate: bool,
     ) -> None:
         try:
             slot = await self._free_slots.get()
@@ -155,10 +184,14 @@ class Trainer:
             job.status = JobStatus.failed
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
+            if isinstance(data, SpooledTrainingData):
+                discard(data.path)  # normally gone already (the fit read it), not if it died
             job.finished_at = datetime.now(UTC)
             self.job_outcomes[job.status.value] += 1
 
-    async def _fit(self, slot: int, data: TrainingData, parameters: dict[str, Any]) -> PackedFit:
+    async def _fit(
+        self, slot: int, data: TrainingData | SpooledTrainingData, parameters: dict[str, Any]
+    ) -> PackedFit:
         """Fit in slot ``slot``'s process, which also writes and hashes the model file; kill it
         if it does not answer in time."""
         pool = self._fit_pools[slot]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,17 +74,100 @@ class TrainingData:
         )
 
 
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # the trainer ties the file's life to it
+class SpooledTrainingData:
+    """``TrainingData`` that the parsing process wrote to a file, standing in for it on its way to
+    the fitting process. Handing a million rows over as arrays costs the service pickling and
+    unpickling ~24 MB with the GIL held twice (tens of milliseconds each: every /score waits); a
+    path and a count cost nothing. The file is named ``.tmp-...`` in the artifacts folder, so a
+    start-up after a crash removes it (``ModelStore``); the trainer removes it otherwise."""
+
+    path: str
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def load(self) -> TrainingData:
+        """The data, read back; the file is removed at once (no one needs it any more)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        finally:
+            discard(self.path)
+        messages = (
+            _strings(arrays["message_bytes"], arrays["message_ends"])
+            if "message_ends" in arrays
+            else None
+        )
+        return TrainingData(
+            latency_ms=arrays["latency_ms"],
+            level_scores=arrays["level_scores"],
+            service_codes=arrays["service_codes"],
+            service_names=_strings(arrays["name_bytes"], arrays["name_ends"]),
+            source=str(arrays["source"]),
+            keep_baselines=bool(arrays["keep_baselines"]),
+            messages=messages,
+        )
+
+
+def spool(data: TrainingData, path: str) -> SpooledTrainingData:
+    """Write ``data`` to ``path`` (npz, nothing pickled: loading it cannot run code)."""
+    names = _packed_strings(data.service_names)
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "latency_ms": data.latency_ms,
+        "level_scores": data.level_scores,
+        "service_codes": data.service_codes,
+        "name_bytes": names[0],
+        "name_ends": names[1],
+        "source": np.array(data.source),
+        "keep_baselines": np.array(data.keep_baselines),
+    }
+    if data.messages is not None:
+        arrays["message_bytes"], arrays["message_ends"] = _packed_strings(data.messages)
+    try:
+        with open(path, "xb") as handle:
+            np.savez(handle, allow_pickle=False, **arrays)
+    except BaseException:
+        discard(path)
+        raise
+    return SpooledTrainingData(path, len(data))
+
+
+def discard(path: str | Path) -> None:
+    """Remove a spooled file if it is still there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _packed_strings(strings: list[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Strings as their UTF-8 bytes end to end, and where each one ends: no object arrays."""
+    encoded = [text.encode("utf-8") for text in strings]
+    ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), dtype=np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), ends
+
+
+def _strings(packed: npt.NDArray[np.uint8], ends: npt.NDArray[np.int64]) -> list[str]:
+    raw = packed.tobytes()
+    starts = [0, *ends[:-1].tolist()]
+    return [raw[a:b].decode("utf-8") for a, b in zip(starts, ends.tolist(), strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingInput:
-    """A validated POST /train body with its rows already as arrays."""
+    """A validated POST /train body with its rows already as arrays, or spooled to a file."""
 
-    data: TrainingData
+    data: TrainingData | SpooledTrainingData
     field: str  # "data" or "logs": which request field the rows came from
     parameters: dict[str, Any]  # the request's forest parameters (unset ones left out)
     activate: bool
 
 
-def training_input(request: TrainRequest) -> TrainingInput:
+def training_input(request: TrainRequest, spool_to: str | None = None) -> TrainingInput:
+    """The request's rows as arrays, written to ``spool_to`` if given."""
+    data: TrainingData | SpooledTrainingData
     if request.data is not None:
         data = TrainingData.from_raw_rows(request.data)
         source_field = "data"
@@ -97,21 +181,31 @@ def training_input(request: TrainRequest) -> TrainingInput:
             messages=[e.message for e in logs],
         )
         source_field = "logs"
+    if spool_to is not None:
+        try:
+            data = spool(data, spool_to)
+        except OSError:
+            pass  # a full or read-only disk: the arrays then travel as they are, only slower
     return TrainingInput(
-        data, source_field, request.parameters.model_dump(exclude_none=True), request.activate
+        data,
+        source_field,
+        request.parameters.model_dump(exclude_none=True),
+        request.activate,
     )
 
 
-def parse_training_body(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
+def parse_training_body(
+    raw: bytes, spool_to: str | None = None
+) -> TrainingInput | list[dict[str, Any]]:
     """Validate a JSON POST /train body and turn its rows into arrays, or return pydantic's errors
     (without the input). Runs in a worker process for large bodies: pydantic-core holds the GIL
     while it validates (~0.5 s for a million rows), which on the event loop would stall scoring.
-    The arrays it returns cross back as a few buffers, not a million small lists."""
+    With ``spool_to``, the arrays are written to that file and only its path crosses back."""
     try:
         request = TrainRequest.model_validate_json(raw)
     except ValidationError as exc:
         return [dict(error) for error in exc.errors(include_url=False, include_input=False)]
-    return training_input(request)
+    return training_input(request, spool_to)
 
 
 def lower_priority(priority: str = "idle", cpus: int = 0) -> None:

@@ -34,14 +34,16 @@ def hanging_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> 
     raise AssertionError("unreachable: nothing sets the event")
 
 
-def parse_reporting_pid(raw: bytes) -> list[dict[str, Any]]:
+def parse_reporting_pid(raw: bytes, spool_to: str | None = None) -> list[dict[str, Any]]:
     """A training-body parser whose one "error" names the process it ran in."""
     return [{"type": "value_error", "loc": ("parsed_in_pid",), "msg": str(os.getpid())}]
 
 
-def parse_dying_in_worker(raw: bytes) -> TrainingInput | list[dict[str, Any]]:
+def parse_dying_in_worker(
+    raw: bytes, spool_to: str | None = None
+) -> TrainingInput | list[dict[str, Any]]:
     """Dies like an OOM-killed process when run in a worker; the real parser in the test process
     (where the trainer falls back to validating on the event loop)."""
     if multiprocessing.parent_process() is not None:
         os._exit(137)
-    return parse_training_body(raw)
+    return parse_training_body(raw, spool_to)

@@ -13,8 +13,8 @@ from app.errors import UNAUTHORIZED_RESPONSE, TrainingRejected, UnknownJob, prob
 from app.routers.fast_json import JSONBodyRoute, body_validation_error, content_type
 from app.schemas.training import TrainAccepted, TrainingJob, TrainRequest
 from app.security import RequireApiKey
-from app.state import StateDep, get_state
-from app.training_data import TrainingInput, training_input
+from app.state import ServiceState, StateDep, get_state
+from app.training_data import SpooledTrainingData, TrainingInput, discard, training_input
 
 # Bodies above this are validated in the parsing process (see TrainingBodyRoute). Below it,
 # validating on the event loop costs well under ten milliseconds and no hop to another process.
@@ -70,8 +70,17 @@ router = APIRouter(tags=["training"], route_class=TrainingBodyRoute)
 )
 async def start_training(request: TrainRequest, state: StateDep) -> TrainAccepted:
     """Retrain in the background on raw rows or log events; scoring goes on meanwhile."""
-    settings = state.settings
     given: TrainingInput = request.prepared_input() or training_input(request)
+    try:
+        return _start(given, state)
+    except TrainingRejected:
+        if isinstance(given.data, SpooledTrainingData):
+            discard(given.data.path)  # at once, not when the handle is collected
+        raise
+
+
+def _start(given: TrainingInput, state: ServiceState) -> TrainAccepted:
+    settings = state.settings
     data = given.data
     if not settings.train_min_rows <= len(data) <= settings.train_max_rows:
         raise TrainingRejected(
