@@ -4,10 +4,7 @@ and small fitted models for the model-store tests."""
 from __future__ import annotations
 
 import asyncio
-import atexit
-import functools
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +13,9 @@ from typing import Any
 import numpy as np
 from starlette.types import ASGIApp, Message
 
-from app.bootstrap import load_or_bootstrap
 from app.model import FitResult, TrainingData, fit_model
-from app.model_store import ModelStore
 from app.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import bootstrap_source, make_settings
 
 API_KEY = "test-key-0123456789abcdef"
 CHUNK = 16 * 1024
@@ -113,17 +108,9 @@ def small_fit(seed: int = 0, rows: int = 400) -> FitResult:
     return fit_model(data, parameters, warmup=20)
 
 
-@functools.cache
-def _seed_artifacts() -> Path:
-    # Fitting the bootstrap model takes most of a second; do it once and copy the folder.
-    root = Path(tempfile.mkdtemp(prefix="insighthub-seed-"))
-    atexit.register(shutil.rmtree, root, True)
-    settings = make_settings(root)
-    load_or_bootstrap(ModelStore(settings.artifacts_dir), settings)
-    return settings.artifacts_dir
-
-
 def seeded_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """``make_settings`` on an artifacts folder that already holds the bootstrap model."""
-    shutil.copytree(_seed_artifacts(), tmp_path / "artifacts", dirs_exist_ok=True)
+    # The session's bootstrap model, as the folder's fit would be with the default settings.
+    source = bootstrap_source(make_settings(tmp_path))
+    shutil.copytree(source, tmp_path / "artifacts", dirs_exist_ok=True)
     return make_settings(tmp_path, **overrides)

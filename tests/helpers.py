@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -11,6 +13,7 @@ import httpx
 import numpy as np
 
 from app.events import EventBatch
+from app.model import FitResult, Model, bootstrap_training_data, fit_model, model_from_arrays
 from app.schemas.training import JobStatus
 
 T = TypeVar("T")
@@ -19,6 +22,21 @@ T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 FINAL_STATUSES = {JobStatus.succeeded.value, JobStatus.failed.value}
 # A guard against a hung job, not a speed requirement: polls stop after this many seconds.
 JOB_GIVE_UP_SECONDS = 300.0
+
+
+@functools.cache
+def _bootstrap_fit(n_estimators: int) -> FitResult:
+    return fit_model(bootstrap_training_data(), {"n_estimators": n_estimators}, 20)
+
+
+def bootstrap_data_model(version: str, n_estimators: int) -> Model:
+    """``fit_model(bootstrap_training_data(), {"n_estimators": n_estimators}, 20)`` as a Model.
+
+    fit_model is a pure function of its inputs, so each fit is done once per session (~2 s each)
+    and every caller gets a Model of its own, rebuilt from copies of the fitted arrays."""
+    result = _bootstrap_fit(n_estimators)
+    arrays = {name: array.copy() for name, array in result.arrays.items()}
+    return model_from_arrays(version, arrays, copy.deepcopy(result.description))
 
 
 def at(seconds: float) -> str:

@@ -15,6 +15,8 @@ module writes every batch's answers to a file, so that two versions of ``app`` c
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import hashlib
 import logging
 import sys
@@ -28,7 +30,7 @@ import numpy as np
 from app.detectors.base import MethodOutput, OneOutput, ScoringContext
 from app.engine import ScoringEngine
 from app.events import parse_events
-from app.model import Model, bootstrap_training_data, fit_model, model_from_arrays
+from app.model import FitResult, Model, bootstrap_training_data, fit_model, model_from_arrays
 from app.schemas.columns import columns_of
 from app.settings import Settings
 
@@ -84,11 +86,18 @@ def events_of(rng: np.random.Generator, start: int, n: int, services: int) -> li
     return raw
 
 
+@functools.cache
+def _fit(seed: int) -> FitResult:
+    # fit_model is a pure function of its inputs: the test's engines (and the swap to seed + 1,
+    # which is the next case's seed) can share one fit per seed. ~2 s each otherwise.
+    return fit_model(bootstrap_training_data(seed), {"n_estimators": 20, "random_state": seed}, 20)
+
+
 def model(seed: int) -> Model:
-    result = fit_model(
-        bootstrap_training_data(seed), {"n_estimators": 20, "random_state": seed}, 20
-    )
-    return model_from_arrays(f"test-{seed}", result.arrays, result.description)
+    """A Model of its own (rebuilt from copies of the fitted arrays) for each engine."""
+    result = _fit(seed)
+    arrays = {name: array.copy() for name, array in result.arrays.items()}
+    return model_from_arrays(f"test-{seed}", arrays, copy.deepcopy(result.description))
 
 
 def settings(folder: Path, small: bool) -> Settings:

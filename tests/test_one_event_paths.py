@@ -37,7 +37,6 @@ from app.detectors.sequence import SequenceDetector
 from app.engine import ScoringEngine
 from app.events import EventBatch, parse_events
 from app.features import expected_latency_z, feature_matrix
-from app.model import bootstrap_training_data, fit_model, model_from_arrays
 from app.one_event import (
     SURELY_LEVEL_0,
     _surprise_levels,
@@ -49,7 +48,7 @@ from app.one_event import (
 from app.repeats import AlarmRepeats
 from app.schemas.events import LogEvent
 from tests.conftest import make_settings
-from tests.helpers import sliced
+from tests.helpers import bootstrap_data_model, sliced
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -116,10 +115,7 @@ def test_tail_calibrator_rarity_of_one_score_equals_the_batch(
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> ScoringEngine:
     tmp_path: Path = tmp_path_factory.mktemp("one-event")
-    result = fit_model(bootstrap_training_data(), {"n_estimators": 37}, 20)
-    return ScoringEngine(
-        make_settings(tmp_path), model_from_arrays("t-1", result.arrays, result.description)
-    )
+    return ScoringEngine(make_settings(tmp_path), bootstrap_data_model("t-1", 37))
 
 
 def _events(n: int, seed: int) -> list[dict[str, Any]]:
@@ -395,8 +391,7 @@ def test_one_event_answer_is_the_rendered_one(
 ) -> None:
     """ScoringEngine.score_one's dict is what reading back ``_render``'s JSON gives, and its
     JSON those bytes, event after event (a method failing now and then included)."""
-    result = fit_model(bootstrap_training_data(), {"n_estimators": 37}, 20)
-    model = model_from_arrays("t-1", result.arrays, result.description)
+    model = bootstrap_data_model("t-1", 37)
     settings_ = make_settings(tmp_path, max_services=max_services)
     fused, rendered = ScoringEngine(settings_, model), ScoringEngine(settings_, model)
     original, original_one = SequenceDetector.rarity, SequenceDetector.rarity_one

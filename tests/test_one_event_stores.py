@@ -22,7 +22,7 @@ from app.baselines import BaselineStore, SeedBaseline
 from app.engine import ScoringEngine
 from app.events import EventBatch
 from app.forecasts import ForecastStore
-from app.model import bootstrap_training_data, fit_model, model_from_arrays
+from app.model import fit_model, model_from_arrays
 from app.patterns import PatternStore
 from app.records import RecordStore
 from app.schemas.events import Level, LogEvent
@@ -31,6 +31,7 @@ from app.templates import TemplateStore
 from app.training_data import TrainingData
 from app.windows import WindowStore
 from tests.conftest import make_settings
+from tests.helpers import bootstrap_data_model
 from tests.test_store_equivalence import messages_of, state_of, streams
 
 
@@ -204,8 +205,7 @@ def test_answers_through_the_one_event_paths_are_the_batch_paths(
     settings_ = make_settings(
         tmp_path, max_services=max_services, template_max=10, sequence_max_contexts=16
     )
-    fitted = fit_model(bootstrap_training_data(), {"n_estimators": 20}, 20)
-    model = model_from_arrays("t-1", fitted.arrays, fitted.description)
+    model = bootstrap_data_model("t-1", 20)
     fast, slow = ScoringEngine(settings_, model), ScoringEngine(settings_, model)
     stores = slow
     stores.baselines.observe_one = stores.baselines.observe  # type: ignore[method-assign]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from app.schemas import ScoreResult
+
+pytestmark = pytest.mark.first_start  # the bootstrap fit of a fresh install, not a session copy
 
 
 async def test_fresh_service_is_ready_and_scores(client: httpx.AsyncClient) -> None:

@@ -32,11 +32,12 @@ from app.detectors.calibration import (
 from app.detectors.templates import TemplateDetector
 from app.engine import ONE_BY_ONE_UP_TO, ScoringEngine
 from app.events import EventBatch, parse_events
-from app.model import TrainingData, bootstrap_training_data, fit_model, model_from_arrays
+from app.model import TrainingData
 from app.schemas.columns import read_batch
 from app.schemas.events import Level, LogEvent
 from app.settings import Settings
 from tests.conftest import RunningApp, make_settings
+from tests.helpers import bootstrap_data_model
 
 PROBLEM = "application/problem+json"
 
@@ -130,9 +131,7 @@ async def test_valid_json_with_charset_and_aliases_scores(client: httpx.AsyncCli
 
 def _engine(tmp_path: Path) -> ScoringEngine:
     settings: Settings = make_settings(tmp_path)
-    result = fit_model(bootstrap_training_data(), {"n_estimators": 20}, 20)
-    model = model_from_arrays("test-1", result.arrays, result.description)
-    return ScoringEngine(settings, model)
+    return ScoringEngine(settings, bootstrap_data_model("test-1", 20))
 
 
 def _stream(n: int, services: int) -> list[LogEvent]:

@@ -38,7 +38,7 @@ async def _client(tmp_path: Path) -> AsyncGenerator[httpx.AsyncClient, None]:
 
 @pytest.fixture
 async def two_clients(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    # Two services on one artifacts folder: the second serves the model the first bootstrapped,
+    # Two services on one artifacts folder: the second serves the model the first started with,
     # each with its own online state.
     one = _client(tmp_path)
     two = _client(tmp_path)
