@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from app.compiled import compile_kernel
+from app.compiled import compile_kernel, pairwise_sum
 from app.keyed import (
     KEYS_LIVE,
     find,
@@ -82,8 +82,6 @@ _ENTRIES_USED, _ENTRIES_FREE, _ENTRIES_LIVE = range(3, 6)
 _META_FIELDS = 7
 # Most an event adds: a unigram counter, two contexts, a counter in each (five keys).
 _NEW_CONTEXTS, _NEW_ENTRIES, _NEW_KEYS = 2, 3, 5
-# numpy's pairwise summation leaves (``np.add.reduce`` of a contiguous float64 array).
-_PAIRWISE_BLOCK = 128
 
 
 class _Counts:
@@ -259,80 +257,6 @@ _reset_row = (
 )
 
 
-def _pairwise_sum_python(values: FloatArray, count: int) -> float:
-    """``values[:count].sum()`` exactly as numpy adds (its pairwise summation: blocks of at most
-    ``_PAIRWISE_BLOCK`` in eight running sums, larger spans halved at a multiple of eight), so
-    the tail mass is the same double the plain model's numpy sum gave."""
-    # The halving recursion, walked with an explicit stack (a compiled kernel cannot call
-    # itself by name): each frame is a span and how far it got; results pass up in ``result``.
-    starts = np.empty(64, dtype=np.int64)
-    lengths = np.empty(64, dtype=np.int64)
-    stages = np.empty(64, dtype=np.int64)
-    lefts = np.empty(64, dtype=np.float64)
-    top = 0
-    starts[0] = 0
-    lengths[0] = count
-    stages[0] = 0
-    result = 0.0
-    while top >= 0:
-        start, length = starts[top], lengths[top]
-        if length < 8:
-            total = 0.0
-            for i in range(start, start + length):
-                total += values[i]
-            result = total
-            top -= 1
-        elif length <= _PAIRWISE_BLOCK:
-            r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
-            r4, r5, r6, r7 = (
-                values[start + 4], values[start + 5], values[start + 6], values[start + 7]
-            )  # fmt: skip
-            i = 8
-            whole = length - length % 8
-            while i < whole:
-                at = start + i
-                r0 += values[at]
-                r1 += values[at + 1]
-                r2 += values[at + 2]
-                r3 += values[at + 3]
-                r4 += values[at + 4]
-                r5 += values[at + 5]
-                r6 += values[at + 6]
-                r7 += values[at + 7]
-                i += 8
-            total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-            while i < length:
-                total += values[start + i]
-                i += 1
-            result = total
-            top -= 1
-        else:
-            half = length // 2
-            half -= half % 8
-            if stages[top] == 0:
-                stages[top] = 1
-                top += 1
-                starts[top] = start
-                lengths[top] = half
-                stages[top] = 0
-            elif stages[top] == 1:
-                stages[top] = 2
-                lefts[top] = result
-                top += 1
-                starts[top] = start + half
-                lengths[top] = length - half
-                stages[top] = 0
-            else:
-                result = lefts[top] + result
-                top -= 1
-    return result
-
-
-_pairwise_sum = (
-    compile_kernel(_pairwise_sum_python, "float64(float64[::1], int64)") or _pairwise_sum_python
-)
-
-
 def _backoff_python(
     row: int,
     single: int,
@@ -441,7 +365,7 @@ def _backoff_python(
     out[1, i] = p
     if rank > top_k:
         # Mass of templates at most as likely, plus all never-seen ones.
-        mass = _pairwise_sum(values, below) + unseen
+        mass = pairwise_sum(values, below) + unseen
         out[0, i] = mass if mass < 1.0 else 1.0
 
 

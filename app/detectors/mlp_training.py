@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from app.compiled import pairwise_sum
 from app.detectors.compiled import compile_kernel
 
 FloatArray = npt.NDArray[np.float64]
@@ -50,8 +51,6 @@ EPSILON = 1e-8
 TOL = 1e-4
 N_ITER_NO_CHANGE = 10
 MAX_BATCH_SIZE = 200
-# The longest column _column_sums sums as numpy does (two of numpy's blocks of 128 at most).
-MAX_PAIRWISE = 248
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +66,7 @@ class TrainedNetwork:
 def _column_sums(matrix: FloatArray, out: FloatArray) -> None:
     """``np.sum(matrix, axis=0)`` of a C-ordered matrix in numpy's order: with two columns or more
     numpy's inner loop runs across a row, so the rows are added one after the other from the
-    first; one column is a contiguous reduction, which numpy sums pairwise (``pairwise_sum``:
-    one by one below 8 values, else eight running sums combined in pairs and the rest one by one,
-    in blocks of up to 128 whose sums are added; two blocks cover ``MAX_PAIRWISE`` rows)."""
+    first; one column is a contiguous reduction, which numpy sums pairwise (``pairwise_sum``)."""
     rows, columns = matrix.shape
     if columns > 1:
         for j in range(columns):
@@ -78,48 +75,7 @@ def _column_sums(matrix: FloatArray, out: FloatArray) -> None:
             for j in range(columns):
                 out[j] += matrix[r, j]
         return
-    values = matrix.reshape(rows)
-    first_block = rows
-    if rows > 128:
-        first_block = rows // 2
-        first_block -= first_block % 8
-    result = 0.0
-    block_start = 0
-    while block_start < rows:
-        count = first_block if block_start == 0 else rows - first_block
-        if count < 8:
-            total = 0.0
-            for i in range(count):
-                total += values[block_start + i]
-        else:
-            r0 = values[block_start]
-            r1 = values[block_start + 1]
-            r2 = values[block_start + 2]
-            r3 = values[block_start + 3]
-            r4 = values[block_start + 4]
-            r5 = values[block_start + 5]
-            r6 = values[block_start + 6]
-            r7 = values[block_start + 7]
-            whole = count - count % 8
-            i = 8
-            while i < whole:
-                at = block_start + i
-                r0 += values[at]
-                r1 += values[at + 1]
-                r2 += values[at + 2]
-                r3 += values[at + 3]
-                r4 += values[at + 4]
-                r5 += values[at + 5]
-                r6 += values[at + 6]
-                r7 += values[at + 7]
-                i += 8
-            total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-            while i < count:
-                total += values[block_start + i]
-                i += 1
-        result = total if block_start == 0 else result + total
-        block_start += count
-    out[0] = result
+    out[0] = pairwise_sum(matrix.reshape(rows), rows)
 
 
 _column_sums = compile_kernel(_column_sums, "void(float64[:, ::1], float64[::1])") or _column_sums
@@ -433,10 +389,7 @@ def train_network(
     if chosen == "compiled":
         if not COMPILED_AVAILABLE:
             raise RuntimeError("the compiled trainer needs numba, which is not installed")
-        if not hidden or min(hidden) < 1 or y.shape[1] > MAX_PAIRWISE:
-            raise ValueError(
-                "the compiled trainer takes one hidden layer or more, none empty, and at most "
-                f"{MAX_PAIRWISE} outputs"
-            )
+        if not hidden or min(hidden) < 1:
+            raise ValueError("the compiled trainer takes one hidden layer or more, none empty")
         return _compiled_network(x, y, hidden, max_iter, random_state)
     return _sklearn_network(x, y, hidden, max_iter, random_state)

@@ -117,7 +117,7 @@ def test_autoencoder_fit_trains_sklearns_network() -> None:
         (1, 3),
         (7, 8),
         (200, 2),
-        *((rows, 1) for rows in (1, 3, 7, 8, 9, 16, 17, 127, 128, 129, 200, 248)),
+        *((rows, 1) for rows in (1, 3, 7, 8, 9, 16, 17, 127, 128, 129, 200, 248, 250, 1000)),
     ],
 )
 def test_column_sums_are_numpys(rows: int, columns: int) -> None:

@@ -8,6 +8,7 @@ from unittest.mock import patch
 import numpy as np
 
 from app import keyed, sequences
+from app.compiled import pairwise_sum_python
 from app.sequences import MIN_SERVICE_EVENTS, SequenceStore
 from app.templates import NO_TEMPLATE, TemplateStore
 from tests.test_store_equivalence import state_of
@@ -85,7 +86,7 @@ def test_plain_python_kernels_match_the_compiled_ones() -> None:
         "take": keyed.take_python, "give": keyed.give_python,
         "link_last": keyed.link_last_python, "unlink": keyed.unlink_python,
         "least_counted": keyed.least_counted_python,
-        "_pairwise_sum": sequences._pairwise_sum_python, "_backoff": sequences._backoff_python,
+        "pairwise_sum": pairwise_sum_python, "_backoff": sequences._backoff_python,
         "_observe": sequences._observe_kernel,
     }  # fmt: skip
     rng = np.random.default_rng(3)
