@@ -39,6 +39,15 @@ def bootstrap_data_model(version: str, n_estimators: int) -> Model:
     return model_from_arrays(version, arrays, copy.deepcopy(result.description))
 
 
+def raw_rows(n: int, seed: int = 0) -> list[list[float]]:
+    """``n`` raw training rows, ``[latency_ms, level_score]``, with ~4% warnings and errors."""
+    rng = np.random.default_rng(seed)
+    latency = np.round(rng.lognormal(4.5, 0.4, n), 3)
+    level = rng.choice([0.0, 1.0, 2.0], n, p=[0.96, 0.03, 0.01])
+    table: list[list[float]] = np.column_stack([latency, level]).tolist()
+    return table
+
+
 def at(seconds: float) -> str:
     """RFC 3339 text ``seconds`` after T0."""
     return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")

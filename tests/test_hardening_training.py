@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import pytest_asyncio
 from pydantic import TypeAdapter, ValidationError
@@ -27,18 +26,10 @@ from app.training_data import TrainingData, parse_training_body
 from tests import fakes
 from tests.conftest import RunningApp, start_app
 from tests.hardening_support import seeded_settings
-from tests.helpers import assert_problem, event, wait_for_job
+from tests.helpers import assert_problem, event, raw_rows, wait_for_job
 
 JSON = {"content-type": "application/json"}
 LARGE_ROWS = 30_000  # ~0.5 MB of JSON: above OFFLOAD_BODY_BYTES
-
-
-def rows(n: int, seed: int = 0) -> list[list[float]]:
-    rng = np.random.default_rng(seed)
-    latency = np.round(rng.lognormal(4.5, 0.4, n), 3)
-    level = rng.choice([0.0, 1.0, 2.0], n, p=[0.96, 0.03, 0.01])
-    table: list[list[float]] = np.column_stack([latency, level]).tolist()
-    return table
 
 
 def large(body: dict[str, Any]) -> bytes:
@@ -65,23 +56,24 @@ async def test_a_large_body_is_validated_in_another_process(
 ) -> None:
     monkeypatch.setattr("app.trainer.parse_training_body", fakes.parse_reporting_pid)
     client = service.client
-    response = await client.post("/train", content=large({"data": rows(LARGE_ROWS)}), headers=JSON)
+    body = large({"data": raw_rows(LARGE_ROWS)})
+    response = await client.post("/train", content=body, headers=JSON)
     assert_problem(response, 422, "parsed_in_pid")
     (error,) = response.json()["errors"]
     assert int(error["msg"]) != os.getpid()
     # FastAPI reads a body without a Content-Type as JSON too: it goes the same way.
-    response = await client.post("/train", content=large({"data": rows(LARGE_ROWS)}))
+    response = await client.post("/train", content=large({"data": raw_rows(LARGE_ROWS)}))
     assert "content-type" not in response.request.headers
     assert_problem(response, 422, "parsed_in_pid")
     # A small body is validated where it arrives: the stand-in is never asked.
-    response = await client.post("/train", json={"data": rows(100)})
+    response = await client.post("/train", json={"data": raw_rows(100)})
     assert response.status_code == 202, response.text
 
 
 @module_loop
 async def test_a_large_body_trains_on_every_row(service: RunningApp) -> None:
     client = service.client
-    body = {"data": rows(LARGE_ROWS), "parameters": {"n_estimators": 5}, "activate": False}
+    body = {"data": raw_rows(LARGE_ROWS), "parameters": {"n_estimators": 5}, "activate": False}
     response = await client.post("/train", content=large(body), headers=JSON)
     assert response.status_code == 202, response.text
     job = await wait_for_job(client, response.json()["job_id"])
@@ -131,7 +123,7 @@ def _inline_errors(raw: bytes) -> list[dict[str, Any]]:
 async def test_bad_large_bodies_are_422_naming_the_field(
     service: RunningApp, mutate: Any, field: str
 ) -> None:
-    body: dict[str, Any] = {"data": rows(LARGE_ROWS)}
+    body: dict[str, Any] = {"data": raw_rows(LARGE_ROWS)}
     mutate(body)
     raw = large(body)
     response = await service.client.post("/train", content=raw, headers=JSON)
@@ -157,7 +149,7 @@ async def test_a_dead_parser_falls_back_to_validating_here(
 ) -> None:
     monkeypatch.setattr("app.trainer.parse_training_body", fakes.parse_dying_in_worker)
     client = service.client
-    body = {"data": rows(LARGE_ROWS), "parameters": {"n_estimators": 5}, "activate": False}
+    body = {"data": raw_rows(LARGE_ROWS), "parameters": {"n_estimators": 5}, "activate": False}
     response = await client.post("/train", content=large(body), headers=JSON)
     assert response.status_code == 202, response.text
     job = await wait_for_job(client, response.json()["job_id"])
@@ -170,15 +162,15 @@ async def test_too_many_rows_times_trees_is_422(service: RunningApp) -> None:
     client = service.client
     # The fixture allows 200,000 row-trees.
     response = await client.post(
-        "/train", json={"data": rows(1_000), "parameters": {"n_estimators": 201}}
+        "/train", json={"data": raw_rows(1_000), "parameters": {"n_estimators": 201}}
     )
     assert_problem(response, 422, "parameters.n_estimators")
     assert "train_max_row_trees" in response.json()["detail"]
     # With the default of 100 trees, 2,001 rows are too many as well.
-    response = await client.post("/train", json={"data": rows(2_001)})
+    response = await client.post("/train", json={"data": raw_rows(2_001)})
     assert_problem(response, 422, "parameters.n_estimators")
     response = await client.post(
-        "/train", json={"data": rows(1_000), "parameters": {"n_estimators": 200}}
+        "/train", json={"data": raw_rows(1_000), "parameters": {"n_estimators": 200}}
     )
     assert response.status_code == 202, response.text
 
@@ -188,7 +180,7 @@ async def test_a_fit_past_the_timeout_fails_and_the_worker_goes_on(tmp_path: Pat
     settings = seeded_settings(tmp_path, train_timeout_seconds=0.001)
     async for running in start_app(settings):
         client = running.client
-        response = await client.post("/train", json={"data": rows(500)})
+        response = await client.post("/train", json={"data": raw_rows(500)})
         assert response.status_code == 202, response.text
         job = await wait_for_job(client, response.json()["job_id"])
         assert job["status"] == "failed"
@@ -197,7 +189,7 @@ async def test_a_fit_past_the_timeout_fails_and_the_worker_goes_on(tmp_path: Pat
         trainer = running.app.state.insighthub.trainer
         workers = set(trainer._fit_pools[0]._processes)
         trainer.settings = settings.model_copy(update={"train_timeout_seconds": 600.0})
-        response = await client.post("/train", json={"data": rows(500)})
+        response = await client.post("/train", json={"data": raw_rows(500)})
         job = await wait_for_job(client, response.json()["job_id"])
         assert job["status"] == "succeeded", job
         assert set(trainer._fit_pools[0]._processes) == workers  # the same worker process
@@ -222,12 +214,12 @@ async def test_a_fit_stuck_past_the_timeout_is_killed_and_scoring_goes_on(
             # (15 s did, and the test waited all of it for the kill).
             patch.setattr("app.trainer.fit_model", fakes.failing_fit)
             monkeypatch.setattr(trainer, "watchdog_grace_seconds", 600.0)
-            warm = (await client.post("/train", json={"data": rows(500)})).json()
+            warm = (await client.post("/train", json={"data": raw_rows(500)})).json()
             assert (await wait_for_job(client, warm["job_id"]))["status"] == "failed"
         monkeypatch.setattr(trainer, "watchdog_grace_seconds", 5.0)
         with monkeypatch.context() as patch:
             patch.setattr("app.trainer.fit_model", fakes.hanging_fit)
-            stuck = (await client.post("/train", json={"data": rows(500)})).json()
+            stuck = (await client.post("/train", json={"data": raw_rows(500)})).json()
             for _ in range(1000):  # "running": the stand-in has been handed to the worker
                 if (await client.get(f"/train/{stuck['job_id']}")).json()["status"] == "running":
                     break
@@ -235,7 +227,7 @@ async def test_a_fit_stuck_past_the_timeout_is_killed_and_scoring_goes_on(
         (pool,) = [p for p in trainer._fit_pools if p is not None]
         # The stuck fit's limits are set; the job queued behind it gets room for a real fit.
         trainer.settings = settings.model_copy(update={"train_timeout_seconds": 600.0})
-        queued = await client.post("/train", json={"data": rows(500, 1), "activate": False})
+        queued = await client.post("/train", json={"data": raw_rows(500, 1), "activate": False})
         assert (await client.get(f"/train/{queued.json()['job_id']}")).json()["status"] == "queued"
         scored = await client.post("/score", json=event())
         assert scored.status_code == 200  # scoring goes on while the fit hangs
@@ -268,7 +260,7 @@ def _quick_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> F
 
 
 def test_fit_model_within_stops_a_running_fit_and_disarms_after() -> None:
-    data = TrainingData.from_raw_rows(rows(10))
+    data = TrainingData.from_raw_rows(raw_rows(10))
     with pytest.raises(TrainingTimeout, match=r"0\.05 s limit"):
         fit_model_within(0.05, _slow_fit, data, {}, 0)
     assert fit_model_within(0.05, _quick_fit, data, {}, 0).description == {"fitted": True}
@@ -276,7 +268,7 @@ def test_fit_model_within_stops_a_running_fit_and_disarms_after() -> None:
 
 
 def test_parse_training_body_returns_arrays_or_errors() -> None:
-    parsed = parse_training_body(json.dumps({"data": rows(60), "activate": False}).encode())
+    parsed = parse_training_body(json.dumps({"data": raw_rows(60), "activate": False}).encode())
     assert not isinstance(parsed, list)
     assert len(parsed.data) == 60
     assert parsed.field == "data"

@@ -29,7 +29,7 @@ from app.training_data import (
 from tests import fakes
 from tests.conftest import RunningApp, start_app
 from tests.hardening_support import seeded_settings
-from tests.helpers import assert_problem, wait_for_job
+from tests.helpers import assert_problem, raw_rows, wait_for_job
 
 JSON = {"content-type": "application/json"}
 LARGE_ROWS = 30_000  # ~0.5 MB of JSON: above OFFLOAD_BODY_BYTES
@@ -37,16 +37,8 @@ LARGE_ROWS = 30_000  # ~0.5 MB of JSON: above OFFLOAD_BODY_BYTES
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
-def rows(n: int, seed: int = 0) -> list[list[float]]:
-    rng = np.random.default_rng(seed)
-    latency = np.round(rng.lognormal(4.5, 0.4, n), 3)
-    level = rng.choice([0.0, 1.0, 2.0], n, p=[0.96, 0.03, 0.01])
-    table: list[list[float]] = np.column_stack([latency, level]).tolist()
-    return table
-
-
 def large_body(**extra: Any) -> bytes:
-    raw = json.dumps({"data": rows(LARGE_ROWS), **extra}).encode()
+    raw = json.dumps({"data": raw_rows(LARGE_ROWS), **extra}).encode()
     assert len(raw) >= OFFLOAD_BODY_BYTES
     return raw
 
@@ -88,7 +80,7 @@ def test_logs_read_back_as_written_and_the_file_goes(tmp_path: Path) -> None:
 
 
 def test_raw_rows_read_back_as_written(tmp_path: Path) -> None:
-    data = TrainingData.from_raw_rows(rows(1_000))
+    data = TrainingData.from_raw_rows(raw_rows(1_000))
     handle = spool(data, str(tmp_path / ".tmp-train-raw.npz"))
     loaded = handle.load()
     assert_same(loaded, data)

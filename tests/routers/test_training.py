@@ -25,6 +25,7 @@ from tests.helpers import (
     active_version,
     assert_problem,
     event,
+    raw_rows,
     stored_versions,
     wait_for_job,
 )
@@ -42,14 +43,6 @@ async def service(
         yield running
 
 
-def rows(n: int, seed: int = 0) -> list[list[float]]:
-    rng = np.random.default_rng(seed)
-    latency = np.round(rng.lognormal(4.5, 0.4, n), 3)
-    level = rng.choice([0.0, 1.0, 2.0], n, p=[0.96, 0.03, 0.01])
-    table: list[list[float]] = np.column_stack([latency, level]).tolist()
-    return table
-
-
 def events(n: int, services: int = 3, seed: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     medians = np.geomspace(2.0, 5000.0, services)
@@ -65,7 +58,7 @@ def events(n: int, services: int = 3, seed: int = 0) -> list[dict[str, Any]]:
 async def test_train_on_raw_rows(service: RunningApp) -> None:
     client = service.client
     before = await active_version(client)
-    response = await client.post("/train", json={"data": rows(500)})
+    response = await client.post("/train", json={"data": raw_rows(500)})
     assert response.status_code == 202
     accepted = response.json()
     assert set(accepted) == {"job_id", "status"}
@@ -135,7 +128,7 @@ async def test_train_without_activation_keeps_serving_the_old_version(
 ) -> None:
     client = service.client
     before = await active_version(client)
-    response = await client.post("/train", json={"data": rows(200, 5), "activate": False})
+    response = await client.post("/train", json={"data": raw_rows(200, 5), "activate": False})
     job = await wait_for_job(client, response.json()["job_id"])
     assert job["status"] == "succeeded"
     assert job["model_version"] in await stored_versions(client)
@@ -148,7 +141,7 @@ async def test_unknown_job_is_404(service: RunningApp) -> None:
     assert "0123456789abcdef" in response.json()["detail"]
 
 
-ENOUGH = rows(60)
+ENOUGH = raw_rows(60)
 BAD_TRAIN_BODIES: list[tuple[str, Any, str | None]] = [
     ("both sources", {"data": ENOUGH, "logs": events(60)}, "exactly one"),
     ("neither source", {}, "exactly one"),
@@ -214,13 +207,13 @@ async def test_a_small_body_has_its_rows_checked_once(
 
     monkeypatch.setattr("app.schemas.training.check_raw_rows", counting)
     client = service.client
-    response = await client.post("/train", json={"data": rows(80), "activate": False})
+    response = await client.post("/train", json={"data": raw_rows(80), "activate": False})
     assert response.status_code == 202, response.text
     assert checked == [80]
     job = await wait_for_job(client, response.json()["job_id"])
     assert job["status"] == "succeeded", job
     checked.clear()
-    response = await client.post("/train", json={"data": [*rows(80), [10.0, 7.0]]})
+    response = await client.post("/train", json={"data": [*raw_rows(80), [10.0, 7.0]]})
     assert_problem(response, 422, "data[80][1]")
     assert checked == [81]
 
@@ -254,7 +247,7 @@ async def test_failed_training_job_leaves_the_active_model_serving(
     before_active = await active_version(client)
     before_versions = await stored_versions(client)
     monkeypatch.setattr("app.trainer.fit_model", fakes.failing_fit)
-    response = await client.post("/train", json={"data": rows(100)})
+    response = await client.post("/train", json={"data": raw_rows(100)})
     assert response.status_code == 202
     job = await wait_for_job(client, response.json()["job_id"])
     assert job["status"] == "failed"
@@ -276,14 +269,14 @@ async def test_dead_training_worker_fails_the_job_and_the_pool_recovers(
     before_active = await active_version(client)
     with monkeypatch.context() as patch:
         patch.setattr("app.trainer.fit_model", fakes.dying_fit)
-        response = await client.post("/train", json={"data": rows(100)})
+        response = await client.post("/train", json={"data": raw_rows(100)})
         job = await wait_for_job(client, response.json()["job_id"])
     assert job["status"] == "failed"
     assert "died" in job["error"]
     assert await active_version(client) == before_active
     assert (await client.post("/score", json=event())).status_code == 200
     # The next job gets a fresh worker pool and succeeds.
-    response = await client.post("/train", json={"data": rows(100, 9)})
+    response = await client.post("/train", json={"data": raw_rows(100, 9)})
     job = await wait_for_job(client, response.json()["job_id"])
     assert job["status"] == "succeeded", job
     assert await active_version(client) == job["model_version"]
