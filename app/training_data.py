@@ -136,10 +136,7 @@ def spool(data: TrainingData, path: str) -> SpooledTrainingData:
 
 def discard(path: str | Path) -> None:
     """Remove a spooled file if it is still there."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    Path(path).unlink(missing_ok=True)
 
 
 def _packed_strings(strings: list[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
