@@ -6,7 +6,8 @@ time and latency while a 1M-row fit runs, polling the job's status as (e) does. 
 slower than a multiple of the idle p99 are then placed against the job's phases, read from the
 service itself: parsing (the POST /train until its 202), the fit in the worker process (until
 the version's manifest was stamped, ``created_at``), the publish (save, activate and swap, until
-the job finished), and whether a status poll was under way.
+the job finished), and whether a status poll was under way. The idle parts around each fit
+poll a finished job at the same rate, so idle and fit differ only by the fit.
 
     python -m bench.fit_trace [--rounds 3] [--factor 1.5]
 
@@ -88,14 +89,14 @@ def trace(rounds: int, factor: float) -> None:
         client = httpx.Client(base_url=service.url, timeout=120)
         port = int(service.url.rsplit(":", 1)[1])
         small = [[float(v), 0.0] for v in rng.lognormal(4, 0.5, 2000)]
-        _poll(client, client.post("/train", json={"data": small, "activate": False}).json())
+        warm = _poll(client, client.post("/train", json={"data": small, "activate": False}).json())
         for round_ in range(rounds):
             stop, out = folder / f"stop-{round_}", folder / f"requests-{round_}.json"
             command = [sys.executable, "-m", "bench.fit_trace", "--client", str(port)]
             command += [str(bodies_path), str(out), str(stop)]
             loader = subprocess.Popen(command)
             try:
-                time.sleep(3.0)  # idle part
+                _poll_idle(client, warm["job_id"], 3.0)  # idle part, polled as the fit is
                 posted = time.time()
                 accepted = client.post(
                     "/train", content=body, headers={"content-type": "application/json"}
@@ -104,7 +105,7 @@ def trace(rounds: int, factor: float) -> None:
                 polls: list[tuple[float, float]] = []
                 job = _poll(client, accepted, polls)
                 manifest = client.get("/models").json()
-                time.sleep(3.0)
+                _poll_idle(client, warm["job_id"], 3.0)
             finally:
                 stop.touch()
                 loader.wait(60)
@@ -130,6 +131,15 @@ def _poll(
             return job
         time.sleep(POLL_SECONDS)
     raise RuntimeError("training job not done within 150 s")
+
+
+def _poll_idle(client: httpx.Client, job_id: str, seconds: float) -> None:
+    """Poll a finished job's status for ``seconds``: the idle parts then differ from the fit's
+    only by the fit, not by the polls' own cost."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        client.get(f"/train/{job_id}").raise_for_status()
+        time.sleep(POLL_SECONDS)
 
 
 def _report(
