@@ -27,6 +27,7 @@ from app.metrics import Metrics
 from app.metrics import router as metrics_router
 from app.middleware import GuardMiddleware, Shortcut
 from app.model_store import ModelStore
+from app.pausing import TrainingPause
 from app.routers import health, models, scoring, stats, training
 from app.security import KeyChecker, RequireApiKey
 from app.settings import Settings
@@ -48,6 +49,9 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     chosen = settings or Settings()
+    # Shared by the guard, which counts the requests being served, and the trainer, which
+    # registers its processes: while any request is served, they stand still.
+    pause = TrainingPause(enabled=chosen.train_pause_while_serving)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # moves it out of the collector's generations, so full collections stop re-scanning
         # ~200k objects: that took a third of the time of scoring a batch of 1,000 events.
         gc.freeze()
-        trainer = Trainer(chosen, store, engine)
+        trainer = Trainer(chosen, store, engine, pause)
         app.state.insighthub = ServiceState(chosen, store, engine, trainer)
         log.info("serving model %s from %s", model.version, store.root)
         try:
@@ -89,12 +93,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ("POST", "/score"): scoring.ScoreShortcut(app),
         ("POST", "/score/batch"): scoring.BatchShortcut(app),
     }
-    install_guards(app, chosen, shortcuts)
+    install_guards(app, chosen, shortcuts, pause)
     return app
 
 
 def install_guards(
-    app: FastAPI, settings: Settings, shortcuts: Mapping[tuple[str, str], Shortcut] | None = None
+    app: FastAPI,
+    settings: Settings,
+    shortcuts: Mapping[tuple[str, str], Shortcut] | None = None,
+    pause: TrainingPause | None = None,
 ) -> None:
     """API key, body and concurrency limits, metrics, CORS, and the OpenAPI that declares them."""
     metrics = Metrics()
@@ -110,6 +117,7 @@ def install_guards(
         keys=app.state.key_checker,
         metrics=metrics,
         shortcuts=shortcuts,
+        pause=pause,
     )
     if settings.cors_origins:
         # Outside the guard, so preflights are answered and a 401 still carries CORS headers.

@@ -86,6 +86,25 @@ class _ServiceCollector(Collector):
         for status, count in sorted(getattr(state.trainer, "job_outcomes", {}).items()):
             jobs.add_metric([str(status)], count)
         yield jobs
+        pause = getattr(state.trainer, "pause", None)
+        if pause is not None and pause.enabled:
+            yield CounterMetricFamily(
+                "insighthub_training_pauses",
+                "Times the training processes were stopped because a request was being served "
+                "(train_pause_while_serving).",
+                value=pause.pauses,
+            )
+            yield CounterMetricFamily(
+                "insighthub_training_paused_seconds",
+                "Time the training processes stood still while requests were served.",
+                value=pause.paused_seconds,
+            )
+            yield CounterMetricFamily(
+                "insighthub_training_forced_resumes",
+                "Pauses ended after 50 ms although requests were still being served, so a fit "
+                "keeps progressing under a load that never leaves the service idle.",
+                value=pause.forced_resumes,
+            )
         model = GaugeMetricFamily(
             "insighthub_model_info",
             "The model version serving (value is always 1).",

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_MEDIA_TYPE, Overloaded, PayloadTooLarge, problem_body
 from app.metrics import Metrics
+from app.pausing import TrainingPause
 from app.security import UNAUTHORIZED_DETAIL, KeyChecker, Unauthorized
 from app.settings import Settings
 
@@ -183,8 +184,10 @@ class GuardMiddleware:
         keys: KeyChecker,
         metrics: Metrics,
         shortcuts: Mapping[tuple[str, str], Shortcut] | None = None,
+        pause: TrainingPause | None = None,
     ) -> None:
         self.app = app
+        self.pause = pause or TrainingPause(enabled=False)
         self.settings = settings
         self._openapi = openapi
         self._shortcuts = dict(shortcuts or {})
@@ -209,9 +212,11 @@ class GuardMiddleware:
             self._index = RouteIndex(self._openapi(), self.settings, self._shortcuts)
         policy = self._index.policy(scope)
         watched = _WatchedSend(send)
+        self.pause.request_started()
         try:
             await self._guarded(scope, receive, watched, policy)
         finally:
+            self.pause.request_finished()
             self.metrics.observe(
                 policy.route, scope["method"], watched.status, time.perf_counter() - started_at
             )

@@ -165,6 +165,15 @@ class Settings(BaseSettings):
         "keeps busy, a confined fit gets only the idle time of its own CPUs: on a 2-core machine "
         "at load 11, train_cpus=1 did not finish a 2,000-row fit in 120 s.",
     )
+    train_pause_while_serving: bool = Field(
+        default=True,
+        description="Stop the fitting and body-parsing processes (SIGSTOP) while a request is "
+        "being served and let them go on (SIGCONT) when none is: on a small machine a fit on "
+        "another core still slows scoring on this one (shared execution units, caches, power "
+        "budget), whatever its priority. A pause lasts at most 50 ms, then the fit runs at "
+        "least 50 ms, so under a load that never leaves the service idle a fit still gets half "
+        "the time. Not on Windows.",
+    )
 
     # Access control
     api_key: SecretStr | None = Field(

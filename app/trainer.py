@@ -11,8 +11,11 @@ stuck where the worker's own timeout cannot reach it, and its process is killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 import uuid
 import weakref
 from collections import Counter, OrderedDict
@@ -25,6 +28,7 @@ from typing import Any
 from app.engine import ScoringEngine
 from app.model import Model, fit_model
 from app.model_store import ModelStore, PackedFit, fit_and_pack
+from app.pausing import TrainingPause
 from app.schemas.training import JobStatus, TrainingJob
 from app.settings import Settings
 from app.training_data import (
@@ -75,8 +79,15 @@ class Trainer:
     # worker. A class attribute: tests shorten it.
     watchdog_grace_seconds: float = 30.0
 
-    def __init__(self, settings: Settings, store: ModelStore, engine: ScoringEngine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore,
+        engine: ScoringEngine,
+        pause: TrainingPause | None = None,
+    ) -> None:
         self.settings = settings
+        self.pause = pause or TrainingPause(enabled=False)
         self.store = store
         self.engine = engine
         # One single-process pool per concurrent fit (train_workers of them): a stuck fit's
@@ -111,11 +122,16 @@ class Trainer:
         memory), the body is validated here instead: slower for the loop, but no request is lost
         to it."""
         path = str(self.store.root / f".tmp-train-{uuid.uuid4().hex}.npz")
-        parsing: Future[TrainingInput | list[dict[str, Any]]] = self._parser().submit(
+        parser = self._parser()
+        parsing: Future[TrainingInput | list[dict[str, Any]]] = parser.submit(
             parse_training_body, raw, path
         )
         try:
-            parsed = await asyncio.wrap_future(parsing)
+            # This request only waits for the parser meanwhile: counted as served, it would
+            # hold the parser itself back. (The parser is forgotten before the request counts
+            # again: the pause that would start then would stop it for nothing.)
+            with self.pause.set_aside(), self.pause.watching(_pids(parser)):
+                parsed = await asyncio.wrap_future(parsing)
         except BrokenProcessPool:
             discard(path)  # whatever the dead parser had written
             if self._closing:
@@ -211,7 +227,8 @@ class Trainer:
         )
         limit = timeout + self.watchdog_grace_seconds
         try:
-            return await asyncio.wait_for(fitting, limit)
+            with self.pause.watching(_pids(pool)):
+                return await asyncio.wait_for(fitting, limit)
         except TimeoutError:
             if not fitting.cancelled():
                 raise  # the fit's own error, not the watchdog's
@@ -241,6 +258,7 @@ class Trainer:
         """Cancel every job: stop the fits' processes, then the tasks; nothing is half-written
         (workers write nothing; saves are atomic)."""
         self._closing = True
+        self.pause.release()
         pools = [*self._fit_pools, self._parse_pool]
         self._fit_pools = [None] * len(self._fit_pools)
         self._parse_pool = None
@@ -251,6 +269,14 @@ class Trainer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _pids(pool: ProcessPoolExecutor) -> list[int]:
+    """The pids of a pool's processes, started by the submit just made. ``_processes`` is
+    private, but has been there since concurrent.futures was added (3.2) and typeshed types it;
+    the pool offers no public way to them."""
+    processes = pool._processes or {}
+    return [pid for pid in processes if isinstance(pid, int)]
 
 
 def _worker_pool(workers: int, priority: str, cpus: int = 0) -> ProcessPoolExecutor:
@@ -274,6 +300,10 @@ async def _stop_pool(pool: ProcessPoolExecutor) -> None:
     # pool broken.
     for worker in workers:
         worker.terminate()
+        if worker.pid is not None and hasattr(signal, "SIGCONT"):
+            # One that a request's pause (app/pausing.py) holds would not see its SIGTERM.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGCONT)
     await asyncio.to_thread(_join_all, workers, WORKER_EXIT_SECONDS)
     _close_result_writer(pool)
     # Waiting for the manager thread also closes the pool's queues (no semaphores left for the

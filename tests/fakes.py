@@ -10,9 +10,14 @@ import multiprocessing
 import os
 import signal
 import threading
-from typing import Any, NoReturn
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.training_data import TrainingData, TrainingInput, parse_training_body
+
+if TYPE_CHECKING:
+    from app.model import FitResult
 
 INJECTED_MESSAGE = "injected failure: the fit could not converge"
 
@@ -47,3 +52,19 @@ def parse_dying_in_worker(
     if multiprocessing.parent_process() is not None:
         os._exit(137)
     return parse_training_body(raw, spool_to)
+
+
+GATE_ENVIRONMENT = "INSIGHTHUB_TEST_FIT_GATE"
+
+
+def gated_fit(data: TrainingData, parameters: dict[str, Any], warmup: int) -> FitResult:
+    """Waits (polling every few ms, as a running fit would keep being scheduled) until the file
+    named by ``INSIGHTHUB_TEST_FIT_GATE`` exists, at most a minute, then fits for real: a fit
+    that stays running for as long as a test needs it to."""
+    from app.model import fit_model
+
+    gate = Path(os.environ[GATE_ENVIRONMENT])
+    deadline = time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return fit_model(data, parameters, warmup)
