@@ -101,11 +101,25 @@ class ServiceStates(Generic[StateT]):
         its events and depend on their order: that case takes the per-event path."""
         if len(services) == 1:  # the /score path: nothing to share
             return [self.state_for(services[0])]
+        states, positions = self.distinct_states_for(services)
+        return list(map(states.__getitem__, positions.tolist()))
+
+    def distinct_states_for(self, services: Sequence[str]) -> tuple[list[StateT], IntArray]:
+        """``states_for``'s states without repeats, in order of their first events, and each
+        event's position among them: what a kernel over a batch takes, without a Python step per
+        event. A service evicted and seen again within the batch has two states, as one event at
+        a time would give it."""
         known = self._services
         index = service_index(services)
         new = sum(1 for service in index.distinct if service not in known)
         if len(known) + new > self.max_services:
-            return [self.state_for(service) for service in services]
+            each = [self.state_for(service) for service in services]
+            # States hash by identity: numbered in order of first occurrence.
+            numbers: dict[StateT, int] = {}
+            positions = np.array(
+                [numbers.setdefault(state, len(numbers)) for state in each], dtype=np.int64
+            )
+            return list(numbers), positions
         states: list[StateT] = []
         for service in index.distinct:
             state = known.get(service)
@@ -114,7 +128,7 @@ class ServiceStates(Generic[StateT]):
             states.append(state)
         for service in index.by_last_event:
             known.move_to_end(service)
-        return list(map(states.__getitem__, index.inverse.tolist()))
+        return states, index.inverse
 
 
 class ServiceSlots:
