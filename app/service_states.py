@@ -52,6 +52,36 @@ def service_index(services: Sequence[str]) -> ServiceIndex:
     return index
 
 
+def pair_index(
+    services: Sequence[str], texts: Sequence[str]
+) -> tuple[list[tuple[str, str]], IntArray]:
+    """The distinct (service, text) pairs of a batch's events in order of their first events,
+    and each event's position among them: ``dict.fromkeys(zip(services, texts))`` numbered.
+
+    A tuple's hash is not cached, and hashing and comparing a pair per event, twice, cost ~0.3 ms
+    per 1,000 events; here the services come from the batch's ``service_index`` (made once for
+    every store) and each text is hashed once (a string caches its hash), and the pairs are
+    numbered by numpy on integer keys."""
+    if not services:
+        return [], np.zeros(0, dtype=np.int64)
+    index = service_index(services)
+    text_codes = {text: code for code, text in enumerate(dict.fromkeys(texts))}
+    distinct_texts = list(text_codes)
+    width = len(distinct_texts)
+    keys = index.inverse * width + np.array(list(map(text_codes.__getitem__, texts)), np.int64)
+    distinct_keys, first_events, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    # np.unique numbers the keys in sorted order: renumbered in order of their first events.
+    by_first_event = np.argsort(first_events)
+    positions = np.empty_like(by_first_event)
+    positions[by_first_event] = np.arange(by_first_event.size)
+    pairs = [
+        (index.distinct[key // width], distinct_texts[key % width])
+        for key in distinct_keys[by_first_event].tolist()
+    ]
+    codes: IntArray = positions[inverse]
+    return pairs, codes
+
+
 class ServiceStates(Generic[StateT]):
     """State objects of at most ``max_services`` services; the least recently seen is evicted.
 
@@ -114,12 +144,13 @@ class ServiceStates(Generic[StateT]):
         new = sum(1 for service in index.distinct if service not in known)
         if len(known) + new > self.max_services:
             each = [self.state_for(service) for service in services]
-            # States hash by identity: numbered in order of first occurrence.
-            numbers: dict[StateT, int] = {}
+            # Numbered by identity (a state need not be hashable), in order of first occurrence.
+            numbers: dict[int, int] = {}
             positions = np.array(
-                [numbers.setdefault(state, len(numbers)) for state in each], dtype=np.int64
+                [numbers.setdefault(id(state), len(numbers)) for state in each], dtype=np.int64
             )
-            return list(numbers), positions
+            distinct = dict(zip(map(id, each), each, strict=True))
+            return [distinct[key] for key in numbers], positions
         states: list[StateT] = []
         for service in index.distinct:
             state = known.get(service)
