@@ -138,7 +138,8 @@ class ServiceStates(Generic[StateT]):
         """``states_for``'s states without repeats, in order of their first events, and each
         event's position among them: what a kernel over a batch takes, without a Python step per
         event. A service evicted and seen again within the batch has two states, as one event at
-        a time would give it."""
+        a time would give it. The positions may be the batch's ``service_index`` array, shared
+        by every store: read them, never write them."""
         known = self._services
         index = service_index(services)
         new = sum(1 for service in index.distinct if service not in known)
