@@ -128,7 +128,7 @@ def _columns_batch(columns: EventColumns, received_at: float | None) -> EventBat
     return EventBatch(
         services=columns.services,
         levels=columns.levels,
-        level_scores=np.array([LEVEL_SCORES[level] for level in columns.levels], np.float64),
+        level_scores=columns.level_scores,
         latency_ms=columns.latency_ms,
         timestamps=np.where(np.isnan(columns.timestamps), now, columns.timestamps),
     )

@@ -52,6 +52,36 @@ def service_index(services: Sequence[str]) -> ServiceIndex:
     return index
 
 
+def pair_index(
+    services: Sequence[str], texts: Sequence[str]
+) -> tuple[list[tuple[str, str]], IntArray]:
+    """The distinct (service, text) pairs of a batch's events in order of their first events,
+    and each event's position among them: ``dict.fromkeys(zip(services, texts))`` numbered.
+
+    A tuple's hash is not cached, and hashing and comparing a pair per event, twice, cost ~0.3 ms
+    per 1,000 events; here the services come from the batch's ``service_index`` (made once for
+    every store) and each text is hashed once (a string caches its hash), and the pairs are
+    numbered by numpy on integer keys."""
+    if not services:
+        return [], np.zeros(0, dtype=np.int64)
+    index = service_index(services)
+    text_codes = {text: code for code, text in enumerate(dict.fromkeys(texts))}
+    distinct_texts = list(text_codes)
+    width = len(distinct_texts)
+    keys = index.inverse * width + np.array(list(map(text_codes.__getitem__, texts)), np.int64)
+    distinct_keys, first_events, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    # np.unique numbers the keys in sorted order: renumbered in order of their first events.
+    by_first_event = np.argsort(first_events)
+    positions = np.empty_like(by_first_event)
+    positions[by_first_event] = np.arange(by_first_event.size)
+    pairs = [
+        (index.distinct[key // width], distinct_texts[key % width])
+        for key in distinct_keys[by_first_event].tolist()
+    ]
+    codes: IntArray = positions[inverse]
+    return pairs, codes
+
+
 class ServiceStates(Generic[StateT]):
     """State objects of at most ``max_services`` services; the least recently seen is evicted.
 
@@ -101,11 +131,27 @@ class ServiceStates(Generic[StateT]):
         its events and depend on their order: that case takes the per-event path."""
         if len(services) == 1:  # the /score path: nothing to share
             return [self.state_for(services[0])]
+        states, positions = self.distinct_states_for(services)
+        return list(map(states.__getitem__, positions.tolist()))
+
+    def distinct_states_for(self, services: Sequence[str]) -> tuple[list[StateT], IntArray]:
+        """``states_for``'s states without repeats, in order of their first events, and each
+        event's position among them: what a kernel over a batch takes, without a Python step per
+        event. A service evicted and seen again within the batch has two states, as one event at
+        a time would give it. The positions may be the batch's ``service_index`` array, shared
+        by every store: read them, never write them."""
         known = self._services
         index = service_index(services)
         new = sum(1 for service in index.distinct if service not in known)
         if len(known) + new > self.max_services:
-            return [self.state_for(service) for service in services]
+            each = [self.state_for(service) for service in services]
+            # Numbered by identity (a state need not be hashable), in order of first occurrence.
+            numbers: dict[int, int] = {}
+            positions = np.array(
+                [numbers.setdefault(id(state), len(numbers)) for state in each], dtype=np.int64
+            )
+            distinct = dict(zip(map(id, each), each, strict=True))
+            return [distinct[key] for key in numbers], positions
         states: list[StateT] = []
         for service in index.distinct:
             state = known.get(service)
@@ -114,7 +160,7 @@ class ServiceStates(Generic[StateT]):
             states.append(state)
         for service in index.by_last_event:
             known.move_to_end(service)
-        return list(map(states.__getitem__, index.inverse.tolist()))
+        return states, index.inverse
 
 
 class ServiceSlots:

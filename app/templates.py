@@ -72,7 +72,7 @@ from app.keyed import (
     unlink,
 )
 from app.keyed import drop as drop_key
-from app.service_states import ServiceSlots, SlotsContainer, grown_rows
+from app.service_states import ServiceSlots, SlotsContainer, grown_rows, pair_index
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -781,9 +781,7 @@ class TemplateStore(SlotsContainer):
         levels = np.full(n, self.surge_min_level_score) if level_scores is None else level_scores
         # Each event as its distinct (service, message): tokens (a pure function of it, cached)
         # and, for texts the miner resolved before, templates are looked up once per text.
-        pairs = list(zip(services, messages, strict=True))
-        distinct = {pair: code for code, pair in enumerate(dict.fromkeys(pairs))}
-        codes = list(map(distinct.__getitem__, pairs))
+        distinct, codes = pair_index(services, messages)
         tokens_of_code = [self._tokens_of(*pair) if pair[1] else () for pair in distinct]
         miner = self.miner
         resolved = miner._cache
@@ -801,9 +799,10 @@ class TemplateStore(SlotsContainer):
             for template_id, tokens in zip(known, tokens_of_code, strict=True)
             if tokens
         ):
-            self._mine_known(events, np.array(codes, dtype=np.int64), known, tokens_of_code)
+            self._mine_known(events, codes, known, tokens_of_code)
         else:
-            events[_ID] = self._mine([tokens_of_code[code] for code in codes], events, evicted)
+            tokens = [tokens_of_code[code] for code in codes.tolist()]
+            events[_ID] = self._mine(tokens, events, evicted)
         templated = events[_ID] != NO_TEMPLATE
         if templated.all():
             events[_CODE] = self.services.row_codes(services)

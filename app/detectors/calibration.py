@@ -427,15 +427,10 @@ class OnlineRecalibration(ServiceStates[_ServiceCalibration]):
         calibrated = stacked.copy()
         # Events of one service state share a slot (a service evicted and seen again within the
         # batch has two states, as one event at a time would give it).
-        states = self.states_for(services)
-        if len(states) == 1:  # the /score path
-            unique, slots = states, _FIRST_SLOT
+        if len(services) == 1:  # the /score path
+            unique, slots = [self.state_for(services[0])], _FIRST_SLOT
         else:
-            # States hash by identity; the slots are numbered in order of first occurrence, and
-            # looked up by a map in C rather than a Python step per event.
-            unique = list(dict.fromkeys(states))
-            slot_of = {state: slot for slot, state in enumerate(unique)}
-            slots = np.fromiter(map(slot_of.__getitem__, states), dtype=np.int64, count=len(states))
+            unique, slots = self.distinct_states_for(services)
         methods = tuple(names)
         if len(unique) == 1:
             # The kernel may update the one service's counts in place: they are learned back

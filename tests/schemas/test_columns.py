@@ -116,6 +116,7 @@ def _body(draw: st.DrawFn) -> bytes:
 def _assert_same(columns: EventColumns, expected: EventColumns) -> None:
     assert columns.services == expected.services
     assert columns.levels == expected.levels
+    np.testing.assert_array_equal(columns.level_scores, expected.level_scores, strict=True)
     assert columns.messages == expected.messages
     # Exactly the same floats (NaN where absent), not merely close ones.
     np.testing.assert_array_equal(columns.latency_ms, expected.latency_ms, strict=True)
