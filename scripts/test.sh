@@ -6,4 +6,8 @@ scripts/setup.sh dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), one per core. "--dist load" hands out tests by index: the
+# schemathesis cases share one node id, which the grouping modes (loadfile, loadscope, loadgroup)
+# collapse into one. The workers share the hypothesis database (.hypothesis/): each entry is a
+# file of its own, named by its content and written atomically, so they cannot corrupt it.
+exec .venv/bin/python -m pytest -n 2 --dist load "$@"

@@ -32,7 +32,14 @@ SHARED_DATA = Path(
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"artifacts_dir": tmp_path / "artifacts", "env": "test"}
+    # Fits run niced ("low"), not in SCHED_IDLE (the default): with pytest-xdist's workers and
+    # other work keeping both cores busy, an idle-class fit may get no CPU until a test's wait
+    # for its job gives up. The tests of the idle class itself ask for it.
+    values: dict[str, Any] = {
+        "artifacts_dir": tmp_path / "artifacts",
+        "env": "test",
+        "train_priority": "low",
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -46,7 +46,8 @@ module_loop = pytest.mark.asyncio(loop_scope="module")
 async def service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningApp]:
     # One app (one parsing and one fitting process to start) for the module's tests.
     root = tmp_path_factory.mktemp("hardening-training")
-    async for running in start_app(seeded_settings(root, train_max_row_trees=200_000)):
+    settings = seeded_settings(root, train_max_row_trees=200_000, train_priority="idle")
+    async for running in start_app(settings):
         yield running
 
 
