@@ -162,9 +162,10 @@ class TrainingPause:
 
 
 def _signal(pid: int, signum: int) -> bool:
-    """False when the process is gone."""
+    """False when the process is gone, or is no longer ours to signal (its pid taken by another
+    user's process): either way it is dropped, and the request goes on."""
     try:
         os.kill(pid, signum)
-    except ProcessLookupError:
+    except OSError:
         return False
     return True

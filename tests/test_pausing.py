@@ -383,3 +383,21 @@ def test_the_setting_defaults_to_on_and_reads_the_environment(
     assert Settings().train_pause_while_serving is True
     monkeypatch.setenv("INSIGHTHUB_TRAIN_PAUSE_WHILE_SERVING", "false")
     assert Settings().train_pause_while_serving is False
+
+
+async def test_a_process_no_longer_ours_to_signal_is_dropped_without_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pid reused by another user's process: the kernel refuses the signal."""
+
+    def refuse(pid: int, signum: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("app.pausing.os.kill", refuse)
+    pause = TrainingPause(burst=60)
+    pause.watch(4242)
+    pause.request_started()
+    assert not pause.stopped
+    pause.request_finished()
+    assert pause.pauses == 0
+    assert not pause._pids
