@@ -95,13 +95,17 @@ async def test_back_to_back_requests_leave_a_fit_at_least_its_share(child: int) 
     pause = TrainingPause(paused_share=0.5, burst=0.05)
     pause.watch(child)
     started = time.monotonic()
+    requests = 0
     while time.monotonic() - started < 1.0:
         pause.request_started()
         await asyncio.sleep(0.001)  # a request being served
         pause.request_finished()
+        requests += 1
     elapsed = time.monotonic() - started
     assert pause.pauses > 10
-    assert pause.forced_resumes > 0
+    # Once the share is used up, requests are served with the fit running: whether by refusing
+    # a pause or by ending one early depends on the timing, so neither is asserted alone.
+    assert pause.pauses < requests
     # Half the wall clock, plus at most one burst's worth.
     assert pause.paused_seconds <= 0.5 * elapsed + 0.1
     await wait_state(child, stopped=False)
@@ -248,9 +252,7 @@ async def gated(
     gate = tmp_path / "gate"
     monkeypatch.setenv(fakes.GATE_ENVIRONMENT, str(gate))
     monkeypatch.setattr("app.trainer.fit_model", fakes.gated_fit)
-    # Nice 10, not SCHED_IDLE: on a machine that other work keeps busy, an idle-priority fit
-    # may wait longer than these tests do; the pause is the same either way.
-    async for running in start_app(make_settings(tmp_path, train_priority="low")):
+    async for running in start_app(make_settings(tmp_path)):
         yield running, gate
 
 
@@ -331,7 +333,7 @@ async def test_shutting_down_ends_a_fit_that_a_request_holds_stopped(
 ) -> None:
     monkeypatch.setenv(fakes.GATE_ENVIRONMENT, str(tmp_path / "never"))
     monkeypatch.setattr("app.trainer.fit_model", fakes.gated_fit)
-    async for running in start_app(make_settings(tmp_path, train_priority="low")):
+    async for running in start_app(make_settings(tmp_path)):
         _, pid = await _fit_process(running)
         pause = running.app.state.insighthub.trainer.pause
         pause.burst = 60
@@ -364,9 +366,7 @@ async def test_off_the_service_never_stops_its_fit(
 ) -> None:
     monkeypatch.setenv(fakes.GATE_ENVIRONMENT, str(tmp_path / "gate"))
     monkeypatch.setattr("app.trainer.fit_model", fakes.gated_fit)
-    async for running in start_app(
-        make_settings(tmp_path, train_priority="low", train_pause_while_serving=False)
-    ):
+    async for running in start_app(make_settings(tmp_path, train_pause_while_serving=False)):
         job_id, pid = await _fit_process(running)
         for _ in range(10):
             assert (await running.client.post("/score", json=event())).status_code == 200
