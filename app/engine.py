@@ -405,17 +405,22 @@ class ScoringEngine:
             if lstm is not None
             else None
         )
-        return ScoringContext(
-            batch,
-            features,
-            baseline,
-            window,
-            templates,
-            sequences,
-            forecasts,
-            history,
-            patterns,
-            records,
+        # tuple.__new__ in place of NamedTuple's Python-level ``__new__``, whose frame with ten
+        # arguments cost as much as the tuple (every field is given here, in field order).
+        return tuple.__new__(
+            ScoringContext,
+            (
+                batch,
+                features,
+                baseline,
+                window,
+                templates,
+                sequences,
+                forecasts,
+                history,
+                patterns,
+                records,
+            ),
         )
 
     def _method_table(self, names: tuple[str, ...]) -> _MethodTable:

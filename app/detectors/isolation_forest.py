@@ -23,6 +23,7 @@ from app.detectors.base import (
     NotFittedError,
     OneOutput,
     ScoringContext,
+    one_output,
 )
 from app.detectors.calibration import TailCalibrator
 from app.detectors.compiled import compile_kernel
@@ -409,17 +410,21 @@ class IsolationForestDetector(BatchDetector):
             score, rarity = found
         latency, z = context.batch.latency_ms.item(), context.baseline.latency_z.item()
         median = context.baseline.median_latency_ms.item()
-        return OneOutput(
-            rarity,
-            {
-                "paper_score": score,
-                "beyond_contamination_threshold": 1.0 if score > -forest.offset else 0.0,
-                "latency_ratio": (
-                    latency / median if median > MIN_MEDIAN_FOR_RATIO_MS and z == z else math.nan
-                ),
-                "latency_zscore_vs_baseline": z,
-                "level_score": context.batch.level_scores.item(),
-            },
+        return one_output(
+            (
+                rarity,
+                {
+                    "paper_score": score,
+                    "beyond_contamination_threshold": 1.0 if score > -forest.offset else 0.0,
+                    "latency_ratio": (
+                        latency / median
+                        if median > MIN_MEDIAN_FOR_RATIO_MS and z == z
+                        else math.nan
+                    ),
+                    "latency_zscore_vs_baseline": z,
+                    "level_score": context.batch.level_scores.item(),
+                },
+            )
         )
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
