@@ -51,7 +51,7 @@ from scipy.special.cython_special import bdtrc as bdtrc_one
 from scipy.special.cython_special import ndtr as ndtr_one
 
 from app.baselines import CLIPPED_VARIANCE, MIN_LOG_SCALE
-from app.compiled import TWO, compile_kernel
+from app.compiled import TWO, compile_kernel, unchecked
 from app.events import EventBatch
 from app.service_states import RowStore
 from app.windows import PRIOR_ERRORS, PRIOR_EVENTS
@@ -330,6 +330,9 @@ _compiled_observe = compile_kernel(
     " float64, float64, float64, float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays and the batch's float64
+# columns, exactly the signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 class ForecastStore(RowStore):
@@ -402,7 +405,7 @@ class ForecastStore(RowStore):
         codes = self.code_of_one(batch.services[0])
         state, seasonal, warmup_values = self.rows
         out, in_ms = self._one_out, self._one_in_ms
-        _observe(
+        _observe_one(
             codes, batch.timestamps, batch.log_latency, batch.is_error, state, seasonal,
             warmup_values, out, self.halflife, self.season_halflife, self.bucket_seconds,
             self.interval_z, TWO,

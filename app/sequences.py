@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from app.compiled import compile_kernel, pairwise_sum
+from app.compiled import compile_kernel, pairwise_sum, unchecked
 from app.keyed import (
     KEYS_LIVE,
     find,
@@ -486,6 +486,9 @@ _compiled_observe = compile_kernel(
     " int64[::1], float64[:, ::1], int64[::1], int64, int64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays, exactly the
+# signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 _EMPTY_ROW = np.array([_START, _START, 0, 0, 0, -1, -1, 0, -1, -1], dtype=np.int64)
@@ -593,7 +596,7 @@ class SequenceStore(SlotsContainer):
                 if slot >= self._rows.shape[0]:
                     self._allocate_rows()
             self._reserve(1)
-        _observe(
+        _observe_one(
             codes, ids, self._rows, self._contexts, self._entries, self._table, self._meta,
             self._one_out, self._one_ranks, self.top_k, self.max_contexts,
         )  # fmt: skip

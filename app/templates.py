@@ -58,7 +58,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import cython_special
 
-from app.compiled import TWO, compile_kernel
+from app.compiled import TWO, compile_kernel, unchecked
 from app.keyed import (
     KEYS_LIVE,
     find,
@@ -601,6 +601,9 @@ _compiled_observe = compile_kernel(
     " int64[:, ::1], float64[:, ::1], int64, float64, float64, int64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays, exactly the
+# signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 class TemplateStore(SlotsContainer):
@@ -992,7 +995,7 @@ class TemplateStore(SlotsContainer):
             self._headroom -= 1
         else:
             self._reserve(1)
-        while not _observe(
+        while not _observe_one(
             events, levels, self._rows, self._counters, self._table, self._meta, self._one_ints,
             self._one_floats, 0, self.surge_min_level_score, self.surge_halflife_messages,
             self.max_templates, TWO,
