@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from app import baselines, forecasts, patterns, records, sequences, templates, windows
 from app.compiled import pairwise_sum, pairwise_sum_python, unchecked
+from app.detectors import autoencoder
 
 compiled_only = pytest.mark.skipif(
     not hasattr(pairwise_sum, "overloads"), reason="numba is not installed"
@@ -49,3 +50,9 @@ def test_each_stores_one_event_kernel_is_its_batch_kernel(module: object) -> Non
     one-event store tests then compare their answers)."""
     (compiled,) = module._observe.overloads.values()  # type: ignore[attr-defined]
     assert module._observe_one is compiled.entry_point  # type: ignore[attr-defined]
+
+
+@compiled_only
+def test_the_autoencoders_one_event_kernel_is_its_batch_kernel() -> None:
+    (compiled,) = autoencoder._COMPILED_RECONSTRUCTION.overloads.values()  # type: ignore[union-attr]
+    assert autoencoder._RECONSTRUCTION_OF_ONE is compiled.entry_point
