@@ -209,6 +209,9 @@ class ScoringEngine:
         # Single-event requests arriving together are scored in one call (see app/batching.py).
         self.coalescer = ScoreCoalescer(self.score_json)
         self.detector_failures: Counter[str] = Counter()  # exported by /metrics
+        # The batch of one's feature row, rewritten by each ``observe`` of one event (its
+        # context, and the detectors reading it, are done with before the next).
+        self._one_features = np.empty((1, 3))
 
     @property
     def model(self) -> Model:
@@ -382,7 +385,10 @@ class ScoringEngine:
             patterns = self.patterns.observe_one(service, log_latency)
             records = self.records.observe_one(batch)
             features = features_of_one(
-                baseline.latency_z.item(), forecasts.latency_residual_z.item(), level_score
+                baseline.latency_z.item(),
+                forecasts.latency_residual_z.item(),
+                level_score,
+                self._one_features,
             )
         else:
             baseline = self.baselines.observe(batch)

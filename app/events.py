@@ -67,18 +67,21 @@ class EventBatch(_Columns):
     def from_events(
         cls, events: Sequence[LogEvent], received_at: float | None = None
     ) -> EventBatch:
-        now = time.time() if received_at is None else received_at
         if len(events) == 1:
             # The batch of one of /score: its three numeric columns as slices of one array
             # (each a contiguous view), one numpy call rather than three; a flat tuple and
             # slices cost half what rows of a 3 x 1 array of nested lists do.
             (event,) = events
             level_score = LEVEL_SCORES[event.level]
+            timestamp = event.timestamp
             values = np.array(
                 (
                     level_score,
                     np.nan if event.latency_ms is None else event.latency_ms,
-                    now if event.timestamp is None else event.timestamp.timestamp(),
+                    # The clock read only for an event without a time (the usual has one).
+                    (time.time() if received_at is None else received_at)
+                    if timestamp is None
+                    else timestamp.timestamp(),
                 ),
                 dtype=np.float64,
             )
@@ -97,6 +100,7 @@ class EventBatch(_Columns):
                     np.log1p(latency_ms),
                 ),
             )
+        now = time.time() if received_at is None else received_at
         # Plain lists, then one array each: cheaper than np.fromiter over generators, whose
         # set-up cost dominated for the batch of one that every /score is.
         services = [event.service for event in events]

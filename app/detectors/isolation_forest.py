@@ -399,9 +399,14 @@ class IsolationForestDetector(BatchDetector):
         return steps
 
     def rarity_one(self, context: ScoringContext) -> OneOutput:
-        forest, calibrator = self._fitted()
+        # ``_fitted`` and ``_steps_of``'s usual case inline: two calls fewer per event.
+        forest, calibrator, steps = self.forest_, self.calibrator_, self._steps
+        if forest is None or calibrator is None:
+            raise NotFittedError("isolation_forest is not fitted")
+        if steps is None or steps.forest is not forest or steps.calibrator is not calibrator:
+            steps = self._steps_of(forest, calibrator)
         (row,) = context.features.tolist()
-        found = self._steps_of(forest, calibrator).score(*row) if len(row) == 3 else None
+        found = steps.score(*row) if len(row) == 3 else None
         if found is None:  # no table for these features: the batch path's arithmetic
             raw = forest.paper_scores(context.features)
             score = raw.item()
