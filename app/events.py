@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Self
@@ -18,6 +20,10 @@ FloatArray = npt.NDArray[np.float64]
 ERROR_LEVEL_SCORE = float(LEVEL_SCORES[Level.ERROR])
 # A batch of one's error flag is a copy of one of these (half the cost of np.array([flag])).
 _FLAGS = (np.array([False]), np.array([True]))
+
+
+# ``EventBatch.of_one``'s three given numbers written at once (native doubles).
+_pack_numbers = struct.Struct("3d").pack_into
 
 
 class _Columns(NamedTuple):
@@ -64,6 +70,41 @@ class EventBatch(_Columns):
 
     def __len__(self) -> int:
         return len(self.services)
+
+    @classmethod
+    def of_one(
+        cls, event: LogEvent, received_at: float | None, into: OneEventColumns
+    ) -> EventBatch:
+        """``from_events((event,), received_at)`` in ``into``'s arrays, valid until its next
+        ``of_one``: the same columns bit for bit, one struct call and one ufunc where making
+        them took six numpy calls."""
+        level_score = LEVEL_SCORES[event.level]
+        timestamp = event.timestamp
+        _pack_numbers(
+            into.values,  # type: ignore[arg-type]  # numpy's stubs: a buffer only from 3.12
+            0,
+            level_score,
+            math.nan if event.latency_ms is None else event.latency_ms,
+            (time.time() if received_at is None else received_at)
+            if timestamp is None
+            else timestamp.timestamp(),
+        )
+        latency_ms = into.latency_ms
+        np.log1p(latency_ms, out=into.log_latency)
+        is_error = into.is_error
+        is_error[0] = level_score >= ERROR_LEVEL_SCORE
+        return tuple.__new__(
+            cls,
+            (
+                [event.service],
+                [event.level],
+                into.level_scores,
+                latency_ms,
+                into.timestamps,
+                is_error,
+                into.log_latency,
+            ),
+        )
 
     @classmethod
     def from_events(
@@ -116,6 +157,23 @@ class EventBatch(_Columns):
             latency_ms=np.array(latency, dtype=np.float64),
             timestamps=np.array(timestamps, dtype=np.float64),
         )
+
+
+class OneEventColumns:
+    """The columns of a batch of one, made once and rewritten by each ``EventBatch.of_one``: for
+    an owner that scores one event at a time and is done with each batch before it makes the next
+    (the engine's ``score_one``; nothing it calls keeps a column)."""
+
+    __slots__ = ("is_error", "latency_ms", "level_scores", "log_latency", "timestamps", "values")
+
+    def __init__(self) -> None:
+        # Level score, latency, time and log latency, each column a 1-element view.
+        self.values = np.empty(4)
+        self.level_scores = self.values[0:1]
+        self.latency_ms = self.values[1:2]
+        self.timestamps = self.values[2:3]
+        self.log_latency = self.values[3:4]
+        self.is_error = np.empty(1, dtype=np.bool_)
 
 
 def parse_events(payloads: Sequence[Mapping[str, Any] | LogEvent]) -> list[LogEvent]:
