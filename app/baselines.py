@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from app.compiled import TWO, compile_kernel
+from app.compiled import TWO, compile_kernel, unchecked
 from app.events import EventBatch
 from app.service_states import RowStore
 
@@ -202,6 +202,9 @@ _compiled_observe = compile_kernel(
     " float64[:, ::1], int64[::1], boolean[::1], float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays and the batch's float64
+# columns, exactly the signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 class BaselineStore(RowStore):
@@ -309,7 +312,7 @@ class BaselineStore(RowStore):
         the store's own, valid until its next ``observe_one`` (the engine reads it before)."""
         codes = self.code_of_one(batch.services[0])
         state, warmup_values = self.rows
-        _observe(
+        _observe_one(
             codes, batch.timestamps, batch.log_latency, state, warmup_values, self._one_out,
             self._one_seen, self._one_ready, self.halflife, TWO,
         )  # fmt: skip

@@ -38,6 +38,22 @@ def compile_kernel(function: F, signature: str) -> F | None:
     return cast(F, compiled)
 
 
+def unchecked(kernel: F) -> F:
+    """``kernel``'s compiled code for its one signature, called without the dispatcher's type
+    matching (numba's compiled entry point: it converts the arguments as the dispatcher's match
+    would, without first typing each one), ~0.2 us less per call: for the one-event paths, which
+    call a kernel per store per event with the store's own arrays.
+
+    Nothing checks the arguments' types beyond an array's item size: a caller passes exactly
+    the signature's (a read-only or non-contiguous array where the signature wants a writable or
+    contiguous one is not refused). ``kernel`` itself where it is not a compiled dispatcher."""
+    overloads = getattr(kernel, "overloads", None)
+    if not overloads or len(overloads) != 1:
+        return kernel
+    (compiled,) = overloads.values()
+    return cast(F, compiled.entry_point)
+
+
 # The leaves of numpy's pairwise summation (``np.add.reduce`` of a contiguous float64 array).
 PAIRWISE_BLOCK = 128
 

@@ -42,7 +42,7 @@ from app.detectors.registry import DETECTOR_TYPES
 from app.detectors.sequence import SequenceDetector
 from app.detectors.sliding_window import SlidingWindowDetector
 from app.detectors.templates import TemplateDetector
-from app.events import EventBatch
+from app.events import EventBatch, OneEventColumns
 from app.explain import explain, explain_one
 from app.features import expected_latency_z, feature_matrix
 from app.forecasts import ForecastStore
@@ -209,6 +209,11 @@ class ScoringEngine:
         # Single-event requests arriving together are scored in one call (see app/batching.py).
         self.coalescer = ScoreCoalescer(self.score_json)
         self.detector_failures: Counter[str] = Counter()  # exported by /metrics
+        # The batch of one's feature row, rewritten by each ``observe`` of one event (its
+        # context, and the detectors reading it, are done with before the next).
+        self._one_features = np.empty((1, 3))
+        # And its columns (``EventBatch.of_one``), rewritten by each ``score_one`` likewise.
+        self._one_columns = OneEventColumns()
 
     @property
     def model(self) -> Model:
@@ -299,8 +304,11 @@ class ScoringEngine:
 
     def score_one(self, event: LogEvent, received_at: float | None = None) -> ScoreDict:
         """``score`` of one event: its answer built directly as the dict that reading back its
-        JSON gives (the batch of one of every /score and ``AnomalyDetector.predict``)."""
-        return self._score_one(EventBatch.from_events((event,), received_at), (event.message,))
+        JSON gives (the batch of one of every /score and ``AnomalyDetector.predict``). The
+        batch's columns are the engine's own, rewritten by the next call: nothing that scoring
+        calls keeps one, and the answer holds Python values only."""
+        batch = EventBatch.of_one(event, received_at, self._one_columns)
+        return self._score_one(batch, (event.message,))
 
     def _score_one(self, batch: EventBatch, messages: Sequence[str]) -> ScoreDict:
         model = self._model
@@ -382,7 +390,10 @@ class ScoringEngine:
             patterns = self.patterns.observe_one(service, log_latency)
             records = self.records.observe_one(batch)
             features = features_of_one(
-                baseline.latency_z.item(), forecasts.latency_residual_z.item(), level_score
+                baseline.latency_z.item(),
+                forecasts.latency_residual_z.item(),
+                level_score,
+                self._one_features,
             )
         else:
             baseline = self.baselines.observe(batch)
@@ -405,17 +416,22 @@ class ScoringEngine:
             if lstm is not None
             else None
         )
-        return ScoringContext(
-            batch,
-            features,
-            baseline,
-            window,
-            templates,
-            sequences,
-            forecasts,
-            history,
-            patterns,
-            records,
+        # tuple.__new__ in place of NamedTuple's Python-level ``__new__``, whose frame with ten
+        # arguments cost as much as the tuple (every field is given here, in field order).
+        return tuple.__new__(
+            ScoringContext,
+            (
+                batch,
+                features,
+                baseline,
+                window,
+                templates,
+                sequences,
+                forecasts,
+                history,
+                patterns,
+                records,
+            ),
         )
 
     def _method_table(self, names: tuple[str, ...]) -> _MethodTable:

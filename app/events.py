@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Self
@@ -16,6 +18,12 @@ FloatArray = npt.NDArray[np.float64]
 # A float: numpy compares an array with a Python int several times slower than with a float
 # (the same booleans: level scores are small integers, exact in float64).
 ERROR_LEVEL_SCORE = float(LEVEL_SCORES[Level.ERROR])
+# A batch of one's error flag is a copy of one of these (half the cost of np.array([flag])).
+_FLAGS = (np.array([False]), np.array([True]))
+
+
+# ``EventBatch.of_one``'s three given numbers written at once (native doubles).
+_pack_numbers = struct.Struct("3d").pack_into
 
 
 class _Columns(NamedTuple):
@@ -64,27 +72,65 @@ class EventBatch(_Columns):
         return len(self.services)
 
     @classmethod
+    def of_one(
+        cls, event: LogEvent, received_at: float | None, into: OneEventColumns
+    ) -> EventBatch:
+        """``from_events((event,), received_at)`` in ``into``'s arrays, valid until its next
+        ``of_one``: the same columns bit for bit, one struct call and one ufunc where making
+        them took six numpy calls."""
+        level_score = LEVEL_SCORES[event.level]
+        timestamp = event.timestamp
+        _pack_numbers(
+            into.values,  # type: ignore[arg-type]  # numpy's stubs: a buffer only from 3.12
+            0,
+            level_score,
+            math.nan if event.latency_ms is None else event.latency_ms,
+            (time.time() if received_at is None else received_at)
+            if timestamp is None
+            else timestamp.timestamp(),
+        )
+        latency_ms = into.latency_ms
+        np.log1p(latency_ms, out=into.log_latency)
+        is_error = into.is_error
+        is_error[0] = level_score >= ERROR_LEVEL_SCORE
+        return tuple.__new__(
+            cls,
+            (
+                [event.service],
+                [event.level],
+                into.level_scores,
+                latency_ms,
+                into.timestamps,
+                is_error,
+                into.log_latency,
+            ),
+        )
+
+    @classmethod
     def from_events(
         cls, events: Sequence[LogEvent], received_at: float | None = None
     ) -> EventBatch:
-        now = time.time() if received_at is None else received_at
         if len(events) == 1:
             # The batch of one of /score: its three numeric columns as slices of one array
             # (each a contiguous view), one numpy call rather than three; a flat tuple and
             # slices cost half what rows of a 3 x 1 array of nested lists do.
             (event,) = events
             level_score = LEVEL_SCORES[event.level]
+            timestamp = event.timestamp
             values = np.array(
                 (
                     level_score,
                     np.nan if event.latency_ms is None else event.latency_ms,
-                    now if event.timestamp is None else event.timestamp.timestamp(),
+                    # The clock read only for an event without a time (the usual has one).
+                    (time.time() if received_at is None else received_at)
+                    if timestamp is None
+                    else timestamp.timestamp(),
                 ),
                 dtype=np.float64,
             )
             latency_ms = values[1:2]
             # ``__new__``'s derived columns, the error flag from the Python value: the same
-            # one-element boolean array at a third of a numpy comparison's cost.
+            # one-element boolean array (a fresh copy) at a sixth of a numpy comparison's cost.
             return tuple.__new__(
                 cls,
                 (
@@ -93,10 +139,11 @@ class EventBatch(_Columns):
                     values[0:1],
                     latency_ms,
                     values[2:3],
-                    np.array([level_score >= ERROR_LEVEL_SCORE]),
+                    _FLAGS[level_score >= ERROR_LEVEL_SCORE].copy(),
                     np.log1p(latency_ms),
                 ),
             )
+        now = time.time() if received_at is None else received_at
         # Plain lists, then one array each: cheaper than np.fromiter over generators, whose
         # set-up cost dominated for the batch of one that every /score is.
         services = [event.service for event in events]
@@ -110,6 +157,23 @@ class EventBatch(_Columns):
             latency_ms=np.array(latency, dtype=np.float64),
             timestamps=np.array(timestamps, dtype=np.float64),
         )
+
+
+class OneEventColumns:
+    """The columns of a batch of one, made once and rewritten by each ``EventBatch.of_one``: for
+    an owner that scores one event at a time and is done with each batch before it makes the next
+    (the engine's ``score_one``; nothing it calls keeps a column)."""
+
+    __slots__ = ("is_error", "latency_ms", "level_scores", "log_latency", "timestamps", "values")
+
+    def __init__(self) -> None:
+        # Level score, latency, time and log latency, each column a 1-element view.
+        self.values = np.empty(4)
+        self.level_scores = self.values[0:1]
+        self.latency_ms = self.values[1:2]
+        self.timestamps = self.values[2:3]
+        self.log_latency = self.values[3:4]
+        self.is_error = np.empty(1, dtype=np.bool_)
 
 
 def parse_events(payloads: Sequence[Mapping[str, Any] | LogEvent]) -> list[LogEvent]:

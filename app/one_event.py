@@ -11,6 +11,7 @@ bit for bit.
 from __future__ import annotations
 
 import math
+import struct
 from bisect import bisect_left, bisect_right
 from typing import Any
 
@@ -44,6 +45,7 @@ SURELY_LEVEL_0 = 10.0**-0.49
 _LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
 _NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
 FloatArray = npt.NDArray[np.float64]
+_pack_row = struct.Struct("3d").pack_into  # a 1 x 3 float64 feature row, in place
 if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
     raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
@@ -165,12 +167,21 @@ def _score_of_linear(value: float) -> float:
     return (value if value <= 1.0 else 1.0) + 0.0
 
 
-def features_of_one(baseline_z: float, forecast_z: float, level_score: float) -> FloatArray:
+def features_of_one(
+    baseline_z: float, forecast_z: float, level_score: float, out: FloatArray | None = None
+) -> FloatArray:
     """``feature_matrix(expected_latency_z(...), ...)`` of one event, from its Python values: the
     1-row matrix in one numpy call rather than one per step (min and max give fmin and fmax's
-    results for the non-NaN values they see here)."""
+    results for the non-NaN values they see here). Written into ``out`` (a C-contiguous 1 x 3
+    float64 array, then returned) where given: the engine reuses one, at a fifth of the cost of
+    making the matrix."""
     z = baseline_z if forecast_z != forecast_z else max(min(forecast_z, 50.0), -50.0)
-    return np.array([[0.0 if z != z else z, level_score, 1.0 if z != z else 0.0]])
+    if out is None:
+        return np.array([[0.0 if z != z else z, level_score, 1.0 if z != z else 0.0]])
+    # The three doubles' bytes copied as they are (struct's native 'd'), NaN payloads included.
+    # (numpy's stubs give arrays the buffer protocol only from Python 3.12.)
+    _pack_row(out, 0, 0.0 if z != z else z, level_score, 1.0 if z != z else 0.0)  # type: ignore[arg-type]
+    return out
 
 
 def combine_one(scores: list[float], weights: list[float]) -> float:

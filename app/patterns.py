@@ -40,6 +40,7 @@ vectorised binomial tail per batch; memory at most ``MAX_PATTERNS`` counts per o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -47,7 +48,7 @@ import numpy.typing as npt
 from scipy.special import bdtrc
 from scipy.special.cython_special import bdtrc as bdtrc_one
 
-from app.compiled import compile_kernel
+from app.compiled import compile_kernel, unchecked
 from app.events import EventBatch
 from app.service_states import RowStore
 
@@ -444,6 +445,9 @@ _observe = (
     )
     or _observe_kernel
 )
+# The one-event path's call: its arguments are the store's own arrays, exactly the
+# signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 _compact = (
     compile_kernel(
         _compact_kernel,
@@ -495,6 +499,10 @@ class PatternStore(RowStore):
         # the kernel only uses them during the call.
         self._value_of_one = np.empty(1)
         self._tests_of_one = np.empty((4, ORDERS))
+        # Its columns and their view, made once: the kernel sets every column of the event
+        # (an array and four row views made per event cost a sixth of the call).
+        self._one_columns = np.empty((4, 1))
+        self._one_view = PatternView(*self._one_columns)
 
     def observe(self, batch: EventBatch) -> PatternView:
         """Judge each event's patterns against its service's past, then learn them: in order."""
@@ -521,12 +529,13 @@ class PatternStore(RowStore):
     def observe_one(self, service: str, value: float) -> PatternView:
         """``observe`` of a batch of one (the engine's one-event path; ``value`` its log
         latency, NaN if none): the same kernel on the same row, with at most ORDERS binomial
-        tails from scipy's scalar entry point (the C function its ufunc calls)."""
+        tails from scipy's scalar entry point (the C function its ufunc calls). The view is the
+        store's own, valid until its next ``observe_one`` (the engine reads it before)."""
         codes = self.code_of_one(service)
         self._value_of_one[0] = value
-        columns = np.empty((4, 1))
+        columns = self._one_columns
         tests = self._tests_of_one
-        tested = self._observe(codes, self._value_of_one, columns, tests)
+        tested = self._observe(codes, self._value_of_one, columns, tests, _observe_one)
         if tested:
             best_tail = math.inf
             best = 0
@@ -541,7 +550,7 @@ class PatternStore(RowStore):
             columns[_RARITY, 0] = min(1.0, ORDERS * best_tail)
             columns[_RECENT_NOVEL, 0] = tests[_TEST_SUCCESSES, best]
             columns[_NOVELTY_RATE, 0] = tests[_TEST_RATE, best]
-        return PatternView(columns[0], columns[1], columns[2], columns[3])
+        return self._one_view
 
     def get(self, service: str) -> ServicePatterns | None:
         """A copy of the service's state if it is tracked; reading it does not count as seeing
@@ -575,16 +584,22 @@ class PatternStore(RowStore):
         return super().nbytes + self._arena.nbytes + self._values.nbytes
 
     def _observe(
-        self, codes: IntArray, log_latency: FloatArray, columns: FloatArray, tests: FloatArray
+        self,
+        codes: IntArray,
+        log_latency: FloatArray,
+        columns: FloatArray,
+        tests: FloatArray,
+        kernel: Callable[..., int] | None = None,
     ) -> int:
-        """Run the kernel over the events, making room in the arenas whenever it stops for
-        want of it; returns the number of binomial tests it listed."""
+        """Run the kernel (``_observe`` unless given) over the events, making room in the
+        arenas whenever it stops for want of it; returns the number of binomial tests it
+        listed."""
         meta = self._meta
         meta[_TESTED] = 0
         done = 0
         while True:
             # The limits are read at each call: tests shrink them to reach forgetting and halving.
-            done = _observe(
+            done = (kernel or _observe)(
                 done, codes, log_latency, self.rows[0], self._arena, self._values, meta,
                 columns, tests, QUANTISE_EVENTS, SETTLE_EVENTS, MAX_PATTERNS, MAX_RATE_EVENTS,
             )  # fmt: skip

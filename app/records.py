@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from app.compiled import compile_kernel
+from app.compiled import compile_kernel, unchecked
 from app.events import EventBatch
 from app.service_states import RowStore
 
@@ -108,6 +108,9 @@ _compiled_observe = compile_kernel(
     "void(int64[::1], float64[::1], float64[:, ::1], float64[:, ::1], float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays and the batch's float64
+# columns, exactly the signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 class RecordStore(RowStore):
@@ -148,7 +151,7 @@ class RecordStore(RowStore):
         latency = batch.latency_ms
         if not latency.flags.c_contiguous:  # a column of a wider array (score_columns)
             latency = np.ascontiguousarray(latency)
-        _observe(
+        _observe_one(
             codes, latency, self.rows[0], self._one_out, self.tolerance, float(self.min_events)
         )
         return self._one_view

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from app.compiled import compile_kernel, pairwise_sum
+from app.compiled import compile_kernel, pairwise_sum, unchecked
 from app.keyed import (
     KEYS_LIVE,
     find,
@@ -486,6 +486,9 @@ _compiled_observe = compile_kernel(
     " int64[::1], float64[:, ::1], int64[::1], int64, int64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays, exactly the
+# signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 _EMPTY_ROW = np.array([_START, _START, 0, 0, 0, -1, -1, 0, -1, -1], dtype=np.int64)
@@ -508,6 +511,11 @@ class SequenceStore(SlotsContainer):
         # them during the call).
         self._code_of_one = np.empty(1, dtype=np.int64)
         self._id_of_one = np.empty(1, dtype=np.int64)
+        # Its outputs and their view, made once: the kernel sets them for every event (two
+        # arrays and three views made per event cost a sixth of the call).
+        self._one_out = np.empty((2, 1))
+        self._one_ranks = np.empty(1, dtype=np.int64)
+        self._one_view = SequenceView(self._one_out[0], self._one_out[1], self._one_ranks)
         # Events that fit in the pools and the table as they are (each adds at most
         # _NEW_CONTEXTS, _NEW_ENTRIES and _NEW_KEYS): ``_reserve`` is skipped until they are
         # spent, so the batch of one seldom pays for it.
@@ -570,7 +578,8 @@ class SequenceStore(SlotsContainer):
 
     def observe_one(self, service: str, template_id: int) -> SequenceView:
         """``observe`` of a batch of one (the engine's one-event path): the same kernel, its row
-        code and template in the store's reused arrays."""
+        code and template in the store's reused arrays. The view is the store's own, valid
+        until its next ``observe_one`` (the engine reads it before)."""
         codes = self._code_of_one
         ids = self._id_of_one
         ids[0] = template_id
@@ -587,7 +596,11 @@ class SequenceStore(SlotsContainer):
                 if slot >= self._rows.shape[0]:
                     self._allocate_rows()
             self._reserve(1)
-        return self._run(codes, ids)
+        _observe_one(
+            codes, ids, self._rows, self._contexts, self._entries, self._table, self._meta,
+            self._one_out, self._one_ranks, self.top_k, self.max_contexts,
+        )  # fmt: skip
+        return self._one_view
 
     def get(self, service: str) -> ServiceSequence | None:
         """A picture of the service's model if it is tracked (its counters and contexts in their

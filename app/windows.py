@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.baselines import MIN_LOG_SCALE
-from app.compiled import TWO, compile_kernel
+from app.compiled import TWO, compile_kernel, unchecked
 from app.events import EventBatch
 from app.service_states import RowStore
 
@@ -230,6 +230,9 @@ _compiled_observe = compile_kernel(
     " float64, int64, float64, float64)",
 )
 _observe = _compiled_observe or _observe_kernel
+# The one-event path's call: its arguments are the store's own arrays and the batch's float64
+# columns, exactly the signature's (``unchecked``).
+_observe_one = unchecked(_observe)
 
 
 class WindowStore(RowStore):
@@ -304,7 +307,7 @@ class WindowStore(RowStore):
         the store's own, valid until its next ``observe_one`` (the engine reads it before)."""
         codes = self.code_of_one(batch.services[0])
         state, buckets = self.rows
-        _observe(
+        _observe_one(
             codes, batch.timestamps, batch.latency_ms, batch.log_latency, batch.is_error, state,
             buckets, self._one_counts, self._one_rates, self._one_in_window, self.bucket_seconds,
             self.min_events, self.halflife, TWO,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -10,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.detectors.base import MethodOutput
-from app.events import ERROR_LEVEL_SCORE, EventBatch
-from app.schemas.events import LEVEL_SCORES, Level
+from app.events import ERROR_LEVEL_SCORE, EventBatch, OneEventColumns
+from app.schemas.events import LEVEL_SCORES, Level, LogEvent
 
 LEVELS = list(Level)
 
@@ -69,3 +71,44 @@ def test_method_output_default_metrics_are_shared_read_only() -> None:
     assert first.metrics is second.metrics
     with pytest.raises(TypeError):
         first.metrics["x"] = np.ones(1)  # type: ignore[index]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(LEVELS),
+            st.one_of(st.none(), st.floats(0.0, 86_400_000.0), st.sampled_from([0.0, 5e-324])),
+            st.one_of(st.none(), st.integers(0, 10**10)),  # ms after 1970
+            st.one_of(st.none(), st.floats(0.0, 1e10), st.integers(0, 10**10)),  # received_at
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_a_batch_of_one_in_reused_columns_is_from_events_batch(
+    events: list[tuple[Level, float | None, int | None, float | None]],
+) -> None:
+    """``of_one`` (the engine's ``score_one``), event after event in the same columns, against
+    ``from_events`` of the same event: every column's dtype, shape and bytes."""
+    columns = OneEventColumns()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for k, (level, latency, millis, received_at) in enumerate(events):
+        event = LogEvent(
+            service=f"s{k % 3}",
+            level=level,
+            message="m",
+            latency_ms=latency,
+            timestamp=None if millis is None else epoch + timedelta(milliseconds=millis),
+        )
+        with patch("app.events.time.time", return_value=1.79e9 + k):  # a missing time's clock
+            one = EventBatch.of_one(event, received_at, columns)
+            expected = EventBatch.from_events((event,), received_at)
+        assert one._fields == expected._fields
+        assert one.services == expected.services
+        assert one.levels == expected.levels
+        for name in one._fields[2:]:
+            got, want = getattr(one, name), getattr(expected, name)
+            assert got.dtype == want.dtype, name
+            assert got.shape == want.shape == (1,), name
+            assert got.tobytes() == want.tobytes(), name

@@ -221,6 +221,11 @@ def test_features_of_one_event_equal_a_batchs(rows: list[tuple[float, float, flo
         # The engine's one-event path: both steps fused, on the values as Python floats.
         fused = features_of_one(float(baseline[i]), float(forecast[i]), float(levels[i]))
         assert _same_bits(fused, matrix[i : i + 1])
+        # Written into the engine's reused row, over whatever it held.
+        row = np.full((1, 3), math.nan)
+        written = features_of_one(float(baseline[i]), float(forecast[i]), float(levels[i]), row)
+        assert written is row
+        assert _same_bits(row, matrix[i : i + 1])
 
 
 # The fused path of one event (ScoringEngine.score_one, app/one_event.py) against the array

@@ -34,7 +34,7 @@ from app.detectors.base import (
     one_output,
 )
 from app.detectors.calibration import TAIL_FRACTION, TailCalibrator
-from app.detectors.compiled import compile_kernel
+from app.detectors.compiled import compile_kernel, unchecked
 from app.detectors.mlp_training import train_network
 from app.features import FEATURE_NAMES, distinct_rows, per_distinct_row
 
@@ -105,6 +105,12 @@ _COMPILED_RECONSTRUCTION = compile_kernel(
     "int64[::1])",
 )
 COMPILED_AVAILABLE = _COMPILED_RECONSTRUCTION is not None
+# ``rarity_one``'s call, without the dispatcher's typing of each argument (``unchecked``): the
+# row is made contiguous float64 there, and the network's arrays are those the batch path
+# passes the dispatcher.
+_RECONSTRUCTION_OF_ONE = (
+    None if _COMPILED_RECONSTRUCTION is None else unchecked(_COMPILED_RECONSTRUCTION)
+)
 
 
 def _rarity_loop(
@@ -499,13 +505,13 @@ class AutoencoderDetector(BatchDetector):
         latency = context.batch.latency_ms.item()
         if features.item(0, _MISSING_COLUMN) == 1.0 and latency == latency:
             return one_output((1.0, {"reconstruction_error": math.nan}))
-        if _COMPILED_RECONSTRUCTION is None:
+        if _RECONSTRUCTION_OF_ONE is None:
             error = self.reconstruction_error(features).item()
         else:
             # The kernel ``reconstruction_error`` calls on the same 1-row matrix, without its
             # evaluator choice and checks.
             flat_weights, flat_biases, widths = self._flat
-            error = _COMPILED_RECONSTRUCTION(
+            error = _RECONSTRUCTION_OF_ONE(
                 np.ascontiguousarray(features, dtype=np.float64),
                 self.mean_,
                 self.std_,

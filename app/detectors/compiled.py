@@ -3,6 +3,6 @@ online stores (imported by ``app.detectors.base``) can reach it without an impor
 
 from __future__ import annotations
 
-from app.compiled import compile_kernel
+from app.compiled import compile_kernel, unchecked
 
-__all__ = ["compile_kernel"]
+__all__ = ["compile_kernel", "unchecked"]
