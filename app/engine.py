@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -477,17 +477,19 @@ class ScoringEngine:
         rarities = [output.rarity for output in method_outputs]
         service = batch.services[0]
         if table.recalibrated_rows:
+            recalibrated = [rarities[m] for m in table.recalibrated_rows]
             calibrated = recalibrate_one(
                 self.recalibration,
                 service,
                 batch.timestamps.item(),
                 table.recalibrated_tuple,
-                [rarities[m] for m in table.recalibrated_rows],
+                recalibrated,
                 table.recalibrated_alarms,
                 table.recalibrated_levels,
             )
-            for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
-                rarities[m] = rarity
+            if calibrated is not recalibrated:  # else the usual event: none changed
+                for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
+                    rarities[m] = rarity
         scores = scores_of_one(rarities, table.log_rate)
         combined = combine_one(scores, table.weight_list)
         flagged = combined >= threshold
@@ -504,12 +506,12 @@ class ScoringEngine:
                 self.repeats.observe(batch.services, baseline.events_seen, given, threshold),
                 threshold,
             ).tolist()
-        score_of = dict(zip(names, scores, strict=True))
         explanation = explain_one(
             batch,
             baseline,
             context.window,
-            score_of,
+            names,
+            scores,
             combined,
             flagged,
             self.settings,
@@ -518,22 +520,22 @@ class ScoringEngine:
             self.templates.miner.text,
         )
         methods: dict[str, Any] = {}
-        for name, label, output, score in zip(
+        for name, label, (_, metrics), score in zip(
             names, table.labels, method_outputs, scores, strict=True
         ):
-            metrics: Mapping[str, float | None] = output.metrics
             # NaN and infinities are written as null. A finite sum has neither (either makes
-            # the sum NaN or infinite): then the detector's own dict (made for this event) is
-            # the answer's, without a copy value by value.
-            total = sum(output.metrics.values())
+            # the sum NaN or infinite): then the detector's own dict (made for this output
+            # alone, and read by the explanation already) is the answer's as it is; else its
+            # few such values are replaced in place, not the dict copied value by value.
+            total = sum(metrics.values())
             if not total - total == 0.0:
-                metrics = {
-                    metric: value if value - value == 0.0 else None
-                    for metric, value in output.metrics.items()
-                }
+                answered: dict[str, float | None] = metrics  # type: ignore[assignment]
+                for metric, value in metrics.items():
+                    if not value - value == 0.0:
+                        answered[metric] = None
             methods[name] = {
-                # finite_or_none, inline: a call per method cost more than the test.
-                "anomaly_score": score if score - score == 0.0 else None,
+                # Every score is finite (scores_of_one): no null to write.
+                "anomaly_score": score,
                 "is_anomaly": score >= threshold,
                 "method": label,
                 "metrics": metrics,

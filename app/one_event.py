@@ -11,6 +11,7 @@ bit for bit.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from bisect import bisect_left, bisect_right
 from typing import Any
@@ -29,6 +30,7 @@ from app.detectors.calibration import (
     MIN_RARITY,
     SURPRISE_LEVELS,
     OnlineRecalibration,
+    _ServiceCalibration,
 )
 
 _GRID = GRID_PAST_FIRST.tolist()
@@ -62,20 +64,53 @@ def recalibrate_one(
     """``recalibration.observe_matrix`` for one event of ``service`` at ``time``: the methods'
     calibrated rarities, then the event learned. ``alarm_levels`` are the surprise levels of
     ``alarms`` (as ``alarm_arrays`` gives them). The arithmetic is that of the compiled kernel
-    (``_recalibration_loop``) for one event: same operations, same order."""
-    # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
-    stacked = [MIN_RARITY if r < MIN_RARITY else 1.0 if r > 1.0 else r for r in rarities]
-    levels = _surprise_levels(stacked)
+    (``_recalibration_loop``) for one event: same operations, same order. The list returned is
+    ``rarities`` itself when no rarity changes (the usual event: each at level 0, none above 1),
+    else a new one."""
     state = recalibration.state_for(service)
     counts = state.counts_of(names)
     # Element by element through a flat memoryview (row m's level j at m * _WIDTH + j): a few
     # dozen reads and writes of Python floats, where numpy's indexing would make a scalar or a
     # view for each, and a 2-D memoryview a tuple.
     cells: Any = counts.data.cast("B").cast("d")  # typeshed calls its items ints: here floats
+    # Most events of most services: every rarity above SURELY_LEVEL_0 (so none is NaN), all at
+    # level 0. Nothing is calibrated (the kernel's exponent is reached only past level 0), a
+    # clipped alarm level cannot be below 0, so the event adds 1 to each method's level 0 and
+    # total: the kernel's steps for such an event, without the levels' search.
+    if all(map(SURELY_LEVEL_0.__lt__, rarities)):
+        calibrated = rarities if max(rarities) <= 1.0 else [min(r, 1.0) for r in rarities]
+        if any(map(operator.le, calibrated, alarms)):
+            state.last_alarm = max(state.last_alarm, time)
+        for row in range(0, len(calibrated) * _WIDTH, _WIDTH):
+            cells[row] += 1.0
+            total = cells[row + _TOTAL] + 1.0
+            cells[row + _TOTAL] = total
+            if total > MAX_CALIBRATION_EVENTS:
+                counts[row // _WIDTH] *= 0.5
+    else:
+        calibrated = _recalibrated(state, cells, counts, time, rarities, alarms, alarm_levels)
+    cells.release()
+    if counts is not state.counts:  # a copy (the methods changed): learned back into place
+        state.learn(names, counts)
+    return calibrated
+
+
+def _recalibrated(
+    state: _ServiceCalibration,
+    cells: Any,
+    counts: FloatArray,
+    time: float,
+    rarities: list[float],
+    alarms: list[float],
+    alarm_levels: list[int],
+) -> list[float]:
+    """``recalibrate_one`` of an event some of whose methods are past level 0 (or NaN): the
+    kernel's every step, on the state's ``counts`` (read and written through ``cells``)."""
+    # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
+    stacked = [MIN_RARITY if r < MIN_RARITY else 1.0 if r > 1.0 else r for r in rarities]
+    levels = _surprise_levels(stacked)
     calibrated = stacked.copy()
-    flagged = False
     for m, level in enumerate(levels):
-        rarity = stacked[m]
         if level > 0:
             row = m * _WIDTH
             total = cells[row + _TOTAL]
@@ -89,28 +124,23 @@ def recalibrate_one(
                         exponent = min(exponent, math.log(exceed / total) / _LOG_CLAIMED_LIST[j])
                     else:
                         exponent = 0.0
-                rarity = rarity**exponent
-                calibrated[m] = rarity
-        if rarity <= alarms[m]:
-            flagged = True
+                calibrated[m] = stacked[m] ** exponent
     clip = False
-    if flagged:
+    if any(map(operator.le, calibrated, alarms)):
         clip = time - state.last_alarm < ISOLATED_ALARM_SECONDS
         state.last_alarm = max(state.last_alarm, time)
     for m, level in enumerate(levels):
-        if clip and alarm_levels[m] < level:
-            level = alarm_levels[m]
         row = m * _WIDTH
         cells[row] += 1.0
-        for j in range(row + 1, row + level + 1):
-            cells[j] += 1.0
+        if level:
+            if clip and alarm_levels[m] < level:
+                level = alarm_levels[m]
+            for j in range(row + 1, row + level + 1):
+                cells[j] += 1.0
         total = cells[row + _TOTAL] + 1.0
         cells[row + _TOTAL] = total
         if total > MAX_CALIBRATION_EVENTS:
             counts[m] *= 0.5
-    cells.release()
-    if counts is not state.counts:  # a copy (the methods changed): learned back into place
-        state.learn(names, counts)
     return calibrated
 
 
@@ -145,13 +175,21 @@ def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     # for every such method, is computed once. The others, clipped below at MIN_RARITY as
     # np.fmax does, take one np.log call (np.array first: a ufunc converts a list through a
     # slower path).
-    scores = [_score_of_linear(0.5 * _LOG_OF_ONE / log_rate)] * len(rarities)
-    rows = [m for m, rarity in enumerate(rarities) if rarity < 1.0]
-    if rows:
-        others = [rarities[m] for m in rows]
-        clipped = [value if value > MIN_RARITY else MIN_RARITY for value in others]
-        for m, log in zip(rows, np.log(np.array(clipped)).tolist(), strict=True):
-            scores[m] = _score_of_linear(0.5 * log / log_rate)
+    unknown = _score_of_linear(0.5 * _LOG_OF_ONE / log_rate)
+    below = [rarity if rarity > MIN_RARITY else MIN_RARITY for rarity in rarities if rarity < 1.0]
+    if not below:
+        return [unknown] * len(rarities)
+    logs = iter(np.log(np.array(below)).tolist())
+    scores = []
+    for rarity in rarities:
+        if rarity < 1.0:
+            # A clipped rarity below 1 has a negative log, as log_rate is (q < 0.5): the value
+            # is positive, and at or below BEND_AT it is its own score (neither bent nor
+            # clipped, "+ 0.0" changing no positive value).
+            value = 0.5 * next(logs) / log_rate
+            scores.append(value if value <= BEND_AT else _score_of_linear(value))
+        else:
+            scores.append(unknown)
     return scores
 
 
@@ -185,14 +223,10 @@ def features_of_one(
 
 
 def combine_one(scores: list[float], weights: list[float]) -> float:
-    """``combine_matrix``'s combined score of one event: the largest weighted score, 0 for none
-    (numpy's maximum: a NaN would win)."""
-    combined = 0.0
-    for score, weight in zip(scores, weights, strict=True):
-        product = weight * score
-        if not combined >= product:
-            combined = product
-    return combined
+    """``combine_matrix``'s combined score of one event: the largest weighted score, 0 for none.
+    Scores and weights (the settings') are in [0, 1], so each product is too, never NaN nor
+    -0.0: the largest, or 0, is numpy's max with initial 0 bit for bit."""
+    return max(map(operator.mul, weights, scores), default=0.0)
 
 
 def finite_or_none(value: float) -> float | None:
