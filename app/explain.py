@@ -577,16 +577,27 @@ def explain_one(
         extra = _method_findings(
             batch, {}, arrays, templates, template_text, settings, None, notable
         )
-    ready = baseline.ready.item()
+    ready, is_error = baseline.ready.item(), batch.is_error.item()
+    window_z, shift = window.latency_zscore.item(), baseline.latency_shift.item()
+    if (
+        not extra
+        and not is_error
+        and ready
+        and not (window_z >= NOTABLE_WINDOW_Z or shift >= NOTABLE_SHIFT)
+        and not (ratio >= NOTABLE_RATIO or ratio <= 1 / NOTABLE_RATIO)
+    ):
+        # Most events: none of _findings' conditions holds (each written as it tests it, NaN
+        # failing every comparison), so the sentence is the verdict.
+        return _verdict(flagged, combined, ratio, ready)
     findings = _findings(
         latency,
         median,
         ratio,
         ready,
-        batch.is_error.item(),
+        is_error,
         window_score,
-        window.latency_zscore.item(),
-        baseline.latency_shift.item(),
+        window_z,
+        shift,
         baseline.events_seen.item(),
         batch.levels[0],
         extra.get(0, ()),

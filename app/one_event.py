@@ -38,7 +38,6 @@ _LOG_CLAIMED_LIST = LOG_CLAIMED.tolist()
 # The column of events learned in a method's row of counts, after the levels' exceedances.
 _TOTAL = SURPRISE_LEVELS
 _WIDTH = _TOTAL + 1  # a method's row of counts
-_LOG_OF_ONE: float = np.log(np.ones(1)).item()
 # A rarity above this has a surprise (-log10) below 0.49, whatever the last bit of log10.
 SURELY_LEVEL_0 = 10.0**-0.49
 # The rarity 10**-g of each level g past the first, ascending, and how near one a rarity must be
@@ -48,6 +47,10 @@ _LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
 _NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
 FloatArray = npt.NDArray[np.float64]
 _pack_row = struct.Struct("3d").pack_into  # a 1 x 3 float64 feature row, in place
+# The score of a rarity of 1 (or NaN, or above 1), whatever the rate: see scores_of_one.
+_UNKNOWN_SCORE = 0.0
+if np.log(np.ones(1)).item() != 0.0:  # pragma: no cover - log(1) is exact in any libm
+    raise ImportError("scores_of_one assumes numpy's log of 1 is 0")
 if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
     raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
@@ -105,38 +108,53 @@ def _recalibrated(
     alarm_levels: list[int],
 ) -> list[float]:
     """``recalibrate_one`` of an event some of whose methods are past level 0 (or NaN): the
-    kernel's every step, on the state's ``counts`` (read and written through ``cells``)."""
-    # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
-    stacked = [MIN_RARITY if r < MIN_RARITY else 1.0 if r > 1.0 else r for r in rarities]
-    levels = _surprise_levels(stacked)
-    calibrated = stacked.copy()
-    for m, level in enumerate(levels):
-        if level > 0:
-            row = m * _WIDTH
-            total = cells[row + _TOTAL]
-            if total > 0:
-                exponent = 1.0
-                for j in range(1, level + 1):
-                    exceed = cells[row + j]
-                    if exceed < MIN_EXCEEDANCES:
-                        break
-                    if exceed < total:
-                        exponent = min(exponent, math.log(exceed / total) / _LOG_CLAIMED_LIST[j])
-                    else:
-                        exponent = 0.0
-                calibrated[m] = stacked[m] ** exponent
+    kernel's every step, on the state's ``counts`` (read and written through ``cells``).
+
+    A method's row is read and written only for that method, and the event's flag changes only
+    what a method past level 0 learns: a method at level 0 is learned as soon as it is seen, in
+    the one pass that finds the levels and calibrates the others, and only those are learned
+    after the flag."""
+    calibrated = []
+    past: list[tuple[int, int]] = []  # (method, level) of each method past level 0
+    for m, rarity in enumerate(rarities):
+        # np.minimum(np.maximum(r, MIN_RARITY), 1.0), NaN kept.
+        value = MIN_RARITY if rarity < MIN_RARITY else 1.0 if rarity > 1.0 else rarity
+        calibrated.append(value)
+        row = m * _WIDTH
+        level = 0 if value > SURELY_LEVEL_0 else _surprise_level(value)
+        if not level:
+            cells[row] += 1.0
+            total = cells[row + _TOTAL] + 1.0
+            cells[row + _TOTAL] = total
+            if total > MAX_CALIBRATION_EVENTS:
+                counts[m] *= 0.5
+            continue
+        past.append((m, level))
+        total = cells[row + _TOTAL]
+        if total > 0:
+            exponent = 1.0
+            for j in range(1, level + 1):
+                exceed = cells[row + j]
+                if exceed < MIN_EXCEEDANCES:
+                    break
+                if exceed < total:
+                    # min(exponent, ...) without the call; never NaN (0 < exceed < total).
+                    factor = math.log(exceed / total) / _LOG_CLAIMED_LIST[j]
+                    if factor < exponent:
+                        exponent = factor
+                else:
+                    exponent = 0.0
+            calibrated[m] = value**exponent
     clip = False
     if any(map(operator.le, calibrated, alarms)):
         clip = time - state.last_alarm < ISOLATED_ALARM_SECONDS
         state.last_alarm = max(state.last_alarm, time)
-    for m, level in enumerate(levels):
+    for m, level in past:
+        if clip and alarm_levels[m] < level:
+            level = alarm_levels[m]
         row = m * _WIDTH
-        cells[row] += 1.0
-        if level:
-            if clip and alarm_levels[m] < level:
-                level = alarm_levels[m]
-            for j in range(row + 1, row + level + 1):
-                cells[j] += 1.0
+        for j in range(row, row + level + 1):
+            cells[j] += 1.0
         total = cells[row + _TOTAL] + 1.0
         cells[row + _TOTAL] = total
         if total > MAX_CALIBRATION_EVENTS:
@@ -147,35 +165,32 @@ def _recalibrated(
 def _surprise_levels(stacked: list[float]) -> list[int]:
     """The last grid level at or below each rarity's surprise (-log10), as observe_matrix finds
     it with ``np.log10`` and searchsorted: a NaN reaches every level."""
-    levels = []
-    for value in stacked:
-        # Most rarities of most events: no level past 0 (their surprise is below 0.49).
-        if value > SURELY_LEVEL_0:
-            levels.append(0)
-            continue
-        # The level is the number of level rarities at or above the value, unless the value is
-        # within _MARGIN of one of them (or NaN): there only numpy's log10 can tell.
-        k = bisect_left(_LEVEL_RARITIES, value)
-        if (
-            not value == value
-            or (k < len(_LEVEL_RARITIES) and _LEVEL_RARITIES[k] - value <= _NEAR[k])
-            or (k > 0 and value - _LEVEL_RARITIES[k - 1] <= _NEAR[k - 1])
-        ):
-            # (np.array first: a ufunc converts a list through a slower path.)
-            surprises = np.log10(np.array(stacked)).tolist()
-            return [bisect_right(_GRID, -surprise) for surprise in surprises]
-        levels.append(len(_LEVEL_RARITIES) - k)
-    return levels
+    return [0 if value > SURELY_LEVEL_0 else _surprise_level(value) for value in stacked]
+
+
+def _surprise_level(value: float) -> int:
+    """``_surprise_levels`` of one rarity at or below SURELY_LEVEL_0 (or NaN)."""
+    # The level is the number of level rarities at or above the value, unless the value is
+    # within _NEAR of one of them (or NaN): there only numpy's log10 can tell (elementwise, as
+    # on the batch's array).
+    k = bisect_left(_LEVEL_RARITIES, value)
+    if (
+        not value == value
+        or (k < len(_LEVEL_RARITIES) and _LEVEL_RARITIES[k] - value <= _NEAR[k])
+        or (k > 0 and value - _LEVEL_RARITIES[k - 1] <= _NEAR[k - 1])
+    ):
+        # (np.array first: a ufunc converts a list through a slower path.)
+        return bisect_right(_GRID, -np.log10(np.array([value])).item())
+    return len(_LEVEL_RARITIES) - k
 
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     """``rarity_to_score`` of one event's rarities (one per method)."""
     # Rarity 1 (no evidence: most methods for most events; np.fmin makes a NaN and anything
-    # above 1 one too) has the log numpy gives it, taken once at import: its score, the same
-    # for every such method, is computed once. The others, clipped below at MIN_RARITY as
-    # np.fmax does, take one np.log call (np.array first: a ufunc converts a list through a
-    # slower path).
-    unknown = _score_of_linear(0.5 * _LOG_OF_ONE / log_rate)
+    # above 1 one too) has the log numpy gives it, 0: its linear value is a zero of either sign
+    # for any rate, and its score 0. The others, clipped below at MIN_RARITY as np.fmax does,
+    # take one np.log call (np.array first: a ufunc converts a list through a slower path).
+    unknown = _UNKNOWN_SCORE
     below = [rarity if rarity > MIN_RARITY else MIN_RARITY for rarity in rarities if rarity < 1.0]
     if not below:
         return [unknown] * len(rarities)
