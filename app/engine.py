@@ -472,9 +472,8 @@ class ScoringEngine:
         batch, baseline = context.batch, context.baseline
         threshold = self.settings.anomaly_threshold
         names = tuple(outputs)
-        table = self._method_table(names)
-        method_outputs = list(outputs.values())
-        rarities = [output.rarity for output in method_outputs]
+        table = self._method_tables.get(names) or self._method_table(names)
+        rarities = [output.rarity for output in outputs.values()]
         service = batch.services[0]
         if table.recalibrated_rows:
             recalibrated = [rarities[m] for m in table.recalibrated_rows]
@@ -521,7 +520,7 @@ class ScoringEngine:
         )
         methods: dict[str, Any] = {}
         for name, label, (_, metrics), score in zip(
-            names, table.labels, method_outputs, scores, strict=True
+            names, table.labels, outputs.values(), scores, strict=True
         ):
             # NaN and infinities are written as null. A finite sum has neither (either makes
             # the sum NaN or infinite): then the detector's own dict (made for this output
@@ -558,7 +557,8 @@ class ScoringEngine:
             "service": service,
             "service_events_seen": seen,
             "baseline_ready": ready,
-            "confidence": finite_or_none(seen / (seen + self.settings.confidence_events)),
+            # Finite: events seen over themselves plus confidence_events (at least 1).
+            "confidence": seen / (seen + self.settings.confidence_events),
         }
 
     def _render(

@@ -51,6 +51,7 @@ _pack_row = struct.Struct("3d").pack_into  # a 1 x 3 float64 feature row, in pla
 _UNKNOWN_SCORE = 0.0
 if np.log(np.ones(1)).item() != 0.0:  # pragma: no cover - log(1) is exact in any libm
     raise ImportError("scores_of_one assumes numpy's log of 1 is 0")
+
 if _GRID[0] <= 0.49:  # pragma: no cover - the grid's first level past 0 is 0.5
     raise ImportError("SURELY_LEVEL_0 assumes no surprise level below 0.49 but 0")
 
@@ -190,10 +191,9 @@ def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
     # above 1 one too) has the log numpy gives it, 0: its linear value is a zero of either sign
     # for any rate, and its score 0. The others, clipped below at MIN_RARITY as np.fmax does,
     # take one np.log call (np.array first: a ufunc converts a list through a slower path).
-    unknown = _UNKNOWN_SCORE
     below = [rarity if rarity > MIN_RARITY else MIN_RARITY for rarity in rarities if rarity < 1.0]
     if not below:
-        return [unknown] * len(rarities)
+        return [_UNKNOWN_SCORE] * len(rarities)
     logs = iter(np.log(np.array(below)).tolist())
     scores = []
     for rarity in rarities:
@@ -204,7 +204,7 @@ def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
             value = 0.5 * next(logs) / log_rate
             scores.append(value if value <= BEND_AT else _score_of_linear(value))
         else:
-            scores.append(unknown)
+            scores.append(_UNKNOWN_SCORE)
     return scores
 
 

@@ -335,6 +335,52 @@ def test_recalibrate_one_equals_observe_matrix(
         assert array_state.last_alarm == float_state.last_alarm
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    alarms=st.lists(
+        st.one_of(st.floats(0.0, 1.0), st.sampled_from([SURELY_LEVEL_0, 0.9, 1.0])),
+        min_size=3,
+        max_size=3,
+    ),
+    near_halving=st.booleans(),
+)
+def test_recalibrate_one_level_0_events_equal_observe_matrix(
+    seed: int, alarms: list[float], near_halving: bool
+) -> None:
+    """Events whose rarities are mostly all at level 0 (recalibrate_one's shortcut: no search
+    of levels, its input handed back), some above 1, with alarm rarities high enough to flag
+    them: calibrated rarities, counts (halving included) and alarm times bit for bit."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    values = rng.uniform(SURELY_LEVEL_0, 1.0, size=(n, 3))
+    values[rng.random((n, 3)) < 0.05] = 1.5  # above 1: clipped, a new list
+    values[rng.random((n, 3)) < 0.03] = 1e-4  # now and then an event past level 0
+    values[rng.random((n, 3)) < 0.03] = SURELY_LEVEL_0  # not above it: the full path
+    times = 1.8e9 + np.cumsum(rng.choice([0.5, 59.9, 60.0, 75.0], size=n))
+    names = ("m0", "m1", "m2")
+    by_array, by_floats = OnlineRecalibration(), OnlineRecalibration()
+    if near_halving:
+        counts = np.zeros((3, SURPRISE_LEVELS + 1))
+        counts[:, 0] = counts[:, -1] = MAX_CALIBRATION_EVENTS - rng.integers(0, 30, size=3)
+        counts[:, 1:-1] = np.sort(rng.integers(0, 5000, size=(3, SURPRISE_LEVELS - 1)))[:, ::-1]
+        for recalibration in (by_array, by_floats):
+            recalibration.state_for("a").learn(names, counts.copy())
+    levels = alarm_arrays(tuple(alarms))[1].tolist()
+    for i in range(n):
+        row = values[i].tolist()
+        expected = by_array.observe_matrix(
+            ["a"], times[i : i + 1], list(names), np.array(row)[:, None], alarms
+        )
+        got = recalibrate_one(by_floats, "a", float(times[i]), names, row, alarms, levels)
+        assert _same_bits(np.array(got), expected.ravel()), i
+        if min(row) > SURELY_LEVEL_0 and max(row) <= 1.0:
+            assert got is row  # nothing changed: the engine writes nothing back
+    array_state, float_state = by_array.state_for("a"), by_floats.state_for("a")
+    assert _same_bits(array_state.counts, float_state.counts)
+    assert array_state.last_alarm == float_state.last_alarm
+
+
 def _varied_events(n: int, seed: int) -> list[LogEvent]:
     """Warming-up and evicted services, error bursts, latency spikes and drops, no latency,
     late events, novel messages: every kind of finding an explanation can have."""
