@@ -104,7 +104,8 @@ class _MethodTable:
     weight_list: list[float]
     recalibrated_rows: list[int]
     recalibrated_tuple: tuple[str, ...]
-    recalibrated_levels: list[int]  # the surprise level of each recalibrated alarm rarity
+    # Their alarm rarities and the surprise level of each, as ``alarm_arrays`` gives them.
+    recalibrated_alarm_arrays: tuple[FloatArray, npt.NDArray[np.int64]]
     log_rate: float  # numpy's log of the target false-alarm rate, for ``scores_of_one``
 
 
@@ -454,7 +455,7 @@ class ScoringEngine:
                 [float(w) for w in np.array(weights, dtype=np.float64).tolist()],
                 recalibrated,
                 tuple(names[m] for m in recalibrated),
-                alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
+                alarm_arrays(tuple(recalibrated_alarms)),
                 float(log_false_alarm_rate(q)),
             )
             self._method_tables[names] = table
@@ -483,8 +484,7 @@ class ScoringEngine:
                 batch.timestamps.item(),
                 table.recalibrated_tuple,
                 recalibrated,
-                table.recalibrated_alarms,
-                table.recalibrated_levels,
+                table.recalibrated_alarm_arrays,
             )
             if calibrated is not recalibrated:  # else the usual event: none changed
                 for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):

@@ -4,8 +4,10 @@ For one event each numpy call's fixed cost is most of its price, so the steps af
 (online recalibration, score mapping, combination) are redone here on Python floats with the same
 IEEE operations in the same order as their array versions, keeping numpy only for the functions
 whose last bit Python's math module may not share (``np.log``, ``np.log10``: numpy's SIMD loops
-are not libm). tests/test_one_event_paths.py compares every function here with its array version
-bit for bit.
+are not libm). The online recalibration, the most Python steps of them, is the exception: one
+call into compiled code (the batch's own kernel) costs less than its steps on Python floats, which
+remain for when numba is missing. tests/test_one_event_paths.py compares every function here with
+its array version bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.compiled import compile_kernel
 from app.detectors.calibration import (
     BEND_AT,
     BEND_HEADROOM,
@@ -30,6 +33,8 @@ from app.detectors.calibration import (
     MIN_RARITY,
     SURPRISE_LEVELS,
     OnlineRecalibration,
+    _recalibrate,
+    _recalibration_loop,
     _ServiceCalibration,
 )
 
@@ -46,6 +51,7 @@ SURELY_LEVEL_0 = 10.0**-0.49
 _LEVEL_RARITIES = sorted(10.0**-g for g in _GRID)
 _NEAR = [1e-9 * rarity for rarity in _LEVEL_RARITIES]
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 _pack_row = struct.Struct("3d").pack_into  # a 1 x 3 float64 feature row, in place
 # The score of a rarity of 1 (or NaN, or above 1), whatever the rate: see scores_of_one.
 _UNKNOWN_SCORE = 0.0
@@ -62,41 +68,111 @@ def recalibrate_one(
     time: float,
     names: tuple[str, ...],
     rarities: list[float],
-    alarms: list[float],
-    alarm_levels: list[int],
+    alarms: tuple[FloatArray, IntArray],
 ) -> list[float]:
     """``recalibration.observe_matrix`` for one event of ``service`` at ``time``: the methods'
-    calibrated rarities, then the event learned. ``alarm_levels`` are the surprise levels of
-    ``alarms`` (as ``alarm_arrays`` gives them). The arithmetic is that of the compiled kernel
-    (``_recalibration_loop``) for one event: same operations, same order. The list returned is
-    ``rarities`` itself when no rarity changes (the usual event: each at level 0, none above 1),
-    else a new one."""
+    calibrated rarities, then the event learned. ``alarms`` are the methods' alarm rarities and
+    their surprise levels, as ``alarm_arrays`` gives them. The list returned is ``rarities``
+    itself when no rarity changes (the usual event: each at level 0, none above 1), else a new
+    one.
+
+    The batch's compiled kernel (``_recalibration_loop``) itself learns the event, called on the
+    event's arrays by a compiled function that first finds its levels (``_levels_and_learning``:
+    one call into compiled code, where the same steps in Python cost a few times more); without
+    numba, or for a rarity whose level only numpy's log10 can tell, the same steps on Python
+    floats."""
     state = recalibration.state_for(service)
     counts = state.counts_of(names)
+    alarm_array, level_array = alarms
+    if _compiled_levels_and_learning is not None:
+        calibrated = np.empty(len(rarities))
+        last_alarm = _compiled_levels_and_learning(
+            counts, np.array(rarities), alarm_array, level_array, time, state.last_alarm, calibrated
+        )
+        if last_alarm == last_alarm:  # else nothing was learned: the Python steps below
+            state.last_alarm = last_alarm
+            if counts is not state.counts:  # a copy (the methods changed): learned back
+                state.learn(names, counts)
+            values: list[float] = calibrated.tolist()
+            # (Equal as floats is equal in bits here: a clipped rarity is never -0.0 or NaN.)
+            return rarities if values == rarities else values
     # Element by element through a flat memoryview (row m's level j at m * _WIDTH + j): a few
     # dozen reads and writes of Python floats, where numpy's indexing would make a scalar or a
     # view for each, and a 2-D memoryview a tuple.
     cells: Any = counts.data.cast("B").cast("d")  # typeshed calls its items ints: here floats
+    alarm_list: list[float] = alarm_array.tolist()
     # Most events of most services: every rarity above SURELY_LEVEL_0 (so none is NaN), all at
     # level 0. Nothing is calibrated (the kernel's exponent is reached only past level 0), a
     # clipped alarm level cannot be below 0, so the event adds 1 to each method's level 0 and
     # total: the kernel's steps for such an event, without the levels' search.
     if all(map(SURELY_LEVEL_0.__lt__, rarities)):
-        calibrated = rarities if max(rarities) <= 1.0 else [min(r, 1.0) for r in rarities]
-        if any(map(operator.le, calibrated, alarms)):
+        calibrated_list = rarities if max(rarities) <= 1.0 else [min(r, 1.0) for r in rarities]
+        if any(map(operator.le, calibrated_list, alarm_list)):
             state.last_alarm = max(state.last_alarm, time)
-        for row in range(0, len(calibrated) * _WIDTH, _WIDTH):
+        for row in range(0, len(calibrated_list) * _WIDTH, _WIDTH):
             cells[row] += 1.0
             total = cells[row + _TOTAL] + 1.0
             cells[row + _TOTAL] = total
             if total > MAX_CALIBRATION_EVENTS:
                 counts[row // _WIDTH] *= 0.5
     else:
-        calibrated = _recalibrated(state, cells, counts, time, rarities, alarms, alarm_levels)
+        calibrated_list = _recalibrated(
+            state, cells, counts, time, rarities, alarm_list, level_array.tolist()
+        )
     cells.release()
     if counts is not state.counts:  # a copy (the methods changed): learned back into place
         state.learn(names, counts)
-    return calibrated
+    return calibrated_list
+
+
+def _levels_and_learning(
+    counts: FloatArray,
+    rarities: FloatArray,
+    alarms: FloatArray,
+    alarm_levels: IntArray,
+    time: float,
+    last_alarm: float,
+    calibrated: FloatArray,
+) -> float:
+    """The compiled part of ``recalibrate_one``: the clipped rarities' levels (by the search of
+    ``_surprise_levels``), then ``_recalibration_loop`` on the one event, its service's ``counts``
+    (a row per method) and alarm time: calibrated rarities into ``calibrated``, the new alarm
+    time returned. NaN, with nothing changed, when a rarity is NaN or its level needs numpy's
+    log10."""
+    n = rarities.shape[0]
+    stacked = np.empty((n, 1))
+    levels = np.empty((n, 1), dtype=np.int64)
+    size = _LEVEL_RARITY_ARRAY.shape[0]
+    for m in range(n):
+        rarity = rarities[m]
+        value = MIN_RARITY if rarity < MIN_RARITY else 1.0 if rarity > 1.0 else rarity
+        stacked[m, 0] = calibrated[m] = value  # the kernel writes only what it calibrates
+        if value > SURELY_LEVEL_0:
+            levels[m, 0] = 0
+            continue
+        if value != value:
+            return math.nan
+        k = np.searchsorted(_LEVEL_RARITY_ARRAY, value)
+        if (k < size and _LEVEL_RARITY_ARRAY[k] - value <= _NEAR_ARRAY[k]) or (
+            k > 0 and value - _LEVEL_RARITY_ARRAY[k - 1] <= _NEAR_ARRAY[k - 1]
+        ):
+            return math.nan
+        levels[m, 0] = size - k
+    last = np.full(1, last_alarm)
+    # (The kernel's signature takes writable arrays; numba freezes globals read-only.)
+    _recalibrate(
+        counts.reshape(1, n, _WIDTH),
+        last,
+        np.zeros(1, dtype=np.int64),
+        levels,
+        stacked,
+        np.full(1, time),
+        alarms,
+        alarm_levels,
+        LOG_CLAIMED.copy(),
+        calibrated.reshape(n, 1),
+    )
+    return float(last[0])
 
 
 def _recalibrated(
@@ -183,6 +259,21 @@ def _surprise_level(value: float) -> int:
         # (np.array first: a ufunc converts a list through a slower path.)
         return bisect_right(_GRID, -np.log10(np.array([value])).item())
     return len(_LEVEL_RARITIES) - k
+
+
+# Arrays of the level search's constants, for the compiled function (numba freezes them in).
+_LEVEL_RARITY_ARRAY = np.array(_LEVEL_RARITIES)
+_NEAR_ARRAY = np.array(_NEAR)
+# Only where the batch's kernel is compiled too (it is called from this one).
+_compiled_levels_and_learning = (
+    compile_kernel(
+        _levels_and_learning,
+        "float64(float64[:, ::1], float64[::1], float64[::1], int64[::1], float64, float64, "
+        "float64[::1])",
+    )
+    if _recalibrate is not _recalibration_loop
+    else None
+)
 
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:

@@ -6,7 +6,9 @@ values both ways and compares them bit for bit (NaN included)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app import one_event
 from app.combiner import combine_matrix
 from app.detectors.base import MethodOutput, OneOutput, ScoringContext
 from app.detectors.calibration import (
@@ -278,14 +281,28 @@ def test_surprise_levels_are_those_of_log10_and_searchsorted() -> None:
     assert _surprise_levels(stacked.tolist()) == expected.tolist()
 
 
+@contextlib.contextmanager
+def _recalibration_steps(compiled: bool) -> Iterator[None]:
+    """recalibrate_one through its compiled function, as served, or through its Python steps
+    (as without numba; with numba, only for a rarity whose level needs numpy's log10)."""
+    saved = one_event._compiled_levels_and_learning
+    if not compiled:
+        one_event._compiled_levels_and_learning = None
+    try:
+        yield
+    finally:
+        one_event._compiled_levels_and_learning = saved
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1),
     specials=st.lists(st.tuples(st.integers(0, 299), st.integers(0, 3), rarities), max_size=20),
     near_halving=st.booleans(),
+    compiled=st.booleans(),
 )
 def test_recalibrate_one_equals_observe_matrix(
-    seed: int, specials: list[tuple[int, int, float]], near_halving: bool
+    seed: int, specials: list[tuple[int, int, float]], near_halving: bool, compiled: bool
 ) -> None:
     """Event by event, two services, methods added midway, gaps around the isolation time,
     counts near the halving: calibrated rarities, counts and alarm times bit for bit."""
@@ -318,15 +335,10 @@ def test_recalibrate_one_equals_observe_matrix(
         expected = by_array.observe_matrix(
             [services[i]], times[i : i + 1], list(names), np.array(row)[:, None], alarms
         )
-        got = recalibrate_one(
-            by_floats,
-            services[i],
-            float(times[i]),
-            names,
-            row,
-            alarms,
-            alarm_arrays(tuple(alarms))[1].tolist(),
-        )
+        with _recalibration_steps(compiled):
+            got = recalibrate_one(
+                by_floats, services[i], float(times[i]), names, row, alarm_arrays(tuple(alarms))
+            )
         assert _same_bits(np.array(got), expected.ravel()), i
     for service in ("a", "b"):
         array_state, float_state = by_array.state_for(service), by_floats.state_for(service)
@@ -344,9 +356,10 @@ def test_recalibrate_one_equals_observe_matrix(
         max_size=3,
     ),
     near_halving=st.booleans(),
+    compiled=st.booleans(),
 )
 def test_recalibrate_one_level_0_events_equal_observe_matrix(
-    seed: int, alarms: list[float], near_halving: bool
+    seed: int, alarms: list[float], near_halving: bool, compiled: bool
 ) -> None:
     """Events whose rarities are mostly all at level 0 (recalibrate_one's shortcut: no search
     of levels, its input handed back), some above 1, with alarm rarities high enough to flag
@@ -366,13 +379,15 @@ def test_recalibrate_one_level_0_events_equal_observe_matrix(
         counts[:, 1:-1] = np.sort(rng.integers(0, 5000, size=(3, SURPRISE_LEVELS - 1)))[:, ::-1]
         for recalibration in (by_array, by_floats):
             recalibration.state_for("a").learn(names, counts.copy())
-    levels = alarm_arrays(tuple(alarms))[1].tolist()
     for i in range(n):
         row = values[i].tolist()
         expected = by_array.observe_matrix(
             ["a"], times[i : i + 1], list(names), np.array(row)[:, None], alarms
         )
-        got = recalibrate_one(by_floats, "a", float(times[i]), names, row, alarms, levels)
+        with _recalibration_steps(compiled):
+            got = recalibrate_one(
+                by_floats, "a", float(times[i]), names, row, alarm_arrays(tuple(alarms))
+            )
         assert _same_bits(np.array(got), expected.ravel()), i
         if min(row) > SURELY_LEVEL_0 and max(row) <= 1.0:
             assert got is row  # nothing changed: the engine writes nothing back
