@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.compiled import compile_kernel
+from app.compiled import compile_kernel, unchecked
 from app.detectors.calibration import (
     BEND_AT,
     BEND_HEADROOM,
@@ -264,8 +264,9 @@ def _surprise_level(value: float) -> int:
 # Arrays of the level search's constants, for the compiled function (numba freezes them in).
 _LEVEL_RARITY_ARRAY = np.array(_LEVEL_RARITIES)
 _NEAR_ARRAY = np.array(_NEAR)
-# Only where the batch's kernel is compiled too (it is called from this one).
-_compiled_levels_and_learning = (
+# Only where the batch's kernel is compiled too (it is called from this one). Called through
+# its compiled entry point (``unchecked``): recalibrate_one passes exactly the signature's types.
+_compiled = (
     compile_kernel(
         _levels_and_learning,
         "float64(float64[:, ::1], float64[::1], float64[::1], int64[::1], float64, float64, "
@@ -274,6 +275,7 @@ _compiled_levels_and_learning = (
     if _recalibrate is not _recalibration_loop
     else None
 )
+_compiled_levels_and_learning = unchecked(_compiled) if _compiled is not None else None
 
 
 def scores_of_one(rarities: list[float], log_rate: float) -> list[float]:
