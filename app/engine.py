@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -104,7 +104,8 @@ class _MethodTable:
     weight_list: list[float]
     recalibrated_rows: list[int]
     recalibrated_tuple: tuple[str, ...]
-    recalibrated_levels: list[int]  # the surprise level of each recalibrated alarm rarity
+    # Their alarm rarities and the surprise level of each, as ``alarm_arrays`` gives them.
+    recalibrated_alarm_arrays: tuple[FloatArray, npt.NDArray[np.int64]]
     log_rate: float  # numpy's log of the target false-alarm rate, for ``scores_of_one``
 
 
@@ -454,7 +455,7 @@ class ScoringEngine:
                 [float(w) for w in np.array(weights, dtype=np.float64).tolist()],
                 recalibrated,
                 tuple(names[m] for m in recalibrated),
-                alarm_arrays(tuple(recalibrated_alarms))[1].tolist(),
+                alarm_arrays(tuple(recalibrated_alarms)),
                 float(log_false_alarm_rate(q)),
             )
             self._method_tables[names] = table
@@ -472,22 +473,22 @@ class ScoringEngine:
         batch, baseline = context.batch, context.baseline
         threshold = self.settings.anomaly_threshold
         names = tuple(outputs)
-        table = self._method_table(names)
-        method_outputs = list(outputs.values())
-        rarities = [output.rarity for output in method_outputs]
+        table = self._method_tables.get(names) or self._method_table(names)
+        rarities = [output.rarity for output in outputs.values()]
         service = batch.services[0]
         if table.recalibrated_rows:
+            recalibrated = [rarities[m] for m in table.recalibrated_rows]
             calibrated = recalibrate_one(
                 self.recalibration,
                 service,
                 batch.timestamps.item(),
                 table.recalibrated_tuple,
-                [rarities[m] for m in table.recalibrated_rows],
-                table.recalibrated_alarms,
-                table.recalibrated_levels,
+                recalibrated,
+                table.recalibrated_alarm_arrays,
             )
-            for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
-                rarities[m] = rarity
+            if calibrated is not recalibrated:  # else the usual event: none changed
+                for m, rarity in zip(table.recalibrated_rows, calibrated, strict=True):
+                    rarities[m] = rarity
         scores = scores_of_one(rarities, table.log_rate)
         combined = combine_one(scores, table.weight_list)
         flagged = combined >= threshold
@@ -504,12 +505,12 @@ class ScoringEngine:
                 self.repeats.observe(batch.services, baseline.events_seen, given, threshold),
                 threshold,
             ).tolist()
-        score_of = dict(zip(names, scores, strict=True))
         explanation = explain_one(
             batch,
             baseline,
             context.window,
-            score_of,
+            names,
+            scores,
             combined,
             flagged,
             self.settings,
@@ -518,22 +519,22 @@ class ScoringEngine:
             self.templates.miner.text,
         )
         methods: dict[str, Any] = {}
-        for name, label, output, score in zip(
-            names, table.labels, method_outputs, scores, strict=True
+        for name, label, (_, metrics), score in zip(
+            names, table.labels, outputs.values(), scores, strict=True
         ):
-            metrics: Mapping[str, float | None] = output.metrics
             # NaN and infinities are written as null. A finite sum has neither (either makes
-            # the sum NaN or infinite): then the detector's own dict (made for this event) is
-            # the answer's, without a copy value by value.
-            total = sum(output.metrics.values())
+            # the sum NaN or infinite): then the detector's own dict (made for this output
+            # alone, and read by the explanation already) is the answer's as it is; else its
+            # few such values are replaced in place, not the dict copied value by value.
+            total = sum(metrics.values())
             if not total - total == 0.0:
-                metrics = {
-                    metric: value if value - value == 0.0 else None
-                    for metric, value in output.metrics.items()
-                }
+                answered: dict[str, float | None] = metrics  # type: ignore[assignment]
+                for metric, value in metrics.items():
+                    if not value - value == 0.0:
+                        answered[metric] = None
             methods[name] = {
-                # finite_or_none, inline: a call per method cost more than the test.
-                "anomaly_score": score if score - score == 0.0 else None,
+                # Every score is finite (scores_of_one): no null to write.
+                "anomaly_score": score,
                 "is_anomaly": score >= threshold,
                 "method": label,
                 "metrics": metrics,
@@ -556,7 +557,8 @@ class ScoringEngine:
             "service": service,
             "service_events_seen": seen,
             "baseline_ready": ready,
-            "confidence": finite_or_none(seen / (seen + self.settings.confidence_events)),
+            # Finite: events seen over themselves plus confidence_events (at least 1).
+            "confidence": seen / (seen + self.settings.confidence_events),
         }
 
     def _render(

@@ -544,7 +544,8 @@ def explain_one(
     batch: EventBatch,
     baseline: BaselineView,
     window: WindowView,
-    scores: dict[str, float],
+    names: Sequence[str],
+    scores: Sequence[float],
     combined: float,
     flagged: bool,
     settings: Settings,
@@ -552,8 +553,9 @@ def explain_one(
     templates: TemplateView | None,
     template_text: Callable[[int], str | None] | None,
 ) -> str:
-    """``explain`` of a batch of one, from its scores and outputs as Python floats: the same
-    sentence, without the arrays ``explain`` makes and reads for every event."""
+    """``explain`` of a batch of one, from its methods' scores (``scores[m]`` of ``names[m]``)
+    and outputs as Python floats: the same sentence, without the arrays ``explain`` makes and
+    reads for every event."""
     # item(): each one-value column's Python value, as tolist() gives it, without a list.
     latency, median = batch.latency_ms.item(), baseline.median_latency_ms.item()
     ratio = (
@@ -561,26 +563,41 @@ def explain_one(
         if not math.isnan(latency) and median > MIN_MEDIAN_FOR_RATIO_MS
         else math.nan
     )
-    notable = {name: [0] for name, score in scores.items() if score >= NOTABLE_SCORE}
     # Only a method with a notable score has findings (the sliding window's burst finding
-    # included): only their outputs are needed as the arrays the findings read.
+    # included): only their outputs are needed as the arrays the findings read. Most events
+    # have none, which one max tells.
+    window_score = 0.0
     arrays: dict[str, MethodOutput] = {}
     extra: dict[int, list[str]] = {}
-    if notable:
+    if max(scores, default=0.0) >= NOTABLE_SCORE:
+        score_of = dict(zip(names, scores, strict=True))
+        window_score = score_of.get("sliding_window", 0.0)
+        notable = {name: [0] for name, score in score_of.items() if score >= NOTABLE_SCORE}
         arrays = {name: _as_arrays(outputs[name]) for name in notable}
         extra = _method_findings(
             batch, {}, arrays, templates, template_text, settings, None, notable
         )
-    ready = baseline.ready.item()
+    ready, is_error = baseline.ready.item(), batch.is_error.item()
+    window_z, shift = window.latency_zscore.item(), baseline.latency_shift.item()
+    if (
+        not extra
+        and not is_error
+        and ready
+        and not (window_z >= NOTABLE_WINDOW_Z or shift >= NOTABLE_SHIFT)
+        and not (ratio >= NOTABLE_RATIO or ratio <= 1 / NOTABLE_RATIO)
+    ):
+        # Most events: none of _findings' conditions holds (each written as it tests it, NaN
+        # failing every comparison), so the sentence is the verdict.
+        return _verdict(flagged, combined, ratio, ready)
     findings = _findings(
         latency,
         median,
         ratio,
         ready,
-        batch.is_error.item(),
-        scores.get("sliding_window", 0.0),
-        window.latency_zscore.item(),
-        baseline.latency_shift.item(),
+        is_error,
+        window_score,
+        window_z,
+        shift,
         baseline.events_seen.item(),
         batch.levels[0],
         extra.get(0, ()),

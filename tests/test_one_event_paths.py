@@ -6,7 +6,9 @@ values both ways and compares them bit for bit (NaN included)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app import one_event
 from app.combiner import combine_matrix
 from app.detectors.base import MethodOutput, OneOutput, ScoringContext
 from app.detectors.calibration import (
@@ -278,14 +281,28 @@ def test_surprise_levels_are_those_of_log10_and_searchsorted() -> None:
     assert _surprise_levels(stacked.tolist()) == expected.tolist()
 
 
+@contextlib.contextmanager
+def _recalibration_steps(compiled: bool) -> Iterator[None]:
+    """recalibrate_one through its compiled function, as served, or through its Python steps
+    (as without numba; with numba, only for a rarity whose level needs numpy's log10)."""
+    saved = one_event._compiled_levels_and_learning
+    if not compiled:
+        one_event._compiled_levels_and_learning = None
+    try:
+        yield
+    finally:
+        one_event._compiled_levels_and_learning = saved
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1),
     specials=st.lists(st.tuples(st.integers(0, 299), st.integers(0, 3), rarities), max_size=20),
     near_halving=st.booleans(),
+    compiled=st.booleans(),
 )
 def test_recalibrate_one_equals_observe_matrix(
-    seed: int, specials: list[tuple[int, int, float]], near_halving: bool
+    seed: int, specials: list[tuple[int, int, float]], near_halving: bool, compiled: bool
 ) -> None:
     """Event by event, two services, methods added midway, gaps around the isolation time,
     counts near the halving: calibrated rarities, counts and alarm times bit for bit."""
@@ -318,21 +335,65 @@ def test_recalibrate_one_equals_observe_matrix(
         expected = by_array.observe_matrix(
             [services[i]], times[i : i + 1], list(names), np.array(row)[:, None], alarms
         )
-        got = recalibrate_one(
-            by_floats,
-            services[i],
-            float(times[i]),
-            names,
-            row,
-            alarms,
-            alarm_arrays(tuple(alarms))[1].tolist(),
-        )
+        with _recalibration_steps(compiled):
+            got = recalibrate_one(
+                by_floats, services[i], float(times[i]), names, row, alarm_arrays(tuple(alarms))
+            )
         assert _same_bits(np.array(got), expected.ravel()), i
     for service in ("a", "b"):
         array_state, float_state = by_array.state_for(service), by_floats.state_for(service)
         assert array_state.methods == float_state.methods
         assert _same_bits(array_state.counts, float_state.counts)
         assert array_state.last_alarm == float_state.last_alarm
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    alarms=st.lists(
+        st.one_of(st.floats(0.0, 1.0), st.sampled_from([SURELY_LEVEL_0, 0.9, 1.0])),
+        min_size=3,
+        max_size=3,
+    ),
+    near_halving=st.booleans(),
+    compiled=st.booleans(),
+)
+def test_recalibrate_one_level_0_events_equal_observe_matrix(
+    seed: int, alarms: list[float], near_halving: bool, compiled: bool
+) -> None:
+    """Events whose rarities are mostly all at level 0 (recalibrate_one's shortcut: no search
+    of levels, its input handed back), some above 1, with alarm rarities high enough to flag
+    them: calibrated rarities, counts (halving included) and alarm times bit for bit."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    values = rng.uniform(SURELY_LEVEL_0, 1.0, size=(n, 3))
+    values[rng.random((n, 3)) < 0.05] = 1.5  # above 1: clipped, a new list
+    values[rng.random((n, 3)) < 0.03] = 1e-4  # now and then an event past level 0
+    values[rng.random((n, 3)) < 0.03] = SURELY_LEVEL_0  # not above it: the full path
+    times = 1.8e9 + np.cumsum(rng.choice([0.5, 59.9, 60.0, 75.0], size=n))
+    names = ("m0", "m1", "m2")
+    by_array, by_floats = OnlineRecalibration(), OnlineRecalibration()
+    if near_halving:
+        counts = np.zeros((3, SURPRISE_LEVELS + 1))
+        counts[:, 0] = counts[:, -1] = MAX_CALIBRATION_EVENTS - rng.integers(0, 30, size=3)
+        counts[:, 1:-1] = np.sort(rng.integers(0, 5000, size=(3, SURPRISE_LEVELS - 1)))[:, ::-1]
+        for recalibration in (by_array, by_floats):
+            recalibration.state_for("a").learn(names, counts.copy())
+    for i in range(n):
+        row = values[i].tolist()
+        expected = by_array.observe_matrix(
+            ["a"], times[i : i + 1], list(names), np.array(row)[:, None], alarms
+        )
+        with _recalibration_steps(compiled):
+            got = recalibrate_one(
+                by_floats, "a", float(times[i]), names, row, alarm_arrays(tuple(alarms))
+            )
+        assert _same_bits(np.array(got), expected.ravel()), i
+        if min(row) > SURELY_LEVEL_0 and max(row) <= 1.0:
+            assert got is row  # nothing changed: the engine writes nothing back
+    array_state, float_state = by_array.state_for("a"), by_floats.state_for("a")
+    assert _same_bits(array_state.counts, float_state.counts)
+    assert array_state.last_alarm == float_state.last_alarm
 
 
 def _varied_events(n: int, seed: int) -> list[LogEvent]:
