@@ -25,6 +25,8 @@ class AnomalyDetector:
 
     Events are validated exactly as the HTTP API validates them (``pydantic.ValidationError`` on
     bad input). Like the service, it learns each service's baseline and windows from what it scores.
+    One instance is for one thread at a time (each event updates its stores, and the one-event
+    path reuses its arrays): give each thread its own, or hold a lock around the calls.
     """
 
     def __init__(

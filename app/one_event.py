@@ -86,8 +86,16 @@ def recalibrate_one(
     alarm_array, level_array = alarms
     if _compiled_levels_and_learning is not None:
         calibrated = np.empty(len(rarities))
+        # float64 whatever the detectors' numbers are (an all-int list would make int64, which
+        # the unchecked entry point would read as doubles).
         last_alarm = _compiled_levels_and_learning(
-            counts, np.array(rarities), alarm_array, level_array, time, state.last_alarm, calibrated
+            counts,
+            np.array(rarities, dtype=np.float64),
+            alarm_array,
+            level_array,
+            time,
+            state.last_alarm,
+            calibrated,
         )
         if last_alarm == last_alarm:  # else nothing was learned: the Python steps below
             state.last_alarm = last_alarm

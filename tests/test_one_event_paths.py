@@ -396,6 +396,24 @@ def test_recalibrate_one_level_0_events_equal_observe_matrix(
     assert array_state.last_alarm == float_state.last_alarm
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_recalibrate_one_reads_int_rarities_as_floats(compiled: bool) -> None:
+    """A detector whose rarities are all Python ints (1, 0) gets what their floats get: the
+    compiled route's entry point does not check types, so the list must become float64."""
+    names = ("m0", "m1")
+    alarms = alarm_arrays((0.01, 0.01))
+    as_ints, as_floats = OnlineRecalibration(), OnlineRecalibration()
+    for i, (first, second) in enumerate([(1, 1), (1, 0), (0, 1), (1, 1)]):
+        with _recalibration_steps(compiled):
+            got = recalibrate_one(as_ints, "a", 1.8e9 + i, names, [first, second], alarms)
+            expected = recalibrate_one(
+                as_floats, "a", 1.8e9 + i, names, [float(first), float(second)], alarms
+            )
+        assert _same_bits(np.array(got, dtype=np.float64), np.array(expected)), i
+    assert _same_bits(as_ints.state_for("a").counts, as_floats.state_for("a").counts)
+    assert as_ints.state_for("a").last_alarm == as_floats.state_for("a").last_alarm
+
+
 def _varied_events(n: int, seed: int) -> list[LogEvent]:
     """Warming-up and evicted services, error bursts, latency spikes and drops, no latency,
     late events, novel messages: every kind of finding an explanation can have."""
