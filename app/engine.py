@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -519,19 +519,20 @@ class ScoringEngine:
             self.templates.miner.text,
         )
         methods: dict[str, Any] = {}
-        for name, label, (_, metrics), score in zip(
+        for name, label, (_, said), score in zip(
             names, table.labels, outputs.values(), scores, strict=True
         ):
+            metrics: Mapping[str, float | None] = said
             # NaN and infinities are written as null. A finite sum has neither (either makes
-            # the sum NaN or infinite): then the detector's own dict (made for this output
-            # alone, and read by the explanation already) is the answer's as it is; else its
-            # few such values are replaced in place, not the dict copied value by value.
-            total = sum(metrics.values())
+            # the sum NaN or infinite): then the detector's own dict (made for this output) is
+            # the answer's as it is; else a copy with nulls, never the detector's dict changed
+            # (the outputs stay what the detectors said, for whoever reads them again).
+            total = sum(said.values())
             if not total - total == 0.0:
-                answered: dict[str, float | None] = metrics  # type: ignore[assignment]
-                for metric, value in metrics.items():
-                    if not value - value == 0.0:
-                        answered[metric] = None
+                metrics = {
+                    metric: value if value - value == 0.0 else None
+                    for metric, value in said.items()
+                }
             methods[name] = {
                 # Every score is finite (scores_of_one): no null to write.
                 "anomaly_score": score,

@@ -524,3 +524,34 @@ def test_score_json_of_one_event_is_the_batch_paths(engine: ScoringEngine) -> No
             assert single.score_json([event], 1.8e9) == [expected[i]], i
         else:
             assert single.score([event], 1.8e9) == [orjson.loads(expected[i])], i
+
+
+def test_one_events_answer_leaves_the_detectors_outputs_as_they_were(
+    engine: ScoringEngine,
+) -> None:
+    """An event without latency has NaN metrics (written as null): the answer nulls a copy, so
+    the detectors' outputs still say NaN and assembling the answer again gives the same one."""
+    scorer = ScoringEngine(engine.settings, engine.model)
+    (event,) = parse_events(
+        [
+            {
+                "service": "no-latency",
+                "level": "INFO",
+                "message": "tick",
+                "timestamp": "2026-11-24T10:15:00Z",
+            }
+        ]
+    )
+    batch = EventBatch.from_events((event,))
+    context = scorer.observe((), batch, (event.message,))
+    outputs, failures = scorer._run_detectors_one(scorer.model, context)
+    said = {name: dict(output.metrics) for name, output in outputs.items()}
+    assert any(value != value for metrics in said.values() for value in metrics.values())
+    first = scorer._answer_of_one(scorer.model, context, outputs, failures)
+    again = scorer._answer_of_one(scorer.model, context, outputs, failures)
+    assert orjson.dumps(first) == orjson.dumps(again)
+    for name, output in outputs.items():
+        # The same keys and values, NaN still NaN (not None).
+        assert list(output.metrics) == list(said[name])
+        for value, before in zip(output.metrics.values(), said[name].values(), strict=True):
+            assert value == before or (value != value and before != before), name
