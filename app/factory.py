@@ -27,7 +27,7 @@ from app.metrics import Metrics
 from app.metrics import router as metrics_router
 from app.middleware import GuardMiddleware, Shortcut
 from app.model_store import ModelStore
-from app.pausing import TrainingPause
+from app.pausing import TrainingPause, neighbour_slowdown
 from app.routers import health, models, scoring, stats, training
 from app.security import KeyChecker, RequireApiKey
 from app.settings import Settings
@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chosen = settings or Settings()
     # Shared by the guard, which counts the requests being served, and the trainer, which
     # registers its processes: while any request is served, they stand still.
-    pause = TrainingPause(enabled=chosen.train_pause_while_serving)
+    # "auto" pauses until the start-up measure says whether it pays (app/pausing.py).
+    pause = TrainingPause(enabled=chosen.train_pause_while_serving is not False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,10 +66,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trainer = Trainer(chosen, store, engine, pause)
         app.state.insighthub = ServiceState(chosen, store, engine, trainer)
         log.info("serving model %s from %s", model.version, store.root)
+        measuring = (
+            asyncio.create_task(_decide_pause(pause))
+            if chosen.train_pause_while_serving == "auto"
+            else None
+        )
         try:
             yield
         finally:
             app.state.insighthub = None
+            if measuring is not None:
+                measuring.cancel()
             await trainer.close()
 
     app = FastAPI(
@@ -95,6 +103,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     }
     install_guards(app, chosen, shortcuts, pause)
     return app
+
+
+async def _decide_pause(pause: TrainingPause) -> None:
+    """``train_pause_while_serving = "auto"``: measure, in a thread, whether a neighbour slows
+    this machine's CPUs enough for pausing the fits to pay."""
+    slowdown = await asyncio.to_thread(neighbour_slowdown)
+    pause.decide(slowdown)
+    log.info(
+        "a CPU-bound neighbour slows scoring by %s: training processes %s while requests are "
+        "served (train_pause_while_serving=auto)",
+        "an unknown factor" if slowdown is None else f"x{slowdown:.2f}",
+        "pause" if pause.enabled else "keep running",
+    )
 
 
 def install_guards(

@@ -87,6 +87,19 @@ class _ServiceCollector(Collector):
             jobs.add_metric([str(status)], count)
         yield jobs
         pause = getattr(state.trainer, "pause", None)
+        if pause is not None and pause.neighbour_slowdown is not None:
+            yield GaugeMetricFamily(
+                "insighthub_neighbour_slowdown",
+                "How much slower pure-Python work ran on one CPU beside an idle-priority spinner "
+                "on another, measured at start-up (train_pause_while_serving=auto).",
+                value=pause.neighbour_slowdown,
+            )
+        if pause is not None:
+            yield GaugeMetricFamily(
+                "insighthub_training_pause_enabled",
+                "1 when training processes are stopped while requests are served.",
+                value=float(pause.enabled),
+            )
         if pause is not None and pause.enabled:
             yield CounterMetricFamily(
                 "insighthub_training_pauses",

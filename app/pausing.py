@@ -19,6 +19,14 @@ overflow the bucket ends early (a forced resume), and none starts while less tha
 
 Only on platforms with SIGSTOP (not Windows), and only for processes this service started and
 registered: their pids come from the trainer, which resumes them before it ends them.
+
+Pausing has a price of its own: two signals per request, and on another machine of the same kind
+(2 vCPUs, where a spinner on the other CPU slowed this one by 2% at most) POST /score's median
+rose by ~30% with pausing against ~1% without (bench (e), alternated). So by default
+(``train_pause_while_serving = "auto"``) the service measures at start-up what it would be
+protecting against: ``neighbour_slowdown`` times a pure-Python loop on one CPU with and without
+a SCHED_IDLE spinner on another (~0.2 s, in a child process), and pauses only when the spinner
+slows the loop by ``PAUSE_FROM_SLOWDOWN`` or more. Until it knows, it pauses.
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 
 # A fit keeps at least half of the wall clock whatever the load; a scoring request takes about a
@@ -37,6 +48,10 @@ PAUSE_BURST_SECONDS = 0.05
 MIN_PAUSE_SECONDS = 0.002  # below this a pause costs more in signals than it saves
 
 SUPPORTED = hasattr(signal, "SIGSTOP")
+# A neighbour that slows scoring by 10% or more costs more than pausing it does (bench (e)).
+PAUSE_FROM_SLOWDOWN = 1.10
+_PROBE_ROUNDS = 15
+_PROBE_LOOP = 20_000  # ~1-2 ms of pure Python per timing
 
 
 class TrainingPause:
@@ -66,9 +81,20 @@ class TrainingPause:
         self.forced_resumes = 0
         self.paused_seconds = 0.0
 
+        # ``neighbour_slowdown``'s measure once ``decide`` has it (None: not measured).
+        self.neighbour_slowdown: float | None = None
+
     @property
     def stopped(self) -> bool:
         return bool(self._held)
+
+    def decide(self, slowdown: float | None) -> None:
+        """Pause from now on only if a neighbour slows this CPU by ``PAUSE_FROM_SLOWDOWN`` or
+        more (``slowdown`` as ``neighbour_slowdown`` measures it; None, not measurable: no)."""
+        self.neighbour_slowdown = slowdown
+        self.enabled = SUPPORTED and slowdown is not None and slowdown >= PAUSE_FROM_SLOWDOWN
+        if not self.enabled:
+            self.release()  # a pause under way ends now, and nothing is watched any more
 
     def watch(self, pid: int) -> None:
         """Pause ``pid`` (a training process of this service) from the next pause on."""
@@ -159,6 +185,57 @@ class TrainingPause:
             self._bucket += paused * (1.0 - self.paused_share)
             self._bucket_at = now
             self._stopped_at = 0.0
+
+
+def neighbour_slowdown(cpus: Collection[int] | None = None, timeout: float = 10.0) -> float | None:
+    """How much slower pure-Python work runs on one CPU while a SCHED_IDLE process spins on
+    another (median over alternating rounds; 1.0: not at all). Measured in a child process (this
+    one's affinity and scheduling stay as they are), on the first and last of ``cpus`` (default:
+    the CPUs this process may use). None when there are fewer than two, on platforms without
+    CPU affinity or SIGSTOP, or when the probe fails. Blocks for ~0.2 s: call it in a thread."""
+    if not SUPPORTED or not hasattr(os, "sched_getaffinity") or not hasattr(os, "SCHED_IDLE"):
+        return None
+    chosen = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+    if len(chosen) < 2:
+        return None
+    command = [
+        sys.executable,
+        "-c",
+        f"from app.pausing import _probe; _probe({chosen[0]}, {chosen[-1]})",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+        return float(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _probe(here: int, there: int) -> None:
+    """``neighbour_slowdown``'s child: prints the ratio. The spinner is a fork of this process,
+    stopped for the rounds alone and continued for the rounds beside it."""
+    os.sched_setaffinity(0, {here})
+    spinner = os.fork()
+    if spinner == 0:  # pragma: no cover - the child spins until killed
+        os.sched_setaffinity(0, {there})
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        while True:
+            pass
+    try:
+        alone: list[float] = []
+        beside: list[float] = []
+        for _ in range(_PROBE_ROUNDS):
+            for signum, times in ((signal.SIGSTOP, alone), (signal.SIGCONT, beside)):
+                os.kill(spinner, signum)
+                time.sleep(0.002)  # the signal delivered, the spinner stopped or running
+                started = time.perf_counter()
+                total = 0
+                for i in range(_PROBE_LOOP):
+                    total += i * i
+                times.append(time.perf_counter() - started)
+        sys.stdout.write(f"{statistics.median(beside) / statistics.median(alone)}\n")
+    finally:
+        os.kill(spinner, signal.SIGKILL)
+        os.waitpid(spinner, 0)
 
 
 def _signal(pid: int, signum: int) -> bool:

@@ -39,6 +39,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "artifacts_dir": tmp_path / "artifacts",
         "env": "test",
         "train_priority": "low",
+        # Pausing as the pause tests expect it, without a start-up measure in every test app
+        # (tests/test_pausing.py tests "auto" itself).
+        "train_pause_while_serving": True,
     }
     values.update(overrides)
     return Settings(**values)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.pausing import TrainingPause
+from app.pausing import PAUSE_FROM_SLOWDOWN, TrainingPause, neighbour_slowdown
 from app.settings import Settings
 from tests import fakes
 from tests.conftest import RunningApp, make_settings, start_app
@@ -377,10 +377,10 @@ async def test_off_the_service_never_stops_its_fit(
         assert job["status"] == "succeeded"
 
 
-def test_the_setting_defaults_to_on_and_reads_the_environment(
+def test_the_setting_defaults_to_auto_and_reads_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert Settings().train_pause_while_serving is True
+    assert Settings().train_pause_while_serving == "auto"
     monkeypatch.setenv("INSIGHTHUB_TRAIN_PAUSE_WHILE_SERVING", "false")
     assert Settings().train_pause_while_serving is False
 
@@ -401,3 +401,64 @@ async def test_a_process_no_longer_ours_to_signal_is_dropped_without_an_error(
     pause.request_finished()
     assert pause.pauses == 0
     assert not pause._pids
+
+
+def test_neighbour_slowdown_is_measured_in_a_child() -> None:
+    """A ratio near 1 or above (a spinner never makes the loop faster by much), within the
+    probe's time; fewer than two CPUs: nothing to measure."""
+    started = time.monotonic()
+    slowdown = neighbour_slowdown()
+    assert slowdown is not None
+    assert 0.5 < slowdown < 20.0
+    assert time.monotonic() - started < 10.0  # the probe's own timeout
+    assert neighbour_slowdown(cpus=[0]) is None
+
+
+async def test_deciding_not_to_pause_resumes_a_held_process_and_watches_none(child: int) -> None:
+    pause = TrainingPause(burst=60)
+    pause.watch(child)
+    pause.request_started()
+    await wait_state(child, stopped=True)
+    pause.decide(1.02)  # a neighbour costs 2%: not worth the signals
+    await wait_state(child, stopped=False)
+    assert not pause.enabled
+    assert pause.neighbour_slowdown == 1.02
+    pause.watch(child)
+    pause.request_finished()
+    pause.request_started()
+    await asyncio.sleep(0.05)
+    assert process_state(child) != "T"
+    pause.request_finished()
+    pause.decide(1.4)
+    assert pause.enabled
+    pause.watch(child)
+    pause.request_started()
+    await wait_state(child, stopped=True)
+    pause.request_finished()
+    await wait_state(child, stopped=False)
+    pause.decide(None)  # not measurable: no pausing
+    assert not pause.enabled
+
+
+async def test_auto_measures_at_start_up_and_reports_the_decision(tmp_path: Path) -> None:
+    async for app in start_app(make_settings(tmp_path, train_pause_while_serving="auto")):
+        pause = app.app.state.insighthub.trainer.pause
+        deadline = time.monotonic() + 30
+        while pause.neighbour_slowdown is None and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another task's result
+            await asyncio.sleep(0.05)
+        assert pause.neighbour_slowdown is not None
+        assert pause.enabled == (pause.neighbour_slowdown >= PAUSE_FROM_SLOWDOWN)
+        text = (await app.client.get("/metrics")).text
+        assert f"insighthub_training_pause_enabled {float(pause.enabled)}" in text
+        assert "insighthub_neighbour_slowdown " in text
+
+
+def test_the_setting_reads_true_false_and_auto_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for given_value, expected in (("auto", "auto"), ("true", True), ("false", False)):
+        monkeypatch.setenv("INSIGHTHUB_TRAIN_PAUSE_WHILE_SERVING", given_value)
+        assert Settings().train_pause_while_serving == expected
+    monkeypatch.setenv("INSIGHTHUB_TRAIN_PAUSE_WHILE_SERVING", "sometimes")
+    with pytest.raises(ValueError, match="train_pause_while_serving"):
+        Settings()
