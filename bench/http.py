@@ -470,6 +470,19 @@ def _stop_light_load(load: subprocess.Popen[bytes]) -> Load:
     return _parse(output.decode())
 
 
+def _pause_decision(client: httpx.Client) -> str:
+    """What the service decided about pausing its fits (app/pausing.py), from /metrics."""
+    values = {}
+    for line in client.get("/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("insighthub_neighbour_slowdown", "insighthub_training_pause_enabled"):
+            values[name] = float(value)
+    slowdown = values.get("insighthub_neighbour_slowdown")
+    measured = "not measured" if slowdown is None else f"x{slowdown:.2f}"
+    state = "on" if values.get("insighthub_training_pause_enabled") else "off"
+    return f"the service's start-up neighbour measure {measured}, so pausing fits {state}"
+
+
 def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path) -> list[Row]:
     """Light load in phases, over ``FIT_ROUNDS`` fits: idle; while POST /train with 1M rows is
     received and validated (in the parsing process); while the fit runs in the worker process;
@@ -518,6 +531,7 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
                 )
             )
     fit_seconds = statistics.median(_job_seconds(job) for job in jobs)
+    pausing = _pause_decision(client)
 
     def median(loads: list[Load], figure: str) -> float:
         return float(statistics.median(float(getattr(load, figure)) for load in loads))
@@ -533,7 +547,7 @@ def _fit_under_load(wrk: str, service: Server, single: list[bytes], folder: Path
         f"({', '.join(f'{load.seconds:.1f} s' for load in fits)}); {IDLE_SECONDS:.0f}-s idle "
         f"windows before and after each, polling a job's status every {POLL_SECONDS} s as the "
         f"fit windows do. p50/p99 ms per window: during {listed(fits)}; idle {listed(idles)}; "
-        f"next to a SCHED_IDLE spinner {listed(spinning)}"
+        f"next to a SCHED_IDLE spinner {listed(spinning)}; {pausing}"
     )
     return [
         Row("e", "POST /score p50 while a 1M-event fit runs (median of fits)",
