@@ -499,8 +499,15 @@ def _scan_values(text: npt.NDArray[np.uint8], starts: IntArray, ends: IntArray) 
             return count + 1
         if c == 34:  # '"'
             j = i + 1
-            while text[j] != 34:
-                j += 2 if text[j] == 92 else 1  # a backslash and the byte it escapes
+            # The next quote or backslash, by steps of one byte whatever the byte: each step's
+            # index then does not wait on the byte before it (stepping by 2 or 1 on each byte's
+            # value, as a select, chained every load: ~2.5 ns a byte against ~0.7).
+            while True:
+                while text[j] != 34 and text[j] != 92:
+                    j += 1
+                if text[j] == 34:
+                    break
+                j += 2  # a backslash and the byte it escapes
             starts[count] = i + 1
             ends[count] = j
             i = j + 1
