@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from uvicorn.logging import DefaultFormatter
 
 from app import __version__
 from app.bootstrap import load_or_bootstrap
@@ -116,6 +117,22 @@ async def _decide_pause(pause: TrainingPause) -> None:
         "an unknown factor" if slowdown is None else f"x{slowdown:.2f}",
         "pause" if pause.enabled else "keep running",
     )
+
+
+def show_service_logs(level: str) -> None:
+    """uvicorn configures its own loggers only, so without a handler the service's INFO lines
+    (the model served, training jobs, the pause decision) would go nowhere. Nothing is added
+    when the root logger or ``app`` has handlers already: a host that configured logging keeps
+    its own."""
+    service = logging.getLogger("app")
+    if logging.getLogger().handlers or service.handlers:
+        return
+    handler = logging.StreamHandler()
+    # As uvicorn writes its own lines ("INFO:     ..."), without colours.
+    line = "%(levelprefix)s %(name)s: %(message)s"
+    handler.setFormatter(DefaultFormatter(line, use_colors=False))
+    service.addHandler(handler)
+    service.setLevel(level)
 
 
 def install_guards(

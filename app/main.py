@@ -1,5 +1,8 @@
 """The ASGI application: ``uvicorn app.main:app``."""
 
-from app.factory import create_app
+from app.factory import create_app, show_service_logs
+from app.settings import Settings
 
-app = create_app()
+settings = Settings()
+show_service_logs(settings.log_level)
+app = create_app(settings)

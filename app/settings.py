@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     )
 
     env: Literal["development", "production", "test"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="The service's own log lines (model served, training jobs, the pause "
+        "decision) at this level and above, on standard error beside uvicorn's, when the "
+        "service is started as app.main:app and the host has not configured logging itself.",
+    )
     artifacts_dir: Path = Field(default=Path("artifacts"), description="Where model versions live.")
     keep_versions: int = Field(
         default=10, ge=1, le=1000, description="Model versions kept on disk."
