@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,7 @@ import pytest_asyncio
 from app.model_store import ModelStore
 from app.routers.training import OFFLOAD_BODY_BYTES
 from app.schemas.events import Level
+from app.trainer import _pids
 from app.training_data import (
     SpooledTrainingData,
     TrainingData,
@@ -208,11 +210,21 @@ async def test_a_body_whose_parser_dies_still_trains(
 @module_loop
 async def test_a_parse_cancelled_midway_leaves_no_file(service: RunningApp) -> None:
     trainer = service.app.state.insighthub.trainer
-    parsing = asyncio.ensure_future(trainer.parse(large_body()))
-    await asyncio.sleep(0.05)  # the parser has the body (or is about to)
-    parsing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await parsing
+    # The parsing process, started by a small parse and then held still, so the large body is
+    # surely still being parsed when its request is cancelled (waiting 50 ms was not enough on
+    # a fast machine: the parse had finished).
+    await trainer.parse(b'{"data": [[1.0]]}')
+    (parser,) = _pids(trainer._parser())
+    os.kill(parser, signal.SIGSTOP)
+    try:
+        parsing = asyncio.ensure_future(trainer.parse(large_body()))
+        await asyncio.sleep(0.05)  # submitted: the body is queued for the held parser
+        assert not parsing.done()
+        parsing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await parsing
+    finally:
+        os.kill(parser, signal.SIGCONT)
     # The one parsing process takes bodies in turn: once this one is answered (errors, so no
     # file of its own), the first one was finished before it, and its file removed as it finished.
     errors = await trainer.parse(b'{"data": [[1.0]]}')
