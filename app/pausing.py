@@ -25,7 +25,7 @@ Pausing has a price of its own: two signals per request, and on another machine 
 rose by ~30% with pausing against ~1% without (bench (e), alternated). So by default
 (``train_pause_while_serving = "auto"``) the service measures at start-up what it would be
 protecting against: ``neighbour_slowdown`` times a pure-Python loop on one CPU with and without
-a SCHED_IDLE spinner on another (~0.2 s, in a child process), and pauses only when the spinner
+a SCHED_IDLE spinner on another (~0.15 s, in a child process), and pauses only when the spinner
 slows the loop by ``PAUSE_FROM_SLOWDOWN`` or more. Until it knows, it pauses.
 """
 
@@ -192,7 +192,7 @@ def neighbour_slowdown(cpus: Collection[int] | None = None, timeout: float = 10.
     another (median over alternating rounds; 1.0: not at all). Measured in a child process (this
     one's affinity and scheduling stay as they are), on the first and last of ``cpus`` (default:
     the CPUs this process may use). None when there are fewer than two, on platforms without
-    CPU affinity or SIGSTOP, or when the probe fails. Blocks for ~0.2 s: call it in a thread."""
+    CPU affinity or SIGSTOP, or when the probe fails. Blocks for ~0.15 s: call it in a thread."""
     if not SUPPORTED or not hasattr(os, "sched_getaffinity") or not hasattr(os, "SCHED_IDLE"):
         return None
     chosen = sorted(os.sched_getaffinity(0) if cpus is None else cpus)

@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         "on another core still slows scoring on this one (shared execution units, caches, power "
         "budget), whatever its priority. A pause lasts at most 50 ms, then the fit runs at "
         "least 50 ms, so under a load that never leaves the service idle a fit still gets half "
-        "the time. auto (default): measured at start-up (~0.2 s in a child process: a "
+        "the time. auto (default): measured at start-up (~0.15 s in a child process: a "
         "pure-Python loop with and without an idle-priority spinner on another CPU), pausing "
         "only if the spinner slows the loop by 10% or more, since the signals cost each request "
         "some latency of their own; true or false: always or never. Not on Windows.",
